@@ -1,0 +1,52 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both install every
+# system package and Python dependency they need first (Debian, as root).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+APT_PACKAGES := haproxy openssh-server openssh-client redis-server postgresql-client pebble \
+	chromium python3-venv python3-dev iproute2 procps wrk nginx-light curl ca-certificates
+
+.PHONY: setup system-packages python-deps lint test test-cloud test-home demo bench clean
+
+setup: system-packages python-deps
+
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# Debian's openssh-server package starts the machine's own sshd; ours is separate and never touches it.
+
+python-deps: $(BIN)/cloudathome
+
+$(BIN)/cloudathome: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+lint: python-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy cloud home workers
+
+test-cloud: python-deps
+	$(BIN)/pytest tests/cloud -p no:cacheprovider
+
+test-home: python-deps
+	$(BIN)/pytest tests/home -p no:cacheprovider
+
+# Every test: lint and types, then the two sites' suites side by side (2 cores).
+test: setup lint
+	$(MAKE) -j2 --output-sync=target test-cloud test-home
+
+demo: setup
+	$(BIN)/cloudathome demo
+
+bench: setup
+	$(BIN)/cloudathome bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info

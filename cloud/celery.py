@@ -1,0 +1,28 @@
+"""The cloud site's Celery app: provisioning, edge sync and the reconcilers beat runs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloud.settings")
+
+from django.conf import settings  # noqa: E402
+
+from celery.signals import worker_ready  # noqa: E402
+
+from workers.celery import make_app  # noqa: E402
+
+app = make_app("cloud", "cloud.settings", settings.REDIS_URL)
+app.autodiscover_tasks(["cloud.homes", "cloud.edge"])
+app.conf.beat_schedule = {
+    "edge-sync": {"task": "cloud.edge.tasks.edge_sync", "schedule": 60.0},
+    "homes-reconcile": {"task": "cloud.homes.tasks.homes_reconcile", "schedule": 300.0},
+}
+
+
+@worker_ready.connect
+def _reconcile_on_start(sender: object, **kwargs: object) -> None:
+    """A worker killed mid-task may leave work half done; heal it as soon as one is back
+    instead of waiting for the message's visibility timeout or the next beat."""
+    app.send_task("cloud.homes.tasks.homes_reconcile")
+    app.send_task("cloud.edge.tasks.edge_sync")

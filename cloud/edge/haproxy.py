@@ -1,0 +1,628 @@
+"""The cloud edge's HAProxy: its configuration, its route map files and its Runtime API.
+
+This is the one door to HAProxy: it renders haproxy.cfg (TLS passthrough by SNI, plain HTTP by
+Host, one dynamic backend per kind of route), keeps the map files on disk and converges the live
+maps through the admin socket so that a route change never needs a reload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import re
+import resource
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+Scheme = Literal["https", "http"]
+SCHEMES: tuple[Scheme, ...] = ("https", "http")
+
+# A map value is "<port>" or "<port>:pp"; the suffix sends the route through the backend that
+# speaks PROXY v2. One value per host keeps a port change and a PROXY flag change one atomic
+# `set map` instead of two maps that could disagree for a moment.
+PROXY_V2_SUFFIX = ":pp"
+
+# Beyond this many changes in one map, a versioned transaction beats single commands: `set` and
+# `del` scan the whole map while blocking lookups, and the commit swaps everything at once.
+FULL_REPLACE_THRESHOLD = 1000
+
+# The CLI reads a request into one 16 KB buffer; a bigger one resets the connection silently
+# (measured on 2.6.12: 15.9 KB passes, 16.4 KB gets no reply), so requests stay well below.
+MAX_REQUEST_BYTES = 14 * 1024
+
+# A unix socket path longer than sun_path (108 bytes with the NUL) cannot be bound.
+_MAX_SOCKET_PATH = 107
+
+_LABEL = re.compile(r"[a-z0-9-]{1,63}")
+# Paths are pasted into haproxy.cfg and into CLI commands, where spaces, quotes, '#', ',', ';'
+# and parentheses all mean something; the state dir is ours to choose, so keep it plain.
+_SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
+# One word of a CLI command: whitespace separates arguments, ';' separates commands and '\\'
+# escapes, so none of them may appear in a key or value we send.
+_CLI_WORD = re.compile(r"[A-Za-z0-9._:@#/+-]+")
+_VALUE = re.compile(r"([0-9]{1,5})(:pp)?")
+
+_MAP_HEADER = "# Written by cloud.edge.haproxy; the edge rewrites this file on every sync.\n"
+
+
+class EdgeError(Exception):
+    """HAProxy refused a command, answered something unexpected, or its config is invalid."""
+
+
+class EdgeUnavailable(EdgeError):
+    """The Runtime API cannot be reached (HAProxy is not running); map files are still written."""
+
+
+def validate_hostname(host: str) -> str:
+    """Return `host` lower-cased if it is an RFC 1123 hostname we route; raise ValueError if not."""
+    if not isinstance(host, str):
+        raise ValueError("host: must be a string")
+    if not host:
+        raise ValueError("host: must not be empty")
+    if not host.isascii():
+        raise ValueError("host: must be ASCII (write internationalized names in their xn-- form)")
+    host = host.lower()
+    if len(host) > 253:
+        raise ValueError(f"host: {len(host)} characters, at most 253 allowed")
+    if "*" in host:
+        raise ValueError("host: wildcards are not allowed")
+    if host.endswith("."):
+        raise ValueError("host: must not end with a dot")
+    labels = host.split(".")
+    if len(labels) < 2:
+        raise ValueError("host: needs at least two labels (name.tld)")
+    for label in labels:
+        if not label:
+            raise ValueError("host: has an empty label")
+        if len(label) > 63:
+            raise ValueError(f"host: label {label[:20]!r}... is longer than 63 characters")
+        if not _LABEL.fullmatch(label):
+            raise ValueError(f"host: label {label!r} may only contain a-z, 0-9 and '-'")
+        if label.startswith("-") or label.endswith("-"):
+            raise ValueError(f"host: label {label!r} must not start or end with '-'")
+    if labels[-1].isdigit():
+        # RFC 1123 section 2.1: a name must not look like a dotted-decimal address.
+        raise ValueError("host: the last label is all digits, which reads as an IP address")
+    return host
+
+
+def validate_port(port: int, field: str = "port") -> int:
+    """Return `port` if it is a TCP port number (1..65535); raise ValueError naming `field`."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"{field}: must be an integer from 1 to 65535, got {port!r}")
+    return port
+
+
+@dataclass(frozen=True)
+class Route:
+    """One hostname published on the edge: traffic for `host` goes to 127.0.0.1:`port`."""
+
+    host: str
+    port: int
+    scheme: Scheme
+    proxy_protocol: bool = False
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """How many live map entries one `Edge.sync` added, changed and removed (all maps summed)."""
+
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+
+    def __add__(self, other: SyncResult) -> SyncResult:
+        return SyncResult(
+            self.added + other.added, self.changed + other.changed, self.removed + other.removed
+        )
+
+
+@dataclass
+class EdgeConfig:
+    """Where the edge keeps its files and what it listens on; every path derives from state_dir."""
+
+    state_dir: Path
+    https_port: int = 443
+    http_port: int = 80
+    bind: str = "0.0.0.0"  # noqa: S104 - the edge is the public entry point
+    maxconn: int = 4096
+    hard_stop_after_s: int = 30
+    haproxy_bin: str = "haproxy"
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).absolute()
+        if not _SAFE_PATH.fullmatch(str(self.state_dir)):
+            raise ValueError(
+                f"state_dir: {str(self.state_dir)!r} may only contain letters, digits and ._/+-"
+            )
+        if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
+            raise ValueError(
+                f"state_dir: too long, the admin socket path would exceed {_MAX_SOCKET_PATH} bytes"
+            )
+        validate_port(self.https_port, "https_port")
+        validate_port(self.http_port, "http_port")
+        if self.https_port == self.http_port:
+            raise ValueError("http_port: must differ from https_port")
+        try:
+            ipaddress.ip_address(self.bind)
+        except ValueError:
+            raise ValueError(f"bind: {self.bind!r} is not an IP address") from None
+        if isinstance(self.maxconn, bool) or not isinstance(self.maxconn, int) or self.maxconn < 1:
+            raise ValueError(f"maxconn: must be a positive integer, got {self.maxconn!r}")
+        if (
+            isinstance(self.hard_stop_after_s, bool)
+            or not isinstance(self.hard_stop_after_s, int)
+            or self.hard_stop_after_s < 1
+        ):
+            raise ValueError("hard_stop_after_s: must be a positive integer")
+
+    @property
+    def haproxy_dir(self) -> Path:
+        return self.state_dir / "haproxy"
+
+    @property
+    def config_path(self) -> Path:
+        return self.haproxy_dir / "haproxy.cfg"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.haproxy_dir / "admin.sock"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.haproxy_dir / "haproxy.pid"
+
+    @property
+    def maps_dir(self) -> Path:
+        return self.haproxy_dir / "maps"
+
+    def map_path(self, scheme: Scheme) -> Path:
+        """The map file of one scheme; also the map's name on the Runtime API."""
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme: must be one of {SCHEMES}, got {scheme!r}")
+        return self.maps_dir / f"{scheme}.map"
+
+
+def effective_maxconn(cfg: EdgeConfig, nofile_limit: int | None = None) -> int:
+    """cfg.maxconn lowered so HAProxy's file descriptors fit the hard RLIMIT_NOFILE.
+
+    HAProxy needs about 2 fds per connection plus some per thread and listener, and refuses to
+    start when that is above the hard limit ("Cannot raise FD limit"). The limit is read from this
+    process unless given, so render the config in the process (or user) that runs HAProxy.
+    """
+    if nofile_limit is None:
+        nofile_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if nofile_limit == resource.RLIM_INFINITY or nofile_limit < 0:
+        return cfg.maxconn
+    reserve = 100 + 4 * (os.cpu_count() or 1)
+    return max(1, min(cfg.maxconn, (nofile_limit - reserve) // 2))
+
+
+def render_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> str:
+    """The whole haproxy.cfg for `cfg`. Routes live in the map files, never in this text."""
+    https_map = cfg.map_path("https")
+    http_map = cfg.map_path("http")
+    return f"""\
+# Generated by cloud.edge.haproxy; edit the code, not this file.
+global
+    maxconn {effective_maxconn(cfg, nofile_limit)}
+    # After a reload the old worker keeps its old maps while its connections live.
+    hard-stop-after {cfg.hard_stop_after_s}s
+    stats socket {cfg.socket_path} mode 600 level admin expose-fd listeners
+    stats timeout 30s
+    log stdout format raw local0 info
+
+defaults
+    log global
+    option dontlognull
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+    timeout client-fin 10s
+    timeout server-fin 10s
+
+# TLS passes through untouched: the home's own service terminates it with its own certificate.
+frontend fe_https
+    mode tcp
+    option tcplog
+    bind {cfg.bind}:{cfg.https_port}
+    tcp-request inspect-delay 5s
+    tcp-request content reject unless {{ req.ssl_hello_type 1 }}
+    tcp-request content set-var(sess.route) req.ssl_sni,lower,map({https_map})
+    # add(0) casts the port to an integer so that the range check below is numeric; an unknown
+    # name leaves the variable unset and the check rejects the connection.
+    tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
+    tcp-request content reject unless {{ var(sess.port) -m int 1:65535 }}
+    tcp-request content set-dst-port var(sess.port)
+    use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
+    default_backend be_https
+
+# Plain HTTP (ACME HTTP-01 and http sites), routed by the Host header without its port.
+frontend fe_http
+    mode http
+    option httplog
+    option forwardfor
+    bind {cfg.bind}:{cfg.http_port}
+    timeout http-request 10s
+    timeout http-keep-alive 10s
+    http-request set-var(txn.route) req.hdr(host),host_only,lower,map({http_map})
+    http-request set-var(txn.port) var(txn.route),field(1,:),add(0)
+    http-request deny deny_status 404 unless {{ var(txn.port) -m int 1:65535 }}
+    http-request set-dst-port var(txn.port)
+    use_backend be_http_pp if {{ var(txn.route) -m end {PROXY_V2_SUFFIX} }}
+    default_backend be_http
+
+# One server per backend for every route: the address is pinned to loopback (where sshd listens
+# for the tunnels) and, having no port, it takes the destination port set from the map above.
+backend be_https
+    mode tcp
+    server tunnel 127.0.0.1
+
+backend be_https_pp
+    mode tcp
+    server tunnel 127.0.0.1 send-proxy-v2
+
+# Never share a server connection between clients: each one may belong to another home.
+backend be_http
+    mode http
+    http-reuse never
+    server tunnel 127.0.0.1
+
+backend be_http_pp
+    mode http
+    http-reuse never
+    server tunnel 127.0.0.1 send-proxy-v2
+"""
+
+
+def config_command(cfg: EdgeConfig) -> list[str]:
+    """argv that runs HAProxy in the foreground as master + worker (for the site supervisor).
+
+    Call write_config first. SIGUSR2 to the master reloads; SIGTERM stops both; a worker whose
+    master dies exits by itself.
+    """
+    return [
+        cfg.haproxy_bin,
+        "-W",
+        "-db",
+        "-f",
+        str(cfg.config_path),
+        "-p",
+        str(cfg.pid_path),
+    ]
+
+
+def check_config(cfg: EdgeConfig, path: Path | None = None) -> None:
+    """Run `haproxy -c` on `path` (default: the installed config); raise EdgeError if invalid."""
+    target = path or cfg.config_path
+    proc = subprocess.run(
+        [cfg.haproxy_bin, "-c", "-f", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if proc.returncode != 0:
+        lines = (proc.stdout + proc.stderr).splitlines()
+        output = " | ".join(line for line in lines if line and "[NOTICE]" not in line)
+        raise EdgeError(f"haproxy -c: {target} is invalid: {output[-2000:]}")
+
+
+def write_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> Path:
+    """Install haproxy.cfg (checked with `haproxy -c` before it replaces the old one).
+
+    Creates empty map files when missing, since HAProxy refuses to start without them; existing
+    maps are left alone because they hold the routes a restarted HAProxy must come back with.
+    """
+    cfg.maps_dir.mkdir(parents=True, exist_ok=True)
+    for scheme in SCHEMES:
+        if not cfg.map_path(scheme).exists():
+            _write_atomic(cfg.map_path(scheme), _MAP_HEADER)
+    text = render_config(cfg, nofile_limit)
+    with _staged(cfg.config_path, text, 0o640) as staged:
+        try:
+            check_config(cfg, staged)
+        except EdgeError as exc:
+            raise EdgeError(f"{cfg.config_path} left as it was: {exc}") from None
+    return cfg.config_path
+
+
+@contextlib.contextmanager
+def _staged(path: Path, text: str, mode: int) -> Iterator[Path]:
+    """Write `text` to a temp file beside `path`, yield it, and rename it over `path` on success.
+
+    Same directory so the rename is atomic; fsync before it so that a crash leaves either the old
+    or the new file, never an empty one.
+    """
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(text)
+            out.flush()
+            os.fchmod(out.fileno(), mode)
+            os.fsync(out.fileno())
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    with _staged(path, text, mode):
+        pass
+
+
+def _cli_word(field: str, word: str) -> str:
+    if not _CLI_WORD.fullmatch(word):
+        raise ValueError(f"{field}: {word!r} is not a safe Runtime API argument")
+    return word
+
+
+class RuntimeAPI:
+    """HAProxy's Runtime API on its admin unix socket: one connection per command.
+
+    Every reply is checked: a command that should answer nothing raises EdgeError on any text,
+    naming the command and the reply.
+    """
+
+    def __init__(self, socket_path: Path | str, timeout: float = 5.0) -> None:
+        self.socket_path = str(socket_path)
+        self.timeout = timeout
+
+    def command(self, cmd: str, payload: Sequence[str] | None = None) -> str:
+        """Send one command (with optional payload lines) and return HAProxy's whole reply.
+
+        `cmd` goes out as given (';' would chain commands), so the typed methods below, which
+        check every argument, are the way to change maps. The timeout applies to each read.
+        """
+        name = " ".join(cmd.split()[:2])
+        if "\n" in cmd or "\r" in cmd:
+            raise ValueError("cmd: must be a single line")
+        if payload is not None:
+            # The payload ends at the first empty line; whatever followed would run as commands.
+            if any(not line or "\n" in line or "\r" in line for line in payload):
+                raise ValueError("payload: lines must be non-empty and without line breaks")
+            request = cmd + " <<\n" + "".join(line + "\n" for line in payload) + "\n"
+        else:
+            request = cmd + "\n"
+        data = request.encode("ascii")
+        if len(data) > MAX_REQUEST_BYTES:
+            raise ValueError(f"payload: {len(data)} bytes, the Runtime API takes at most ~16 KB")
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise EdgeError(f"{name}: cannot create a unix socket: {exc}") from exc
+        with sock:
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.socket_path)
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise EdgeUnavailable(
+                    f"{name}: HAProxy Runtime API not reachable at {self.socket_path}: {exc}"
+                ) from exc
+            except PermissionError as exc:
+                # The socket is mode 600: only HAProxy's own user may speak to it.
+                raise EdgeError(
+                    f"{name}: no permission on {self.socket_path}; run as HAProxy's user"
+                ) from exc
+            except OSError as exc:
+                raise EdgeError(f"{name}: cannot connect to {self.socket_path}: {exc}") from exc
+            chunks: list[bytes] = []
+            try:
+                sock.sendall(data)
+                while chunk := sock.recv(65536):
+                    chunks.append(chunk)
+            except TimeoutError as exc:
+                raise EdgeError(f"{name}: no complete reply within {self.timeout}s") from exc
+            except OSError as exc:
+                raise EdgeError(f"{name}: connection failed: {exc}") from exc
+        reply = b"".join(chunks).decode("utf-8", errors="replace")
+        # Every answer, even an empty one, ends with a newline; nothing at all means HAProxy
+        # dropped the connection (an oversized request does exactly that).
+        if not reply.endswith("\n"):
+            raise EdgeError(f"{name}: connection closed without a complete reply: {reply[-200:]!r}")
+        return reply
+
+    def _expect_nothing(self, cmd: str, payload: Sequence[str] | None = None) -> None:
+        reply = self.command(cmd, payload)
+        if reply.strip():
+            name = " ".join(cmd.split()[:2])
+            raise EdgeError(f"{name}: unexpected reply {reply.strip()[:500]!r}")
+
+    def map_entries(
+        self, map_name: Path | str, version: int | None = None
+    ) -> list[tuple[str, str]]:
+        """Every (key, value) of a map in HAProxy's order, duplicates included."""
+        target = _cli_word("map", str(map_name))
+        ver = f"@{version} " if version is not None else ""
+        reply = self.command(f"show map {ver}{target}")
+        entries: list[tuple[str, str]] = []
+        for line in reply.splitlines():
+            if not line:
+                continue
+            parts = line.split(" ", 2)
+            if len(parts) != 3 or not parts[0].startswith("0x"):
+                raise EdgeError(f"show map: unexpected reply {reply.strip()[:500]!r}")
+            entries.append((parts[1], parts[2]))
+        return entries
+
+    def show_map(self, map_name: Path | str) -> dict[str, str]:
+        """A map as a dict; with duplicate keys the first one wins, as it does for lookups."""
+        result: dict[str, str] = {}
+        for key, value in self.map_entries(map_name):
+            result.setdefault(key, value)
+        return result
+
+    def add_map(self, map_name: Path | str, key: str, value: str) -> None:
+        """Add an entry. HAProxy does not check for an existing key: a second add duplicates."""
+        m, k, v = _cli_word("map", str(map_name)), _cli_word("key", key), _cli_word("value", value)
+        self._expect_nothing(f"add map {m} {k} {v}")
+
+    def set_map(self, map_name: Path | str, key: str, value: str) -> None:
+        """Change the value of an existing key (EdgeError when the key is absent)."""
+        m, k, v = _cli_word("map", str(map_name)), _cli_word("key", key), _cli_word("value", value)
+        self._expect_nothing(f"set map {m} {k} {v}")
+
+    def del_map(self, map_name: Path | str, key: str) -> None:
+        """Delete every entry of a key (EdgeError when the key is absent)."""
+        m, k = _cli_word("map", str(map_name)), _cli_word("key", key)
+        self._expect_nothing(f"del map {m} {k}")
+
+    def prepare_map(self, map_name: Path | str) -> int:
+        """Open a new invisible version of a map and return its number."""
+        m = _cli_word("map", str(map_name))
+        reply = self.command(f"prepare map {m}")
+        found = re.fullmatch(r"New version created: (\d+)\s*", reply)
+        if not found:
+            raise EdgeError(f"prepare map: unexpected reply {reply.strip()[:500]!r}")
+        return int(found.group(1))
+
+    def add_map_version(
+        self, map_name: Path | str, version: int, entries: Iterable[tuple[str, str]]
+    ) -> None:
+        """Add entries to a prepared version, in as few requests as the size limit allows."""
+        m = _cli_word("map", str(map_name))
+        cmd = f"add map @{int(version)} {m}"
+        budget = MAX_REQUEST_BYTES - len(cmd) - 8
+        batch: list[str] = []
+        size = 0
+        for key, value in entries:
+            line = f"{_cli_word('key', key)} {_cli_word('value', value)}"
+            if batch and size + len(line) + 1 > budget:
+                self._expect_nothing(cmd, batch)
+                batch, size = [], 0
+            batch.append(line)
+            size += len(line) + 1
+        if batch:
+            self._expect_nothing(cmd, batch)
+
+    def commit_map(self, map_name: Path | str, version: int) -> None:
+        """Make a prepared version the live one at once and purge every other version."""
+        m = _cli_word("map", str(map_name))
+        self._expect_nothing(f"commit map @{int(version)} {m}")
+
+    def replace_map(self, map_name: Path | str, entries: Iterable[tuple[str, str]]) -> None:
+        """Replace a whole map atomically (no gap, no reload) with a versioned transaction."""
+        version = self.prepare_map(map_name)
+        self.add_map_version(map_name, version, entries)
+        self.commit_map(map_name, version)
+
+
+def _map_value(route: Route) -> str:
+    return f"{route.port}{PROXY_V2_SUFFIX if route.proxy_protocol else ''}"
+
+
+def _render_map(entries: dict[str, str]) -> str:
+    return _MAP_HEADER + "".join(f"{key} {entries[key]}\n" for key in sorted(entries))
+
+
+class Edge:
+    """Converges HAProxy's route maps (files and live) to a desired list of routes.
+
+    `sync` is not re-entrant: two runs at once can both see a key missing and both add it,
+    leaving a duplicate. Callers serialize it across processes (the edge-sync Redis lock).
+    """
+
+    def __init__(self, cfg: EdgeConfig, api: RuntimeAPI | None = None) -> None:
+        self.cfg = cfg
+        self.api = api or RuntimeAPI(cfg.socket_path)
+
+    def desired_maps(self, routes: Iterable[Route]) -> dict[Scheme, dict[str, str]]:
+        """Validate every route and lay them out as map contents, one dict per scheme."""
+        maps: dict[Scheme, dict[str, str]] = {scheme: {} for scheme in SCHEMES}
+        own_ports = {self.cfg.https_port, self.cfg.http_port}
+        for route in routes:
+            if route.scheme not in SCHEMES:
+                raise ValueError(f"scheme: must be one of {SCHEMES}, got {route.scheme!r}")
+            host = validate_hostname(route.host)
+            port = validate_port(route.port)
+            if port in own_ports:
+                raise ValueError(f"port: {port} is the edge's own listener, it would loop")
+            if not isinstance(route.proxy_protocol, bool):
+                raise ValueError("proxy_protocol: must be a boolean")
+            if host in maps[route.scheme]:
+                raise ValueError(f"host: {host} appears twice for {route.scheme}")
+            maps[route.scheme][host] = _map_value(route)
+        return maps
+
+    def write_maps(self, maps: dict[Scheme, dict[str, str]]) -> None:
+        """Write each map file atomically, skipping the ones whose content is already right."""
+        self.cfg.maps_dir.mkdir(parents=True, exist_ok=True)
+        for scheme, entries in maps.items():
+            path = self.cfg.map_path(scheme)
+            text = _render_map(entries)
+            with contextlib.suppress(FileNotFoundError):
+                if path.read_text(encoding="ascii") == text:
+                    continue
+            _write_atomic(path, text)
+
+    def sync(self, routes: Iterable[Route]) -> SyncResult:
+        """Make the map files and the live maps hold exactly `routes`.
+
+        Validation comes first, so one bad route changes nothing. Files are written before the
+        Runtime API is touched: if HAProxy is down this raises EdgeUnavailable with the files
+        already right, and HAProxy reads them when it starts.
+        """
+        maps = self.desired_maps(routes)
+        self.write_maps(maps)
+        result = SyncResult()
+        for scheme, desired in maps.items():
+            result += self._apply(self.cfg.map_path(scheme), desired)
+        return result
+
+    def _apply(self, map_path: Path, desired: dict[str, str]) -> SyncResult:
+        entries = self.api.map_entries(map_path)
+        live: dict[str, str] = {}
+        duplicated: set[str] = set()
+        for key, value in entries:
+            if key in live:
+                duplicated.add(key)
+            live.setdefault(key, value)
+        added = [key for key in desired if key not in live]
+        changed = [
+            key
+            for key in desired
+            if key in live and (live[key] != desired[key] or key in duplicated)
+        ]
+        removed = [key for key in live if key not in desired]
+        total = len(added) + len(changed) + len(removed)
+        # `set map` would leave a duplicate in place (it sets every copy); only a hand-made
+        # `add map` creates one, and a full replace cleans it up.
+        if total > FULL_REPLACE_THRESHOLD or duplicated:
+            self.api.replace_map(map_path, sorted(desired.items()))
+        else:
+            for key in added:
+                self.api.add_map(map_path, key, desired[key])
+            for key in changed:
+                self.api.set_map(map_path, key, desired[key])
+            for key in removed:
+                self.api.del_map(map_path, key)
+        return SyncResult(len(added), len(changed), len(removed))
+
+    def live_maps(self) -> dict[Scheme, dict[str, str]]:
+        """The raw live maps (host -> value) as HAProxy matches them, for admin views."""
+        return {scheme: self.api.show_map(self.cfg.map_path(scheme)) for scheme in SCHEMES}
+
+    def live_routes(self) -> list[Route]:
+        """The routes HAProxy currently serves, sorted by scheme and host."""
+        routes: list[Route] = []
+        for scheme, entries in self.live_maps().items():
+            for host, value in entries.items():
+                found = _VALUE.fullmatch(value)
+                if not found:
+                    raise EdgeError(f"show map: {scheme} entry {host!r} has value {value!r}")
+                routes.append(Route(host, int(found.group(1)), scheme, bool(found.group(2))))
+        return sorted(routes, key=lambda r: (r.scheme, r.host))

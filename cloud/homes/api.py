@@ -1,0 +1,129 @@
+"""Homes and proxy mappings API: parse, authorize (a caller sees only its own home), call
+one service, return."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from django.conf import settings
+from django.http import HttpRequest
+from ninja import Router
+
+from cloud.edge import services as edge
+from cloud.errors import Forbidden
+from cloud.homes import services
+from cloud.homes.models import Home
+from cloud.homes.schemas import (
+    HomeIn,
+    HomeOut,
+    LiveRouteOut,
+    MappingIn,
+    MappingOut,
+    ReconcileOut,
+    SyncOut,
+)
+
+router = Router(tags=["homes"])
+admin_router = Router(tags=["admin"])
+
+
+def home_out(home: Home) -> HomeOut:
+    return HomeOut(
+        slug=home.slug or "",
+        index=home.index,
+        status=home.status,
+        status_detail=home.status_detail,
+        ssh_username=home.ssh_username,
+        ssh_host=settings.PUBLIC_HOST,
+        ssh_port=settings.SSH_PORT,
+        ssh_host_key=edge.ssh_host_key(),
+        port_base=home.port_base,
+        port_count=home.port_count,
+    )
+
+
+@router.post("", response={201: HomeOut})
+def claim_home(request: HttpRequest, body: HomeIn) -> tuple[int, HomeOut]:
+    """Claim a home slot with an SSH public key; provisioning continues in the background
+    (status goes from `provisioning` to `ready` or `failed`)."""
+    return 201, home_out(services.home_claim(request.user, body.public_key))  # type: ignore[arg-type]
+
+
+@router.get("", response=list[HomeOut])
+def list_homes(request: HttpRequest) -> list[HomeOut]:
+    return [home_out(h) for h in Home.objects.filter(owner=request.user)]  # type: ignore[misc]
+
+
+@router.get("/{slug}", response=HomeOut)
+def get_home(request: HttpRequest, slug: str) -> HomeOut:
+    return home_out(services.home_of(request.user, slug))  # type: ignore[arg-type]
+
+
+@router.delete("/{slug}", response={204: None})
+def release_home(request: HttpRequest, slug: str) -> tuple[int, None]:
+    services.home_release(services.home_of(request.user, slug))  # type: ignore[arg-type]
+    return 204, None
+
+
+@router.get("/{slug}/proxy-mappings", response=list[MappingOut])
+def list_mappings(request: HttpRequest, slug: str) -> list[MappingOut]:
+    home = services.home_of(request.user, slug)  # type: ignore[arg-type]
+    return [
+        MappingOut(
+            host=m.host, scheme=m.scheme, tunnel_port=m.tunnel_port, proxy_protocol=m.proxy_protocol, edge=state
+        )
+        for m, state in services.mappings_with_edge_state(home)
+    ]
+
+
+@router.post("/{slug}/proxy-mappings", response={201: MappingOut})
+def create_mapping(request: HttpRequest, slug: str, body: MappingIn) -> tuple[int, MappingOut]:
+    """Map a hostname to a tunnel port of this home (the cloud picks a free one when
+    `tunnel_port` is omitted). Routable within a fraction of a second, no reload."""
+    home = services.home_of(request.user, slug)  # type: ignore[arg-type]
+    mapping = services.mapping_create(
+        home, body.host, body.scheme, body.tunnel_port, body.proxy_protocol
+    )
+    return 201, MappingOut(
+        host=mapping.host, scheme=mapping.scheme, tunnel_port=mapping.tunnel_port,
+        proxy_protocol=mapping.proxy_protocol, edge="pending",
+    )  # fmt: skip
+
+
+@router.delete("/{slug}/proxy-mappings/{host}", response={204: None})
+def delete_mapping(
+    request: HttpRequest, slug: str, host: str, scheme: Literal["https", "http"] | None = None
+) -> tuple[int, None]:
+    """Delete the hostname's mappings (only the `scheme` one when given)."""
+    services.mapping_delete(services.home_of(request.user, slug), host, scheme)  # type: ignore[arg-type]
+    return 204, None
+
+
+def _require_admin(request: HttpRequest) -> None:
+    if not getattr(request.user, "is_staff", False):
+        raise Forbidden("administrators only")
+
+
+@admin_router.post("/proxy-mappings/sync", response=SyncOut)
+def admin_sync_mappings(request: HttpRequest) -> SyncOut:
+    """Re-sync every mapping of the database to HAProxy (diff-based; a no-op when in sync)."""
+    _require_admin(request)
+    result = edge.edge_sync()
+    return SyncOut(added=result.added, changed=result.changed, removed=result.removed)
+
+
+@admin_router.get("/proxy-mappings/haproxy", response=list[LiveRouteOut])
+def admin_live_map(request: HttpRequest) -> list[LiveRouteOut]:
+    """The live HAProxy maps, as HAProxy itself reports them."""
+    _require_admin(request)
+    return [
+        LiveRouteOut(host=r.host, scheme=r.scheme, tunnel_port=r.port, proxy_protocol=r.proxy_protocol)
+        for r in edge.edge_live_routes()
+    ]
+
+
+@admin_router.post("/homes/sync", response=ReconcileOut)
+def admin_sync_homes(request: HttpRequest) -> ReconcileOut:
+    """Reconcile the database's homes with the SSH identities of our sshd."""
+    _require_admin(request)
+    return ReconcileOut(**services.homes_reconcile())

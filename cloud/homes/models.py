@@ -1,0 +1,73 @@
+"""Home slots (pre-provisioned rows, each owning a fixed tunnel port range) and the proxy
+mappings that route a hostname to one of those ports."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class HomeStatus(models.TextChoices):
+    FREE = "free"
+    PROVISIONING = "provisioning"
+    READY = "ready"
+    FAILED = "failed"
+    RELEASING = "releasing"
+
+
+class Home(models.Model):
+    index = models.PositiveIntegerField(unique=True)
+    slug = models.CharField(max_length=32, unique=True, null=True, blank=True)
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="home"
+    )
+    public_key = models.TextField(blank=True)
+    # The home's SSH identity: its system user (system-users mode) or the tag of its key line
+    # in the service account's keys file (single-account mode, where ssh_username is shared).
+    identity = models.CharField(max_length=32, blank=True)
+    ssh_username = models.CharField(max_length=32, blank=True)
+    status = models.CharField(max_length=16, choices=HomeStatus.choices, default=HomeStatus.FREE)
+    status_detail = models.TextField(blank=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["index"]
+
+    def __str__(self) -> str:
+        return f"home {self.index:02d} ({self.slug or 'free'})"
+
+    # Port math of DESIGN section 4: slot i owns PORT_BASE + i*PORT_STRIDE .. + PORTS_PER_HOME-1.
+    @property
+    def port_base(self) -> int:
+        return int(settings.PORT_BASE + self.index * settings.PORT_STRIDE)
+
+    @property
+    def port_count(self) -> int:
+        return int(settings.PORTS_PER_HOME)
+
+    @property
+    def ports(self) -> range:
+        return range(self.port_base, self.port_base + self.port_count)
+
+
+class Scheme(models.TextChoices):
+    HTTPS = "https"
+    HTTP = "http"
+
+
+class ProxyMapping(models.Model):
+    home = models.ForeignKey(Home, on_delete=models.CASCADE, related_name="mappings")
+    host = models.CharField(max_length=253)
+    scheme = models.CharField(max_length=5, choices=Scheme.choices, default=Scheme.HTTPS)
+    tunnel_port = models.PositiveIntegerField()
+    proxy_protocol = models.BooleanField(default=False)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["host", "scheme"]
+        # A hostname may have an https route (:443, SNI) and an http route (:80, Host, e.g.
+        # ACME HTTP-01 renewals) at once; both belong to the same home (checked in services).
+        constraints = [models.UniqueConstraint(fields=["host", "scheme"], name="mapping_host_scheme")]
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host} -> :{self.tunnel_port}"

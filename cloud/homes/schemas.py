@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from ninja import Field, Schema
+
+
+class HomeIn(Schema):
+    public_key: str = Field(..., max_length=16384)
+
+
+class HomeOut(Schema):
+    slug: str
+    index: int
+    status: str
+    status_detail: str
+    ssh_username: str
+    ssh_host: str
+    ssh_port: int
+    ssh_host_key: str
+    port_base: int
+    port_count: int
+
+
+class MappingIn(Schema):
+    host: str = Field(..., max_length=253)
+    scheme: Literal["https", "http"] = "https"
+    tunnel_port: int | None = Field(None, ge=1, le=65535)
+    proxy_protocol: bool = False
+
+
+class MappingOut(Schema):
+    host: str
+    scheme: str
+    tunnel_port: int
+    proxy_protocol: bool
+    edge: Literal["routed", "pending", "unknown"] = Field(
+        "pending", description="what the live HAProxy map says of this mapping"
+    )
+
+
+class LiveRouteOut(Schema):
+    host: str
+    scheme: str
+    tunnel_port: int
+    proxy_protocol: bool
+
+
+class SyncOut(Schema):
+    added: int
+    changed: int
+    removed: int
+
+
+class ReconcileOut(Schema):
+    provisioned: int
+    released: int
+    removed: int

@@ -1,0 +1,120 @@
+"""Dashboard and forms of the cloud UI; each form calls one service and shows domain
+errors next to the field they name."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.forms import Form
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from cloud.edge import services as edge
+from cloud.errors import DomainError
+from cloud.homes import services
+from cloud.homes.forms import MappingForm, RegisterHomeForm
+from cloud.homes.models import Home
+
+
+def _add_error(form: Form, exc: DomainError) -> None:
+    field = exc.field if exc.field in form.fields else None
+    form.add_error(field, exc.message)
+
+
+def _live_state(home: Home | None) -> dict[str, bool] | None:
+    """host -> routed?  None when the edge cannot be asked right now."""
+    if home is None:
+        return {}
+    try:
+        live = {r.host for r in edge.edge_live_routes()}
+    except Exception:
+        return None
+    return {m.host: m.host in live for m in home.mappings.all()}
+
+
+def _home_of(request: HttpRequest) -> Home | None:
+    return Home.objects.filter(owner=request.user).first()
+
+
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    home = _home_of(request)
+    return render(
+        request,
+        "homes/dashboard.html",
+        {
+            "home": home,
+            "mappings": home.mappings.all() if home else [],
+            "live": _live_state(home),
+            "ssh_host": settings.PUBLIC_HOST,
+            "ssh_port": settings.SSH_PORT,
+            "register_form": RegisterHomeForm(),
+            "mapping_form": MappingForm(),
+        },
+    )
+
+
+@login_required
+def register(request: HttpRequest) -> HttpResponse:
+    form = RegisterHomeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.home_claim(request.user, form.cleaned_data["public_key"])  # type: ignore[arg-type]
+        except DomainError as exc:
+            _add_error(form, exc)
+        else:
+            messages.success(request, "Home registered; its SSH identity is being provisioned.")
+            return redirect("dashboard")
+    return render(request, "homes/register.html", {"form": form})
+
+
+@login_required
+def mapping_add(request: HttpRequest) -> HttpResponse:
+    home = _home_of(request)
+    if home is None:
+        messages.error(request, "Register a home first.")
+        return redirect("dashboard")
+    form = MappingForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            services.mapping_create(
+                home, data["host"], data["scheme"], data["tunnel_port"], data["proxy_protocol"]
+            )
+        except DomainError as exc:
+            _add_error(form, exc)
+        else:
+            messages.success(request, f"Mapping for {data['host'].lower()} added.")
+            return redirect("dashboard")
+    return render(request, "homes/mapping_add.html", {"form": form, "home": home})
+
+
+@login_required
+@require_POST
+def mapping_delete(request: HttpRequest) -> HttpResponse:
+    home = _home_of(request)
+    try:
+        if home is None:
+            raise DomainError("no home")
+        services.mapping_delete(home, request.POST.get("host", ""))
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Mapping deleted.")
+    return redirect("dashboard")
+
+
+@login_required
+@require_POST
+def release(request: HttpRequest) -> HttpResponse:
+    home = _home_of(request)
+    if home is not None:
+        services.home_release(home)
+        messages.success(request, "Home released: its mappings, routes and SSH key are removed.")
+    return redirect("dashboard")
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})

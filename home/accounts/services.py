@@ -1,0 +1,24 @@
+"""Account workflows of the Home Console: API tokens for the console's local users."""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate
+from django.http import HttpRequest
+
+from home.accounts.models import ApiToken
+from home.errors import DomainError
+
+
+class BadCredentials(DomainError):
+    status = 403
+
+
+def token_issue(request: HttpRequest, username: str, password: str, name: str) -> str:
+    """A new API token for valid, active credentials; the plain token is returned once."""
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        # One answer for an unknown user, a wrong password and an inactive account, so the
+        # endpoint does not tell which usernames exist.
+        raise BadCredentials("invalid username or password, or the account is disabled")
+    _, token = ApiToken.issue(user, name)
+    return token

@@ -1,0 +1,277 @@
+"""The local server that answers an ACME CA's HTTP-01 or TLS-ALPN-01 validation requests.
+
+It listens on loopback only; the orchestrator makes it reachable from the CA (an `ssh -R`
+tunnel behind the edge's :80 or :443), so it must be strict about what it serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import logging
+import os
+import re
+import socket
+import socketserver
+import ssl
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler
+from types import TracebackType
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.x509.oid import ObjectIdentifier
+
+logger = logging.getLogger(__name__)
+
+ResponderMode = Literal["http-01", "tls-alpn-01"]
+
+CHALLENGE_PATH = "/.well-known/acme-challenge/"
+ACME_TLS_ALPN = "acme-tls/1"
+# RFC 8737 section 3: id-pe-acmeIdentifier.
+ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
+
+# A validator sends one small request; anything slower is not a CA and must not pin a thread.
+CLIENT_TIMEOUT = 10.0
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_KEY_AUTHORIZATION = re.compile(r"^[A-Za-z0-9_-]{1,256}\.[A-Za-z0-9_-]{1,256}$")
+
+
+def challenge_certificate(
+    domain: str, key_authorization: str
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The self-signed certificate RFC 8737 asks for: SAN = the domain only, and the critical
+    acmeIdentifier extension holding SHA-256(key authorization)."""
+    digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
+        # The extension value is the DER OCTET STRING (tag 4, length 32) around the digest.
+        .add_extension(
+            x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest), critical=True
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+class _HTTPHandler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    timeout = CLIENT_TIMEOUT
+    server_version = "cloudathome-acme"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        body: str | None = None
+        if path.startswith(CHALLENGE_PATH):
+            body = self.server.responder._key_authorization(path[len(CHALLENGE_PATH) :])
+        if body is None:
+            self._not_found()
+            return
+        data = body.encode("ascii")
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _not_found(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    # Only GET of a known token is answered; every other method gets the same 404 as an
+    # unknown path, so the responder reveals nothing about itself.
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_found
+
+    def log_message(self, format: str, *args: object) -> None:
+        logger.debug("http-01 responder %s: " + format, self.client_address[0], *args)
+
+
+class _TLSHandler(socketserver.BaseRequestHandler):
+    server: _TLSServer
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        sock.settimeout(CLIENT_TIMEOUT)
+        try:
+            with self.server.responder._tls_context.wrap_socket(sock, server_side=True) as tls:
+                if tls.selected_alpn_protocol() != ACME_TLS_ALPN:
+                    # The stdlib cannot refuse inside the ALPN callback, so a client without
+                    # acme-tls/1 is dropped right after the handshake, before any data.
+                    return
+                # RFC 8737: the validator closes after the handshake; wait for that instead of
+                # resetting the connection under it.
+                with contextlib.suppress(OSError):
+                    tls.recv(1)
+        except (ssl.SSLError, OSError) as exc:
+            logger.debug(
+                "tls-alpn-01 responder: handshake from %s failed: %s", self.client_address[0], exc
+            )
+
+
+class _HTTPServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], responder: ChallengeResponder) -> None:
+        self.responder = responder
+        super().__init__(address, _HTTPHandler)
+
+
+class _TLSServer(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], responder: ChallengeResponder) -> None:
+        self.responder = responder
+        super().__init__(address, _TLSHandler)
+
+
+def _server_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8737 section 4
+    context.set_alpn_protocols([ACME_TLS_ALPN])
+    return context
+
+
+class ChallengeResponder:
+    """Serve ACME challenge answers on host:port (port 0 picks a free one) while entered.
+
+    mode "http-01": `set(token, key_authorization)`, then GET /.well-known/acme-challenge/<token>
+    returns the key authorization; anything else is a 404.
+    mode "tls-alpn-01": `set_cert(domain, cert, key)`, then a ClientHello with SNI <domain> and
+    ALPN acme-tls/1 gets that certificate; an unknown or missing SNI fails the handshake.
+    """
+
+    def __init__(self, mode: ResponderMode, port: int = 0, host: str = "127.0.0.1") -> None:
+        if mode not in ("http-01", "tls-alpn-01"):
+            raise ValueError(f"mode: must be 'http-01' or 'tls-alpn-01', not {mode!r}")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port: {port} is not a TCP port number")
+        self.mode: ResponderMode = mode
+        self._address = (host, port)
+        self._lock = threading.Lock()
+        self._tokens: dict[str, str] = {}
+        self._domain_contexts: dict[str, ssl.SSLContext] = {}
+        self._tls_context = _server_context()
+        self._tls_context.sni_callback = self._pick_certificate
+        self._server: socketserver.ThreadingTCPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the challenge responder is not running")
+        return int(self._server.server_address[1])
+
+    def set(self, token: str, key_authorization: str) -> None:
+        """Answer HTTP-01 requests for `token` with `key_authorization`."""
+        if self.mode != "http-01":
+            raise ValueError("token: only an http-01 responder serves tokens")
+        if not _TOKEN.match(token):
+            raise ValueError("token: must be 1-256 base64url characters")
+        if not _KEY_AUTHORIZATION.match(key_authorization) or not key_authorization.startswith(
+            token + "."
+        ):
+            raise ValueError("key_authorization: must be '<token>.<account key thumbprint>'")
+        with self._lock:
+            self._tokens[token] = key_authorization
+
+    def set_cert(
+        self, domain: str, cert: x509.Certificate, key: CertificateIssuerPrivateKeyTypes
+    ) -> None:
+        """Present `cert` to TLS-ALPN-01 validators that ask for `domain` by SNI."""
+        if self.mode != "tls-alpn-01":
+            raise ValueError("cert: only a tls-alpn-01 responder serves certificates")
+        domain = domain.lower()
+        context = _server_context()
+        # ssl loads certificates from files only; these live for the duration of this call.
+        with tempfile.TemporaryDirectory(prefix="acme-alpn-") as tmp:
+            cert_path, key_path = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+            with open(cert_path, "wb") as out:
+                out.write(cert.public_bytes(serialization.Encoding.PEM))
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(
+                    key.private_bytes(
+                        serialization.Encoding.PEM,
+                        serialization.PrivateFormat.PKCS8,
+                        serialization.NoEncryption(),
+                    )
+                )
+            context.load_cert_chain(cert_path, key_path)
+        with self._lock:
+            self._domain_contexts[domain] = context
+
+    def _key_authorization(self, token: str) -> str | None:
+        with self._lock:
+            return self._tokens.get(token)
+
+    def _pick_certificate(
+        self, tls: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> int | None:
+        with self._lock:
+            context = self._domain_contexts.get((server_name or "").lower())
+        if context is None:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        tls.context = context
+        return None
+
+    def start(self) -> ChallengeResponder:
+        if self._server is not None:
+            raise RuntimeError("the challenge responder is already running")
+        server: socketserver.ThreadingTCPServer
+        if self.mode == "http-01":
+            server = _HTTPServer(self._address, self)
+        else:
+            server = _TLSServer(self._address, self)
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"acme-{self.mode}-responder",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting and close the listening socket; safe to call twice."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join()
+
+    def __enter__(self) -> ChallengeResponder:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,224 @@
+"""Certificate workflows: issue one through the tunnel (temporary port, mapping, tunnel and
+responder, all torn down whatever happens), renew the ones due, and clean what a crashed
+run left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from home.certs import acme
+from home.cloudlink.client import CloudError
+from home.cloudlink.services import cloud, link
+from home.domains.models import CertStatus, Challenge, Domain, JobState
+from home.tunnels import services as tunnels
+from home.tunnels.models import Tunnel
+from workers.celery import TransientError
+from workers.locks import exclusive
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = "acme "
+ROUTE_TIMEOUT = 15.0
+
+
+def acme_settings() -> acme.AcmeSettings:
+    return acme.AcmeSettings(
+        directory_url=settings.ACME_DIRECTORY,
+        ca_bundle=settings.ACME_CA_BUNDLE,
+        account_key_path=Path(settings.ACME_ACCOUNT_KEY),
+    )
+
+
+def _step(domain: Domain, step: str) -> None:
+    log.info("certificate %s: %s", domain.name, step)
+    Domain.objects.filter(pk=domain.pk).update(job_step=step, job_updated=timezone.now())
+
+
+def _scheme(challenge: str) -> str:
+    return "http" if challenge == Challenge.HTTP01 else "https"
+
+
+def _wait_routed(slug: str, host: str, scheme: str) -> None:
+    """The cloud applies mappings asynchronously; the CA must not knock before the route."""
+    deadline = time.monotonic() + ROUTE_TIMEOUT
+    while time.monotonic() < deadline:
+        for mapping in cloud().mappings(slug):
+            if (
+                mapping["host"] == host
+                and mapping["scheme"] == scheme
+                and mapping.get("edge") == "routed"
+            ):
+                return
+        time.sleep(0.1)
+    raise acme.AcmeError(
+        f"{host}: the cloud edge did not route the temporary mapping in {ROUTE_TIMEOUT:g} s"
+    )
+
+
+def _cleanup(tunnel: Tunnel | None, host: str, scheme: str) -> None:
+    if tunnel is not None:
+        tunnels.tunnel_stop_now(tunnel)
+        Tunnel.objects.filter(pk=tunnel.pk).delete()
+    try:
+        cloud().delete_mapping(link().home_slug, host, scheme=scheme)
+    except CloudError as exc:
+        log.warning("could not remove the temporary mapping of %s: %s", host, exc)
+
+
+@contextlib.contextmanager
+def _exposed(domain: Domain, responder_port: int) -> Iterator[None]:
+    """Make our challenge responder reachable through the edge for the CA, then undo it."""
+    scheme = _scheme(domain.challenge)
+    slug = link().home_slug
+    tunnel: Tunnel | None = None
+    try:
+        port = tunnels.allocate_port()
+        _step(domain, f"port {port} allocated")
+        tunnel = Tunnel.objects.create(
+            name=f"{TEMP_PREFIX}{domain.name}", remote_port=port, local_port=responder_port,
+            desired_open=True, temporary=True,
+        )  # fmt: skip
+        cloud().create_mapping(slug, domain.name, scheme, port)
+        _step(domain, f"temporary {scheme} mapping registered")
+        state = tunnels.tunnel_reconcile(tunnel.pk)
+        if state != "open":
+            tunnel.refresh_from_db()
+            raise acme.AcmeError(
+                f"{domain.name}: the temporary tunnel did not open: {tunnel.last_error}"
+            )
+        _step(domain, "tunnel open")
+        _wait_routed(slug, domain.name, scheme)
+        yield
+    except CloudError as exc:
+        raise acme.AcmeError(
+            f"{domain.name}: the cloud refused the temporary mapping: {exc}"
+        ) from None
+    finally:
+        _step(domain, "cleaning up")
+        _cleanup(tunnel, domain.name, scheme)
+
+
+def certificate_issue(domain_id: int, force: bool = False) -> str:
+    """Run the ACME flow for a domain; one run per domain at a time. Returns the job state."""
+    with exclusive(settings.REDIS_URL, f"cert-{domain_id}", timeout=300, wait=5):
+        domain = Domain.objects.filter(pk=domain_id).first()
+        if domain is None:
+            return "gone"
+        if not force and domain.cert_status == CertStatus.VALID and not _due(domain):
+            Domain.objects.filter(pk=domain.pk).update(job_state=JobState.DONE)
+            return JobState.DONE
+        certificates_cleanup(domain.name)  # whatever a crashed run left
+        Domain.objects.filter(pk=domain.pk).update(
+            job_state=JobState.RUNNING, job_error="", job_step="starting"
+        )
+        try:
+            issued = acme.issue(
+                acme_settings(),
+                domain.name,
+                domain.email,
+                domain.challenge,  # type: ignore[arg-type]
+                lambda port: _exposed(domain, port),
+                on_step=lambda step: _step(domain, step),
+            )
+            path = acme.write_certificate(Path(domain.cert_dir), domain.name, issued)
+        except (acme.AcmeError, ValueError, OSError) as exc:
+            Domain.objects.filter(pk=domain.pk).update(
+                job_state=JobState.FAILED,
+                job_error=str(exc),
+                job_step="failed",
+                cert_status=CertStatus.VALID
+                if domain.cert_status == CertStatus.VALID
+                else CertStatus.FAILED,
+            )
+            return JobState.FAILED
+        Domain.objects.filter(pk=domain.pk).update(
+            job_state=JobState.DONE,
+            job_step="certificate issued",
+            cert_status=CertStatus.VALID,
+            cert_path=str(path),
+            cert_expiry=issued.not_after,
+            cert_issued=timezone.now(),
+        )
+        if domain.post_renew_command:
+            _run_post_renew(domain)
+        return JobState.DONE
+
+
+def _run_post_renew(domain: Domain) -> None:
+    try:
+        done = subprocess.run(
+            domain.post_renew_command, capture_output=True, text=True, timeout=60, check=False
+        )
+    except OSError as exc:
+        Domain.objects.filter(pk=domain.pk).update(job_error=f"post-renewal command failed: {exc}")
+        return
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+        Domain.objects.filter(pk=domain.pk).update(
+            job_error=f"post-renewal command exited with {done.returncode}: {tail[0]}"
+        )
+
+
+def _due(domain: Domain) -> bool:
+    if domain.cert_expiry is None:
+        return True
+    return domain.cert_expiry <= timezone.now() + dt.timedelta(days=settings.RENEW_DAYS)
+
+
+def certificates_due() -> list[int]:
+    now = timezone.now()
+    return list(
+        Domain.objects.filter(
+            cert_status=CertStatus.VALID,
+            cert_expiry__lte=now + dt.timedelta(days=settings.RENEW_DAYS),
+            # A certificate younger than RENEW_MIN_AGE is never renewed again by beat, whatever
+            # the window says: a misconfigured window must not hammer the CA's rate limits.
+            cert_issued__lte=now - dt.timedelta(seconds=settings.RENEW_MIN_AGE),
+        )
+        .exclude(job_state__in=[JobState.RUNNING, JobState.PENDING])
+        .values_list("pk", flat=True)
+    )
+
+
+def certificates_cleanup(name: str) -> int:
+    """Remove the temporary tunnels and mappings a run for `name` left behind."""
+    count = 0
+    for tunnel in Tunnel.objects.filter(temporary=True, name=f"{TEMP_PREFIX}{name}"):
+        domain = Domain.objects.filter(name=name).first()
+        _cleanup(tunnel, name, _scheme(domain.challenge if domain else Challenge.HTTP01))
+        count += 1
+    return count
+
+
+def certificates_recover() -> int:
+    """Worker start and beat: finish what a killed run left (temporary tunnel and mapping,
+    a job stuck 'running'), for every domain whose lock no live run holds."""
+    names = {
+        t.removeprefix(TEMP_PREFIX)
+        for t in Tunnel.objects.filter(temporary=True).values_list("name", flat=True)
+    }
+    names |= set(Domain.objects.filter(job_state=JobState.RUNNING).values_list("name", flat=True))
+    recovered = 0
+    for name in sorted(names):
+        domain = Domain.objects.filter(name=name).first()
+        lock = f"cert-{domain.pk}" if domain else f"cert-orphan-{name}"
+        try:
+            with exclusive(settings.REDIS_URL, lock, timeout=300, wait=0.1):
+                recovered += certificates_cleanup(name)
+                Domain.objects.filter(name=name, job_state=JobState.RUNNING).update(
+                    job_state=JobState.FAILED,
+                    job_step="interrupted",
+                    job_error="the worker stopped during the flow; nothing was left behind, retry to run it again",
+                )
+        except TransientError:
+            continue  # a live run holds it
+    return recovered

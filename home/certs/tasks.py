@@ -1,0 +1,24 @@
+"""Thin Celery wrappers around the certificate workflows."""
+
+from celery import shared_task
+
+from home.certs import services
+
+
+@shared_task(name="home.certs.tasks.certificate_issue", soft_time_limit=240, time_limit=300)
+def certificate_issue(domain_id: int, force: bool = False) -> str:
+    return services.certificate_issue(domain_id, force)
+
+
+@shared_task(name="home.certs.tasks.certificates_renew")
+def certificates_renew() -> int:
+    """Beat, daily: queue a run for every certificate inside the renewal window."""
+    due = services.certificates_due()
+    for pk in due:
+        certificate_issue.delay(pk)
+    return len(due)
+
+
+@shared_task(name="home.certs.tasks.certificates_recover")
+def certificates_recover() -> int:
+    return services.certificates_recover()

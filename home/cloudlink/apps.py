@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CloudlinkConfig(AppConfig):
+    name = "home.cloudlink"
+    label = "cloudlink"

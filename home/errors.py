@@ -1,0 +1,41 @@
+"""Domain errors of the Home Console; the API maps each to its status with one handler
+and one shape ({"detail": ..., "field": ...}), the UI shows them next to the field."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    status = 400
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class Invalid(DomainError):
+    status = 400
+
+
+class NotFound(DomainError):
+    status = 404
+
+
+class Conflict(DomainError):
+    status = 409
+
+
+class Unavailable(DomainError):
+    """The cloud (or another outside system) said no or could not be reached."""
+
+    status = 502
+
+
+def invalid_from(exc: ValueError, default_field: str) -> Invalid:
+    field, sep, reason = str(exc).partition(": ")
+    if sep and field.replace("_", "").isalnum():
+        return Invalid(reason, field=field)
+    return Invalid(str(exc), field=default_field)

@@ -1,0 +1,34 @@
+from django.contrib import admin
+
+from home.tunnels.models import Tunnel
+
+
+@admin.register(Tunnel)
+class TunnelAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "remote_port",
+        "local_host",
+        "local_port",
+        "desired_open",
+        "state",
+        "pid",
+        "since",
+        "failures",
+        "temporary",
+    )
+    list_filter = ("state", "desired_open", "temporary")
+    search_fields = ("name",)
+    # Observed state is the supervisor's to write; an edit here would be overwritten or
+    # make it stop a process that is not ours.
+    readonly_fields = (
+        "state",
+        "pid",
+        "start_time",
+        "since",
+        "last_error",
+        "failures",
+        "retry_at",
+        "temporary",
+        "created",
+    )

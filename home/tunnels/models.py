@@ -1,0 +1,36 @@
+"""A tunnel is desired state (open or not) plus what was observed of its ssh process; the
+process itself is identified by PID *and* start time so a recycled PID is never ours."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class TunnelState(models.TextChoices):
+    CLOSED = "closed"
+    OPENING = "opening"
+    OPEN = "open"
+    FAILED = "failed"
+
+
+class Tunnel(models.Model):
+    name = models.CharField(max_length=300, unique=True)
+    remote_port = models.PositiveIntegerField(unique=True)
+    local_host = models.CharField(max_length=255, default="127.0.0.1")
+    local_port = models.PositiveIntegerField()
+    desired_open = models.BooleanField(default=False)
+    state = models.CharField(max_length=8, choices=TunnelState.choices, default=TunnelState.CLOSED)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    start_time = models.BigIntegerField(null=True, blank=True)
+    since = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    failures = models.PositiveIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    temporary = models.BooleanField(default=False, help_text="opened by a certificate flow")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["remote_port"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (:{self.remote_port} -> {self.local_host}:{self.local_port})"

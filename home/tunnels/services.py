@@ -1,0 +1,156 @@
+"""Tunnel workflows: desired state in the database, converged by a reconciler that spawns,
+watches and stops the ssh processes (through tunnels/ssh.py, the one door to them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from home.cloudlink.services import link
+from home.tunnels import ssh
+from home.tunnels.models import Tunnel, TunnelState
+from workers.locks import exclusive
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 15.0
+
+
+class NoFreePort(Exception):
+    pass
+
+
+def allocate_port() -> int:
+    """A port of the home's range that no tunnel (permanent or temporary) holds."""
+    used = set(Tunnel.objects.values_list("remote_port", flat=True))
+    for port in link().ports.range:
+        if port not in used:
+            return port
+    raise NoFreePort("every tunnel port of this home is in use")
+
+
+def spec_of(tunnel: Tunnel) -> ssh.TunnelSpec:
+    current = link()
+    return ssh.TunnelSpec(
+        host=current.ssh.host,
+        port=current.ssh.port,
+        username=current.ssh.username,
+        private_key=Path(current.ssh.private_key_path),
+        known_hosts=Path(current.ssh.known_hosts),
+        remote_port=tunnel.remote_port,
+        local_port=tunnel.local_port,
+        local_host=tunnel.local_host,
+    )
+
+
+def log_path(tunnel: Tunnel) -> Path:
+    directory = Path(settings.TUNNEL_LOG_DIR)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return directory / f"tunnel-{tunnel.remote_port}.log"
+
+
+def handle_of(tunnel: Tunnel) -> ssh.ProcessHandle | None:
+    if tunnel.pid is None or tunnel.start_time is None:
+        return None
+    return ssh.ProcessHandle(pid=tunnel.pid, start_time=tunnel.start_time)
+
+
+def tunnel_set_desired(tunnel: Tunnel, open_: bool) -> None:
+    from home.tunnels import tasks
+
+    Tunnel.objects.filter(pk=tunnel.pk).update(
+        desired_open=open_, failures=0, retry_at=None, state=TunnelState.OPENING if open_ else tunnel.state
+    )
+    transaction.on_commit(lambda: tasks.tunnel_reconcile.delay(tunnel.pk))
+
+
+def _stop(tunnel: Tunnel) -> None:
+    handle = handle_of(tunnel)
+    if handle is not None:
+        ssh.stop(handle)
+
+
+def tunnel_reconcile(tunnel_id: int) -> str:
+    """Converge one tunnel on its desired state; returns the state it ended in. One run per
+    tunnel at a time (a click and the supervisor must not both spawn it)."""
+    with exclusive(settings.REDIS_URL, f"tunnel-{tunnel_id}", timeout=60, wait=30):
+        return _reconcile(tunnel_id)
+
+
+def _reconcile(tunnel_id: int) -> str:
+    tunnel = Tunnel.objects.filter(pk=tunnel_id).first()
+    if tunnel is None:
+        return "gone"
+    handle = handle_of(tunnel)
+    running = handle is not None and ssh.is_running(handle)
+    now = timezone.now()
+    if not tunnel.desired_open:
+        if running:
+            _stop(tunnel)
+        Tunnel.objects.filter(pk=tunnel.pk).update(state=TunnelState.CLOSED, pid=None, start_time=None, since=None)
+        return TunnelState.CLOSED
+    if running:
+        if tunnel.state != TunnelState.OPEN:
+            Tunnel.objects.filter(pk=tunnel.pk).update(state=TunnelState.OPEN, last_error="")
+        return TunnelState.OPEN
+    if tunnel.state == TunnelState.OPEN and handle is not None:
+        # It was up and died: say so, and respawn right away the first time.
+        reason = ssh.last_error(log_path(tunnel)) or "the ssh process exited"
+        log.warning("tunnel %s died: %s", tunnel, reason)
+        tunnel.last_error = reason
+    if tunnel.retry_at and tunnel.retry_at > now:
+        return str(tunnel.state)
+    path = log_path(tunnel)
+    spec = spec_of(tunnel)
+    new = ssh.spawn(spec, path)
+    Tunnel.objects.filter(pk=tunnel.pk).update(
+        state=TunnelState.OPENING, pid=new.pid, start_time=new.start_time
+    )
+    problem = ssh.wait_ready(spec, new, path, READY_TIMEOUT)
+    if problem is None:
+        Tunnel.objects.filter(pk=tunnel.pk).update(
+            state=TunnelState.OPEN, since=timezone.now(), last_error="", failures=0, retry_at=None
+        )
+        return TunnelState.OPEN
+    ssh.stop(new)
+    failures = tunnel.failures + 1
+    delay = ssh.next_delay(failures)
+    Tunnel.objects.filter(pk=tunnel.pk).update(
+        state=TunnelState.FAILED,
+        pid=None,
+        start_time=None,
+        since=None,
+        last_error=problem,
+        failures=failures,
+        retry_at=now + dt.timedelta(seconds=delay),
+    )
+    return TunnelState.FAILED
+
+
+def tunnels_supervise() -> dict[str, int]:
+    """Beat, every few seconds: respawn dead tunnels (with backoff), stop unwanted ones.
+    Serialized so two runs never spawn the same tunnel twice."""
+    counts: dict[str, int] = {}
+    with exclusive(settings.REDIS_URL, "tunnels-supervise", timeout=120, wait=1):
+        ids = list(
+            Tunnel.objects.exclude(desired_open=False, pid__isnull=True, state=TunnelState.CLOSED).values_list(
+                "pk", flat=True
+            )
+        )
+        for pk in ids:
+            state = tunnel_reconcile(pk)
+            counts[state] = counts.get(state, 0) + 1
+    return counts
+
+
+def tunnel_stop_now(tunnel: Tunnel) -> None:
+    """Synchronously stop and forget a tunnel's process (entry deletion, flow cleanup)."""
+    _stop(tunnel)
+    Tunnel.objects.filter(pk=tunnel.pk).update(
+        desired_open=False, state=TunnelState.CLOSED, pid=None, start_time=None, since=None
+    )

@@ -1,0 +1,34 @@
+"""The home suite runs against home.settings (the cloud suite has its own settings, so the
+two run as separate pytest invocations). The state dir is a throwaway folder unless the
+caller chose one; DATABASE_URL selects PostgreSQL (pytest-django creates test_<name>)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "home.settings")
+if "CLOUDATHOME_STATE_DIR" not in os.environ:
+    _STATE = tempfile.mkdtemp(prefix="cah-home-tests-")
+    os.environ["CLOUDATHOME_STATE_DIR"] = _STATE
+else:
+    _STATE = ""
+
+# pytest-django sets Django up in its trylast pytest_configure only if Django is already
+# imported, and this conftest may load after its early hook: import it now.
+import django  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _STATE:
+        shutil.rmtree(_STATE, ignore_errors=True)

@@ -1,0 +1,189 @@
+"""Real network peers for tests on loopback: HTTP(S) services standing in for a home's
+service, a raw capture for PROXY v2 headers, and small TLS/HTTP clients."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import http.client
+import queue
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+# --- stand-ins for the tunnel ports: real servers on loopback -------------------------------
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    cert_der: bytes = b""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so HAProxy could be tempted to reuse connections
+
+    def do_GET(self) -> None:
+        body = self.server.service_name.encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Seen-Host", self.headers.get("Host", ""))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, name: str, tls: ssl.SSLContext | None) -> None:
+        self.service_name = name
+        self.tls = tls
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is not None:
+            request = self.tls.wrap_socket(request, server_side=True)
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # refused handshakes are part of the tests
+
+
+@contextlib.contextmanager
+def serve(name: str, tls: ssl.SSLContext | None = None, cert_der: bytes = b"") -> Iterator[Service]:
+    server = _Server(name, tls)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield Service(name, int(server.server_address[1]), cert_der)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def self_signed(directory: Path, host: str) -> tuple[ssl.SSLContext, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{host}.crt", directory / f"{host}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_path, key_path)
+    return ctx, cert.public_bytes(serialization.Encoding.DER)
+
+
+class RawCapture:
+    """A TCP server that records the first bytes of each connection (a PROXY v2 header)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.port = int(self.listener.getsockname()[1])
+        self.seen: queue.Queue[bytes] = queue.Queue()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                with contextlib.suppress(OSError):
+                    # The v2 header's length field is at 14..16; take the header and a bit more.
+                    while len(data) < 16 or len(data) < 16 + int.from_bytes(data[14:16]) + 8:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                self.seen.put(data)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+# --- clients -----------------------------------------------------------------------------------
+
+
+def tls_get(port: int, sni: str, timeout: float = 3.0) -> tuple[bytes, bytes]:
+    """GET / over TLS through the edge; returns (body, DER certificate the client saw)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw,
+        ctx.wrap_socket(raw, server_hostname=sni) as tls,
+    ):
+        cert = tls.getpeercert(binary_form=True) or b""  # unavailable once the peer closes
+        tls.sendall(f"GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    return data.partition(b"\r\n\r\n")[2], cert
+
+
+def tls_refused(port: int, sni: str) -> bool:
+    try:
+        tls_get(port, sni)
+    except OSError:  # ssl.SSLError, resets and EOFs are all OSErrors
+        return True
+    return False
+
+
+def http_get(port: int, host: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+    try:
+        conn.request("GET", "/", headers={"Host": host})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def routes_to(port: int, sni: str, service: Service) -> bool:
+    with contextlib.suppress(OSError):
+        return tls_get(port, sni)[0] == service.name.encode()
+    return False

@@ -1,0 +1,150 @@
+"""Whole sites as real processes for integration tests: `cloudathome cloud up` on free
+ports with its own PostgreSQL database, private Redis and state dir, stopped by PID and
+cleaned (database, system users) whatever the test did."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import requests
+
+from tests.support.procs import free_port, running, wait_for
+
+PG_ADMIN_URL = os.environ.get("CLOUDATHOME_TEST_PG", "postgres://postgres@127.0.0.1:5432/test")
+# sshd (StrictModes) refuses key files below a world-writable directory such as /tmp, so
+# site state lives under a root-owned 0755 folder of ours.
+TEST_ROOT = Path(os.environ.get("CLOUDATHOME_TEST_ROOT", "/var/lib/cloudathome-tests"))
+
+
+@contextlib.contextmanager
+def state_root() -> Iterator[Path]:
+    TEST_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=TEST_ROOT))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for one site; dropped afterwards."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def remove_system_users(prefix: str) -> None:
+    """Safety net: system users a cloud site of ours created, by their unique prefix."""
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(prefix) and 62000 <= entry.pw_uid <= 62999:
+            subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
+
+
+@dataclass
+class CloudSite:
+    state: Path
+    env: dict[str, str]
+    web_port: int
+    https_port: int
+    http_port: int
+    ssh_port: int
+    admin_password: str
+    log: Path
+    url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"http://127.0.0.1:{self.web_port}"
+
+    def manage(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "workers.cli", "cloud", "manage", *args],
+            env=self.env, capture_output=True, text=True, input=input, timeout=120, check=False,
+        )  # fmt: skip
+
+    def token(self, username: str, password: str) -> str:
+        r = requests.post(f"{self.url}/api/auth/token", json={"username": username, "password": password}, timeout=10)
+        r.raise_for_status()
+        return str(r.json()["token"])
+
+    def api(self, token: str) -> requests.Session:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {token}"
+        return session
+
+    def create_user(self, username: str, password: str, active: bool = True, staff: bool = False) -> None:
+        code = (
+            "from django.contrib.auth import get_user_model as g;"
+            f"u=g().objects.create_user({username!r}, password={password!r});"
+            f"u.is_active={active!r}; u.is_staff={staff!r}; u.save()"
+        )
+        done = self.manage("shell", "-c", code)
+        assert done.returncode == 0, done.stderr
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@contextlib.contextmanager
+def cloud_site(ssh_mode: str = "system-users", extra_env: dict[str, str] | None = None) -> Iterator[CloudSite]:
+    prefix = f"t{secrets.token_hex(2)}"
+    with state_root() as root:
+        yield from _cloud_site(root, prefix, ssh_mode, extra_env)
+
+
+def _cloud_site(root: Path, prefix: str, ssh_mode: str, extra_env: dict[str, str] | None) -> Iterator[CloudSite]:
+    state = root / "state"
+    admin_password = secrets.token_urlsafe(12)
+    ports = {name: free_port() for name in ("web", "https", "http", "ssh", "flower")}
+    with scratch_database("cah_cloud") as db_url:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))},
+            "CLOUDATHOME_STATE_DIR": str(state),
+            "DATABASE_URL": db_url,
+            "CLOUDATHOME_WEB_PORT": str(ports["web"]),
+            "CLOUDATHOME_WEB_BIND": "127.0.0.1",
+            "CLOUDATHOME_HTTPS_PORT": str(ports["https"]),
+            "CLOUDATHOME_HTTP_PORT": str(ports["http"]),
+            "CLOUDATHOME_EDGE_BIND": "127.0.0.1",
+            "CLOUDATHOME_SSH_PORT": str(ports["ssh"]),
+            "CLOUDATHOME_SSH_BIND": "127.0.0.1",
+            "CLOUDATHOME_FLOWER_PORT": str(ports["flower"]),
+            "CLOUDATHOME_PUBLIC_HOST": "127.0.0.1",
+            "CLOUDATHOME_SSH_MODE": ssh_mode,
+            "CLOUDATHOME_SSH_USER_PREFIX": prefix,
+            "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
+            **(extra_env or {}),
+        }
+        log = root / "cloud-up.log"
+        site = CloudSite(state, env, ports["web"], ports["https"], ports["http"], ports["ssh"], admin_password, log)
+
+        def ready() -> bool:
+            return "cloud site up" in log.read_text(errors="replace") if log.exists() else False
+
+        try:
+            with running(
+                [sys.executable, "-m", "workers.cli", "cloud", "up"], log=log, env=env, ready=ready, timeout=90
+            ) as proc:
+                wait_for(lambda: requests.get(f"{site.url}/healthz", timeout=2).ok, timeout=30, what="cloud web")
+                site.proc = proc  # type: ignore[attr-defined]
+                yield site
+        finally:
+            remove_system_users(prefix)

@@ -1,0 +1,30 @@
+"""OpenSSH client helpers for tests: key pairs, pinned known_hosts, and the argv options
+every client of ours uses (no agent, no config file, pinned host key)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def keygen(path: Path, kind: str = "ed25519") -> str:
+    """Generate a key pair with ssh-keygen; returns the public key line."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"test@{path.name}", "-f", str(path)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return path.with_suffix(".pub").read_text().strip() if path.suffix else Path(f"{path}.pub").read_text().strip()
+
+
+def known_hosts(path: Path, port: int, host_key_line: str, host: str = "127.0.0.1") -> Path:
+    path.write_text(f"[{host}]:{port} {host_key_line}\n")
+    return path
+
+
+def client_options(key: Path, known: Path, port: int) -> list[str]:
+    return [
+        "-F", "/dev/null", "-p", str(port), "-i", str(key),
+        "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
+        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known}",
+        "-o", "ConnectTimeout=10",
+    ]  # fmt: skip

@@ -1,0 +1,104 @@
+"""Typed environment helpers for both sites' settings: they fail loudly on bad values, and
+read secrets from `<NAME>_FILE` when given, so no secret has to live in code or argv."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def env(name: str, default: str = "") -> str:
+    file_var = os.environ.get(f"{name}_FILE")
+    if file_var:
+        try:
+            return Path(file_var).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE: cannot read {file_var}: {exc.strerror}") from exc
+    return os.environ.get(name, default)
+
+
+def envint(name: str, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
+    raw = env(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ConfigError(f"{name}: {value} is outside {minimum}..{maximum}")
+    return value
+
+
+def envbool(name: str, default: bool = False) -> bool:
+    raw = env(name, "1" if default else "0").strip().lower()
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(f"{name}: expected a boolean (1/0, true/false), got {raw!r}")
+
+
+def state_dir(site: str) -> Path:
+    """Everything the embedded defaults write lives here (DESIGN section 6)."""
+    default = Path.home() / ".local" / "state" / "cloudathome" / site
+    path = Path(env("CLOUDATHOME_STATE_DIR") or default).expanduser().resolve()
+    # 0711: others may traverse (sshd reads a home's key file as that home's user) but not
+    # list; every secret inside is a 0600 file or a 0700 folder of its own.
+    path.mkdir(parents=True, exist_ok=True, mode=0o711)
+    return path
+
+
+def secret_key(state: Path) -> str:
+    """CLOUDATHOME_SECRET_KEY, else one generated on first run and kept 0600 in the state dir."""
+    given = env("CLOUDATHOME_SECRET_KEY")
+    if given:
+        return given
+    path = state / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    value = secrets.token_urlsafe(50)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+def database(state: Path) -> dict[str, Any]:
+    """DATABASE_URL (postgres://user:pass@host:port/name) selects PostgreSQL via psycopg 3;
+    unset means SQLite in the state dir."""
+    url = env("DATABASE_URL")
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(state / "db.sqlite3"),
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ConfigError(f"DATABASE_URL: unsupported scheme {parts.scheme!r} (use postgres://)")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parts.path.lstrip("/")),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        "OPTIONS": options,
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"NAME": env("CLOUDATHOME_TEST_DATABASE") or None},
+    }
+
+
+def redis_url(state: Path) -> str:
+    """REDIS_URL, else the private Redis that `up` starts on a unix socket in the state dir."""
+    return env("REDIS_URL") or f"redis+socket://{state / 'redis.sock'}"

@@ -1,0 +1,132 @@
+"""The foreground runner behind `cloudathome cloud up` / `home up`: starts each process of
+a site in its own session, prints what runs where, restarts one that dies (with backoff;
+a process that keeps crashing stops the site), and stops every one of them by PID on
+Ctrl-C, so a half-running site never lingers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Service:
+    name: str
+    argv: Sequence[str]
+    env: dict[str, str] | None = None
+    ready: Callable[[], bool] | None = None
+    stop_signal: int = signal.SIGTERM
+
+
+@dataclass
+class Supervisor:
+    log_dir: Path
+    procs: list[tuple[Service, subprocess.Popen]] = field(default_factory=list)
+    out: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+
+    def start(self, service: Service, timeout: float = 30.0) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_dir / f"{service.name}.log"
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            proc = subprocess.Popen(
+                list(service.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+                env=service.env,
+                start_new_session=True,
+            )
+        finally:
+            os.close(fd)
+        self.procs.append((service, proc))
+        if service.ready is not None:
+            deadline = time.monotonic() + timeout
+            while not service.ready():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"{service.name} did not start (log {log}):\n{tail}")
+                time.sleep(0.05)
+        self.out(f"  {service.name:<8} pid {proc.pid:<7} log {log}")
+        return proc
+
+    def wait(self, max_restarts: int = 5, window: float = 60.0) -> int:
+        """Block until Ctrl-C/SIGTERM, restarting processes that die; then stop everything."""
+        stopping = False
+
+        def request_stop(signum: int, frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        crashes: dict[str, list[float]] = {}
+        code = 0
+        while not stopping:
+            for i, (service, proc) in enumerate(self.procs):
+                if proc.poll() is None:
+                    continue
+                now = time.monotonic()
+                recent = [t for t in crashes.get(service.name, []) if now - t < window] + [now]
+                crashes[service.name] = recent
+                if len(recent) > max_restarts:
+                    self.out(f"{service.name} keeps exiting ({proc.returncode}); stopping the site")
+                    code, stopping = 1, True
+                    break
+                self.out(f"{service.name} exited with {proc.returncode}; restarting")
+                time.sleep(min(2 ** (len(recent) - 1) * 0.5, 10))
+                del self.procs[i]
+                try:
+                    self.start(service)
+                except RuntimeError as exc:
+                    self.out(str(exc))
+                    code, stopping = 1, True
+                break
+            time.sleep(0.2)
+        self.stop()
+        return code
+
+    def stop(self) -> None:
+        for service, proc in reversed(self.procs):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, service.stop_signal)
+        deadline = time.monotonic() + 15
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+
+def redis_service(state: Path) -> Service:
+    """A private Redis on a unix socket (0700) in the state dir, used when REDIS_URL is unset."""
+    sock = state / "redis.sock"
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    argv = [
+        binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+        "--save", "", "--appendonly", "no", "--dir", str(state), "--daemonize", "no",
+    ]  # fmt: skip
+    return Service("redis", argv, ready=sock.exists)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]

@@ -4,6 +4,7 @@ under /api/schema/, and one error shape ({"detail": ..., "field": ...}) for ever
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
+from kombu.exceptions import OperationalError as QueueUnreachable
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Redoc, Swagger
@@ -64,6 +65,17 @@ def on_domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
 def on_config_error(request: HttpRequest, exc: ConfigError) -> HttpResponse:
     """cloudlink.yaml went missing or bad after start-up: say which file and field."""
     return _error(request, 503, f"the cloud link is not configured: {exc}")
+
+
+@api.exception_handler(QueueUnreachable)
+def on_queue_unreachable(request: HttpRequest, exc: QueueUnreachable) -> HttpResponse:
+    """Tasks are sent after the commit, so the change itself is saved; say the rest."""
+    return _error(
+        request,
+        503,
+        f"the change was saved, but the task queue cannot be reached ({exc}): "
+        "its background work is not queued",
+    )
 
 
 @api.exception_handler(ValidationError)

@@ -27,7 +27,7 @@ from typing import Literal, Protocol
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 # DESIGN section 2: a PTY session whose command only blocks makes sshd set TCP_NODELAY on the
 # connection. The `[ -t 0 ]` guard stops a PTY-less session from leaking its sleep to init,
@@ -76,11 +76,11 @@ Mode = Literal["system-users", "single-account"]
 
 def _read_string(blob: bytes, offset: int) -> tuple[bytes, int]:
     if offset + 4 > len(blob):
-        raise ValueError("public_key: key data is truncated")
+        raise ValueError("key data is truncated")
     size = int.from_bytes(blob[offset : offset + 4], "big")
     end = offset + 4 + size
     if end > len(blob):
-        raise ValueError("public_key: key data is truncated")
+        raise ValueError("key data is truncated")
     return blob[offset + 4 : end], end
 
 
@@ -115,12 +115,16 @@ def validate_public_key(text: str) -> str:
         blob = binascii.a2b_base64(fields[1], strict_mode=True)
     except binascii.Error:
         raise ValueError("public_key: key data is not valid base64") from None
-    inner_type, _ = _read_string(blob, 0)
+    try:
+        inner_type, _ = _read_string(blob, 0)
+    except ValueError as exc:
+        raise ValueError(f"public_key: {exc}") from None
     if inner_type != key_type.encode():
         raise ValueError(
             f"public_key: key data is of type {inner_type[:64]!r}, the line says {key_type}"
         )
     canonical = base64.b64encode(blob).decode()
+    key: object = None
     try:
         if key_type == "sk-ecdsa-sha2-nistp256@openssh.com":
             _check_sk_ecdsa(blob)
@@ -129,19 +133,16 @@ def validate_public_key(text: str) -> str:
             key = serialization.load_ssh_public_key(f"{key_type} {canonical}".encode())
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise ValueError(f"public_key: key data is malformed ({exc})") from None
-    if key_type == "ssh-rsa":
-        assert isinstance(key, rsa.RSAPublicKey)
-        if not MIN_RSA_BITS <= key.key_size <= MAX_RSA_BITS:
-            raise ValueError(
-                f"public_key: RSA keys must have {MIN_RSA_BITS} to {MAX_RSA_BITS} bits,"
-                f" this one has {key.key_size}"
-            )
+    if isinstance(key, rsa.RSAPublicKey) and not MIN_RSA_BITS <= key.key_size <= MAX_RSA_BITS:
+        raise ValueError(
+            f"public_key: RSA keys must have {MIN_RSA_BITS} to {MAX_RSA_BITS} bits,"
+            f" this one has {key.key_size}"
+        )
     return f"{key_type} {canonical}"
 
 
 def _check_sk_ecdsa(blob: bytes) -> None:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
+    # The one accepted type cryptography does not parse.
     _, offset = _read_string(blob, 0)
     curve, offset = _read_string(blob, offset)
     point, offset = _read_string(blob, offset)
@@ -171,7 +172,7 @@ def key_options(ports: Sequence[int]) -> str:
     """authorized_keys options letting a key do one thing: remote-forward 127.0.0.1:<ports>."""
     # permitlisten compares the host as a string: clients must request exactly 127.0.0.1.
     listens = ",".join(f'permitlisten="127.0.0.1:{port}"' for port in _validate_ports(ports))
-    return f'pty,port-forwarding'
+    return f'restrict,pty,port-forwarding,{listens},command="{FORCED_COMMAND}"'
 
 
 def key_line(public_key: str, ports: Sequence[int], comment: str = "") -> str:
@@ -332,16 +333,9 @@ def render_config(cfg: SshdConfig) -> str:
         # Each key line narrows this to its own ports (key_options).
         match,
         "    PermitTTY yes",
-        "    AllowTcpForwarding yes",
-        "    PermitListen any",
-        "    PermitOpen any",
-        "    GatewayPorts yes",
-        "    X11Forwarding yes",
-        "    AllowAgentForwarding yes",
-        "    AllowStreamLocalForwarding yes",
-        "    ForceCommand none",
-        "Match all",
-        "    Subsystem sftp internal-sftp",
+        "    AllowTcpForwarding remote",
+        "    PermitListen 127.0.0.1:*",
+        f"    ForceCommand {FORCED_COMMAND}",
         "",
     ]
     return "\n".join(lines)

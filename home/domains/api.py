@@ -7,7 +7,7 @@ from typing import Annotated
 
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from ninja import Path, Router
+from ninja import Path, Router, Status
 
 from home.domains import services
 from home.domains.models import Domain, ProxyEntry
@@ -53,13 +53,13 @@ def list_domains(request: HttpRequest) -> list[DomainOut]:
 
 
 @router.post("", response={201: DomainOut})
-def create_domain(request: HttpRequest, body: DomainIn) -> tuple[int, DomainOut]:
+def create_domain(request: HttpRequest, body: DomainIn) -> Status[DomainOut]:
     """Add a domain; its certificate is issued in the background (`job.state` goes from
     `pending` to `running`, then `done` or `failed` with `job.error`)."""
     domain = services.domain_create(
         body.name, body.email, body.cert_dir, body.challenge, body.post_renew_command
     )
-    return 201, domain_out(_domain(domain.pk))
+    return Status(201, domain_out(_domain(domain.pk)))
 
 
 @router.get("/{domain_id}", response=DomainOut)
@@ -68,19 +68,19 @@ def get_domain(request: HttpRequest, domain_id: Id) -> DomainOut:
 
 
 @router.delete("/{domain_id}", response={204: None})
-def delete_domain(request: HttpRequest, domain_id: Id) -> tuple[int, None]:
+def delete_domain(request: HttpRequest, domain_id: Id) -> Status[None]:
     """Delete a domain with its proxy entries (their tunnels stop, their cloud mappings go).
     The certificate files stay where they are."""
     services.domain_delete(_domain(domain_id))
-    return 204, None
+    return Status(204, None)
 
 
 @router.post("/{domain_id}/renew", response={202: DomainOut})
-def renew_domain(request: HttpRequest, domain_id: Id) -> tuple[int, DomainOut]:
+def renew_domain(request: HttpRequest, domain_id: Id) -> Status[DomainOut]:
     """Queue a forced certificate run now (409 while one is queued or running)."""
     domain = _domain(domain_id)
     services.domain_renew(domain)
-    return 202, domain_out(_domain(domain.pk))
+    return Status(202, domain_out(_domain(domain.pk)))
 
 
 @router.get("/{domain_id}/proxy-entries", response=list[EntryOut])
@@ -89,14 +89,14 @@ def list_entries(request: HttpRequest, domain_id: Id) -> list[EntryOut]:
 
 
 @router.post("/{domain_id}/proxy-entries", response={201: EntryOut})
-def create_entry(request: HttpRequest, domain_id: Id, body: EntryIn) -> tuple[int, EntryOut]:
+def create_entry(request: HttpRequest, domain_id: Id, body: EntryIn) -> Status[EntryOut]:
     """Publish 127.0.0.1:`home_port` as `hostname` (the domain's name when omitted): the
     cloud maps the hostname to a tunnel port of this home. The tunnel starts closed."""
     domain = _domain(domain_id)
     entry = services.entry_create(
         domain, body.hostname or domain.name, body.home_port, body.proxy_protocol
     )
-    return 201, entry_out(_entry(entry.pk))
+    return Status(201, entry_out(_entry(entry.pk)))
 
 
 @entries_router.get("/{entry_id}", response=EntryOut)
@@ -105,15 +105,15 @@ def get_entry(request: HttpRequest, entry_id: Id) -> EntryOut:
 
 
 @entries_router.delete("/{entry_id}", response={204: None})
-def delete_entry(request: HttpRequest, entry_id: Id) -> tuple[int, None]:
+def delete_entry(request: HttpRequest, entry_id: Id) -> Status[None]:
     """Stop the tunnel, remove the cloud mapping, delete the entry."""
     services.entry_delete(_entry(entry_id))
-    return 204, None
+    return Status(204, None)
 
 
 @entries_router.post("/{entry_id}/tunnel", response={202: EntryOut})
-def set_tunnel(request: HttpRequest, entry_id: Id, body: TunnelIn) -> tuple[int, EntryOut]:
+def set_tunnel(request: HttpRequest, entry_id: Id, body: TunnelIn) -> Status[EntryOut]:
     """Ask for the tunnel open or closed; the supervisor converges the ssh process (poll
     `tunnel.state`: `opening` then `open`, or `failed` with `last_error`)."""
     services.entry_tunnel(_entry(entry_id), body.open)
-    return 202, entry_out(_entry(entry_id))
+    return Status(202, entry_out(_entry(entry_id)))

@@ -87,7 +87,12 @@ def domain_renew(domain: Domain) -> None:
             Domain.objects.filter(pk=domain.pk)
             .exclude(job_state=JobState.RUNNING)
             .exclude(job_state=JobState.PENDING, job_updated__gt=now - STALE_PENDING)
-            .update(job_state=JobState.PENDING, job_step="waiting for a worker", job_error="", job_updated=now)
+            .update(
+                job_state=JobState.PENDING,
+                job_step="waiting for a worker",
+                job_error="",
+                job_updated=now,
+            )
         )
         if not claimed:
             raise Conflict("a certificate job for this domain is already queued or running")

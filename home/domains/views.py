@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from kombu.exceptions import OperationalError as QueueUnreachable
 
 from home.cloudlink.config import ConfigError
 from home.cloudlink.services import link, link_status
@@ -27,6 +28,8 @@ from home.tunnels import services as tunnels
 from home.tunnels.models import Tunnel, TunnelState
 
 ACTIVE_JOBS = (JobState.PENDING, JobState.RUNNING)
+# Tasks are sent after the commit: when the broker is down the change is saved anyway.
+QUEUE_DOWN = "saved, but the task queue cannot be reached ({}); its background work is not queued"
 CHECK_LABELS = {
     "api": "Cloud API reachable",
     "token": "API token accepted",
@@ -119,6 +122,9 @@ def domain_add(request: HttpRequest) -> HttpResponse:
             )
         except DomainError as exc:
             _add_error(form, exc)
+        except QueueUnreachable as exc:
+            messages.error(request, f"{data['name']}: {QUEUE_DOWN.format(exc)}")
+            return redirect("domains")
         else:
             messages.success(request, f"{domain.name} added; its certificate is being issued.")
             return redirect("domain-detail", pk=domain.pk)
@@ -153,6 +159,8 @@ def domain_renew(request: HttpRequest, pk: int) -> HttpResponse:
         services.domain_renew(domain)
     except DomainError as exc:
         messages.error(request, exc.message)
+    except QueueUnreachable as exc:
+        messages.error(request, f"Renewal {QUEUE_DOWN.format(exc)}")
     else:
         messages.success(request, "Renewal queued.")
     return redirect("domain-detail", pk=pk)
@@ -195,7 +203,11 @@ def entry_add(request: HttpRequest, pk: int) -> HttpResponse:
 def entry_tunnel(request: HttpRequest, pk: int) -> HttpResponse:
     entry = get_object_or_404(ProxyEntry.objects.select_related("tunnel"), pk=pk)
     open_ = request.POST.get("open") == "1"
-    services.entry_tunnel(entry, open_)
+    try:
+        services.entry_tunnel(entry, open_)
+    except QueueUnreachable as exc:
+        messages.error(request, f"Tunnel change {QUEUE_DOWN.format(exc)}")
+        return redirect("domain-detail", pk=entry.domain_id)
     messages.success(request, f"Tunnel of {entry.hostname} {'opening' if open_ else 'closing'}.")
     return redirect("domain-detail", pk=entry.domain_id)
 

@@ -7,19 +7,21 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "home.settings")
 if "CLOUDATHOME_STATE_DIR" not in os.environ:
     _STATE = tempfile.mkdtemp(prefix="cah-home-tests-")
+    os.makedirs(os.path.join(_STATE, "static"))  # STATIC_ROOT; whitenoise warns without it
     os.environ["CLOUDATHOME_STATE_DIR"] = _STATE
 else:
     _STATE = ""
 
 # pytest-django sets Django up in its trylast pytest_configure only if Django is already
 # imported, and this conftest may load after its early hook: import it now.
-import django  # noqa: E402
+import django
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -27,6 +29,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
     if not apps.ready:
         django.setup()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    # The default hasher spends ~0.5 s per password by design; tests only need it to work.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

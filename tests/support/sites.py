@@ -148,3 +148,72 @@ def _cloud_site(root: Path, prefix: str, ssh_mode: str, extra_env: dict[str, str
                 yield site
         finally:
             remove_system_users(prefix)
+
+
+@dataclass
+class HomeSite:
+    state: Path
+    env: dict[str, str]
+    port: int
+    admin_password: str
+    log: Path
+    url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def api(self) -> requests.Session:
+        r = requests.post(
+            f"{self.url}/api/auth/token", json={"username": "admin", "password": self.admin_password}, timeout=10
+        )
+        r.raise_for_status()
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {r.json()['token']}"
+        return session
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def register_home(cloud: CloudSite, root: Path, username: str, password: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """keygen + register as a user would run them; returns (cloudlink.yaml path, register run)."""
+    key = root / "keys" / "cloudathome_ed25519"
+    config = root / "config" / "cloudlink.yaml"
+    env = {**cloud.env, "CLOUDLINK_CONFIG": str(config), "CLOUDATHOME_PASSWORD": password}
+    subprocess.run([sys.executable, "-m", "workers.cli", "keygen", "--output", str(key)], check=True, capture_output=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "register", "--cloudserver-url", cloud.url, "--username", username,
+         "--public-key", f"{key}.pub", "--private-key", str(key)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    return config, done
+
+
+@contextlib.contextmanager
+def home_site(
+    root: Path, config: Path, db_url: str, admin_password: str, extra_env: dict[str, str] | None = None
+) -> Iterator[HomeSite]:
+    """`cloudathome home up` on free ports with the given database (so a test can restart it);
+    its tunnels outlive it on purpose and are stopped by the test's own cleanup."""
+    state = root / "home-state"
+    ports = {name: free_port() for name in ("web", "flower")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))},
+        "CLOUDATHOME_STATE_DIR": str(state),
+        "CLOUDLINK_CONFIG": str(config),
+        "DATABASE_URL": db_url,
+        "CLOUDATHOME_HOME_PORT": str(ports["web"]),
+        "CLOUDATHOME_FLOWER_PORT": str(ports["flower"]),
+        "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
+        "CLOUDATHOME_TUNNEL_SUPERVISE_SECONDS": "2",
+        **(extra_env or {}),
+    }
+    log = root / f"home-up-{secrets.token_hex(2)}.log"
+    site = HomeSite(state, env, ports["web"], admin_password, log)
+
+    def ready() -> bool:
+        return "home console up" in log.read_text(errors="replace") if log.exists() else False
+
+    with running([sys.executable, "-m", "workers.cli", "home", "up"], log=log, env=env, ready=ready, timeout=90) as proc:
+        site.proc = proc  # type: ignore[attr-defined]
+        yield site

@@ -343,10 +343,17 @@ def test_home_must_ask_for_exactly_127_0_0_1(edge: Edge, address: str) -> None:
 
 
 def test_home_cannot_forward_a_unix_socket(edge: Edge) -> None:
-    path = edge.tmp / "forwarded.sock"
-    result = run(edge.tunnel(edge.alice, str(path)))
-    assert result.returncode != 0
-    assert not path.exists()
+    # A directory the home could write to, or the test would pass for the wrong reason.
+    directory = Path(tempfile.mkdtemp(prefix="cahtest-sock-", dir="/tmp"))
+    try:
+        directory.chmod(0o1777)
+        path = directory / "forwarded.sock"
+        result = run(edge.tunnel(edge.alice, str(path)))
+        assert result.returncode != 0
+        assert "remote port forwarding failed" in result.stderr
+        assert not path.exists()
+    finally:
+        shutil.rmtree(directory)
 
 
 def test_local_forwarding_is_refused(edge: Edge) -> None:

@@ -1,0 +1,354 @@
+"""The one door to the home's `ssh -R` tunnel processes: building their command line from
+validated fields, spawning them detached, recognising them again by PID and start time,
+stopping them, and reading why they failed from their log.
+
+Requires OpenSSH >= 8.5 on the home (LogVerbose) and Linux >= 5.3 (pidfd)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+import select
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from random import SystemRandom
+
+SSH = "ssh"
+REMOTE_BIND = "127.0.0.1"  # the cloud's permitlisten matches exactly "127.0.0.1:<port>"
+MARKER = "==> cloudathome:"  # starts the section of the log that one spawn owns
+LOG_TAIL_BYTES = 64 * 1024
+
+# LogVerbose forces just the debug line saying the server accepted (or refused) the forward,
+# which is how wait_ready knows; `ssh -v` would also log ~550 bytes per forwarded
+# connection, in the data path, for the tunnel's whole life.
+READY_LOG_FUNCTION = "ssh.c:ssh_confirm_remote_forward():*"
+
+_USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# Paths go into -o values, which ssh splits on whitespace and expands (%x, ${VAR}, ~).
+_PATH_RE = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
+# The prefix LogVerbose puts before a forced line: "ssh.c:func():123 (pid=45): ".
+_TAG_RE = re.compile(r"^(?:debug\d: )?[\w.-]+\.c:\w+\(\):\d+(?: \([^)]*\))?: ")
+_NOISE = (
+    MARKER,
+    "debug",
+    "Authenticated to ",
+    "remote forward success for:",
+    "Could not chdir to home directory",  # printed by the server through the PTY
+    "Warning: Permanently added",
+    "Pseudo-terminal will not be allocated",
+    "Transferred: ",
+    "Bytes per second",
+)
+
+_random = SystemRandom()
+
+
+@dataclass(frozen=True)
+class TunnelSpec:
+    host: str
+    port: int
+    username: str
+    private_key: Path
+    known_hosts: Path
+    remote_port: int
+    local_port: int
+    local_host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ProcessHandle:
+    """What the caller stores: a PID alone could be recycled; PID + start time cannot."""
+
+    pid: int
+    start_time: int  # field 22 of /proc/<pid>/stat: clock ticks since boot
+
+    def __post_init__(self) -> None:
+        # pid <= 0 means "a process group" or "everyone" to kill(2): never let one exist.
+        if not _is_int(self.pid) or self.pid <= 0:
+            raise ValueError(f"pid: {self.pid!r} is not a positive integer")
+        if not _is_int(self.start_time) or self.start_time < 0:
+            raise ValueError(f"start_time: {self.start_time!r} is not a non-negative integer")
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def argv(spec: TunnelSpec) -> list[str]:
+    """The ssh command line of a tunnel; every field is validated first (ValueError)."""
+    _check_host("host", spec.host)
+    _check_host("local_host", spec.local_host)
+    for field in ("port", "remote_port", "local_port"):
+        _check_port(field, getattr(spec, field))
+    if not isinstance(spec.username, str) or not _USERNAME_RE.match(spec.username):
+        raise ValueError(
+            f"username: {spec.username!r} must match {_USERNAME_RE.pattern} (a system user name)"
+        )
+    key = _check_path("private_key", spec.private_key)
+    known_hosts = _check_path("known_hosts", spec.known_hosts)
+    local_host = f"[{spec.local_host}]" if ":" in spec.local_host else spec.local_host
+    forward = f"{REMOTE_BIND}:{spec.remote_port}:{local_host}:{spec.local_port}"
+    return [
+        SSH,
+        "-tt",  # the PTY session is what makes sshd set TCP_NODELAY (DESIGN section 2)
+        "-F", "/dev/null",
+        "-o", "BatchMode=yes",
+        "-o", "ExitOnForwardFailure=yes",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        # Only the pinned key counts: a key for this host in /etc/ssh/ssh_known_hosts would
+        # be accepted too, and ssh must not rewrite the pin.
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "UpdateHostKeys=no",
+        "-o", "IdentitiesOnly=yes",
+        "-o", "IdentityAgent=none",
+        "-i", key,
+        "-o", "ServerAliveInterval=5",
+        "-o", "ServerAliveCountMax=3",
+        "-o", "ConnectTimeout=10",
+        "-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com",
+        "-o", "KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org",
+        "-o", "LogLevel=VERBOSE",
+        "-o", f"LogVerbose={READY_LOG_FUNCTION}",
+        "-p", str(spec.port),
+        "-R", forward,
+        f"{spec.username}@{spec.host}",
+    ]  # fmt: skip
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_port(field: str, value: object) -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535):
+        raise ValueError(f"{field}: {value!r} is not a TCP port (1-65535)")
+
+
+def _check_host(field: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{field}: {value!r} is not a hostname or IP address")
+    if "%" not in value:  # a zone id would reach ssh's %-expansion
+        try:
+            ipaddress.ip_address(value)
+            return
+        except ValueError:
+            pass
+    name = value.removesuffix(".")
+    if len(name) > 253 or not all(_LABEL_RE.match(label) for label in name.split(".")):
+        raise ValueError(f"{field}: {value!r} is not a hostname or IP address")
+
+
+def _check_path(field: str, value: object) -> str:
+    text = str(value) if isinstance(value, (str, os.PathLike)) else ""
+    if not _PATH_RE.match(text):
+        raise ValueError(
+            f"{field}: {value!r} must be an absolute path of letters, digits and ._/+@- "
+            "(ssh splits and expands other characters)"
+        )
+    return text
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def spawn(spec: TunnelSpec, log_path: Path) -> ProcessHandle:
+    """Start the tunnel's ssh in a session of its own (so it outlives the worker that
+    started it), output appended to `log_path` (0600). Returns at once: follow with
+    wait_ready(). The caller stores the handle; no Popen object is the source of truth."""
+    command = argv(spec)
+    log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        route = f"{REMOTE_BIND}:{spec.remote_port} -> {spec.local_host}:{spec.local_port}"
+        os.write(
+            fd, f"{MARKER} {when} ssh {spec.username}@{spec.host}:{spec.port} -R {route}\n".encode()
+        )
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=fd,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",  # never pin the worker's directory for the tunnel's lifetime
+            env=_child_env(),
+        )
+    finally:
+        os.close(fd)
+    # Nobody waits for the child yet, so /proc/<pid> exists even if ssh already died.
+    start_time = start_time_of(proc.pid)
+    # Reaping: while the worker that spawned it lives, ssh is its child and would stay a
+    # zombie after exiting. A daemon thread blocked in wait() reaps it the moment it exits,
+    # in whichever process spawned it; checking with waitpid(WNOHANG) instead would only
+    # work in that same process, and the supervisor may run in another worker. If the
+    # worker goes away first, ssh is re-parented and reaped by init.
+    threading.Thread(target=proc.wait, name=f"ssh-reaper-{proc.pid}", daemon=True).start()
+    if start_time is None:  # cannot happen for an unreaped child; keeps the type honest
+        raise RuntimeError(f"ssh (pid {proc.pid}) vanished before it could be recorded")
+    return ProcessHandle(pid=proc.pid, start_time=start_time)
+
+
+def _child_env() -> dict[str, str]:
+    # The tunnel lives for weeks: it gets no copy of the worker's secrets (database URL,
+    # tokens) and no agent socket.
+    env = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}
+    if "HOME" in os.environ:
+        env["HOME"] = os.environ["HOME"]
+    return env
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time) from /proc/<pid>/stat, or None when there is no such process."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # comm (field 2) is in parentheses and may itself contain spaces and ')': the fields
+    # after it start behind the LAST ')'.
+    rest = data[data.rfind(b")") + 2 :].split()
+    return rest[0].decode(), int(rest[19])  # field 3 (state) and field 22 (starttime)
+
+
+def start_time_of(pid: int) -> int | None:
+    """The start time of process `pid` in clock ticks since boot, None if there is none."""
+    if not _is_int(pid) or pid <= 0:
+        return None
+    stat = _stat(pid)
+    return None if stat is None else stat[1]
+
+
+def is_running(handle: ProcessHandle) -> bool:
+    """True only for the very process the handle was made for, alive (not a zombie): a
+    recycled PID has another start time."""
+    stat = _stat(handle.pid)
+    return stat is not None and stat[1] == handle.start_time and stat[0] not in ("Z", "X", "x")
+
+
+def stop(handle: ProcessHandle, timeout: float = 5) -> bool:
+    """SIGTERM the handle's process, SIGKILL it after `timeout` seconds; returns whether it
+    stopped something. A PID now used by another process is never signalled."""
+    pidfd = _pidfd_of(handle)
+    if pidfd is None:
+        return False
+    try:
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        except ProcessLookupError:
+            return False  # it ended by itself since the check
+        if not _wait_exit(pidfd, timeout):
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                return True
+            _wait_exit(pidfd, timeout)
+        return True
+    finally:
+        os.close(pidfd)
+
+
+def _pidfd_of(handle: ProcessHandle) -> int | None:
+    """A pidfd for the handle's process, or None. The pidfd is taken BEFORE the start time
+    is checked: if the check then passes, the fd refers to our process (it held the PID
+    before and after), and signals through it cannot reach a later owner of the PID."""
+    try:
+        pidfd = os.pidfd_open(handle.pid)
+    except ProcessLookupError:
+        return None
+    if not is_running(handle):
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _wait_exit(pidfd: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)  # readable once the process has terminated
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
+# --- readiness and errors -------------------------------------------------------------------
+
+
+def wait_ready(
+    spec: TunnelSpec, handle: ProcessHandle, log_path: Path, timeout: float = 15.0
+) -> str | None:
+    """Wait until the server has accepted the remote forward (ssh logs it, and is still
+    running) or ssh has died. Returns None when established, else the reason, taken from
+    the log ("Host key verification failed.", "Error: remote port forwarding failed for
+    listen port N", ...). On timeout the process is left running: the caller stops it."""
+    success = f"remote forward success for: listen {REMOTE_BIND}:{spec.remote_port},"
+    deadline = time.monotonic() + timeout
+    pidfd = _pidfd_of(handle)
+    try:
+        while True:
+            lines = _section(log_path)
+            if pidfd is None or not is_running(handle):
+                # Dead: everything it wrote is in the log now; read it again to be sure.
+                reason = _last_meaningful(_section(log_path))
+                return reason or "ssh exited before the tunnel was established (empty log)"
+            if any(success in line for line in lines):
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                last = _last_meaningful(lines)
+                return f"timed out after {timeout:g}s waiting for the tunnel" + (
+                    f" (last message: {last})" if last else ""
+                )
+            # Wakes up at once when ssh exits; polls the log every 50 ms meanwhile.
+            _wait_exit(pidfd, min(0.05, remaining))
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def last_error(log_path: Path) -> str | None:
+    """The last meaningful line that the latest ssh wrote to `log_path`, if any."""
+    return _last_meaningful(_section(log_path))
+
+
+def _section(log_path: Path) -> list[str]:
+    """The lines written since the latest spawn into this log (read from its tail)."""
+    try:
+        with open(log_path, "rb") as log:
+            size = log.seek(0, os.SEEK_END)
+            log.seek(max(0, size - LOG_TAIL_BYTES))
+            data = log.read()
+    except FileNotFoundError:
+        return []
+    lines = data.decode("utf-8", "replace").replace("\r", "").split("\n")
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith(MARKER):
+            return lines[index + 1 :]
+    return lines
+
+
+def _last_meaningful(lines: list[str]) -> str | None:
+    for raw in reversed(lines):
+        line = _TAG_RE.sub("", raw.strip())
+        if line and not line.startswith(_NOISE) and not line.startswith("@"):
+            return line
+    return None
+
+
+# --- backoff --------------------------------------------------------------------------------
+
+
+def next_delay(failures: int, base: float = 1.0, cap: float = 60.0) -> float:
+    """Seconds to wait before retry number `failures` (0 = first): "full jitter", uniform in
+    [0, min(cap, base * 2**failures)], so homes that lost the cloud together do not come
+    back together (sshd's MaxStartups drops bursts)."""
+    if not _is_int(failures) or failures < 0:
+        raise ValueError(f"failures: {failures!r} is not a non-negative integer")
+    if base <= 0 or cap < 0:
+        raise ValueError(f"base and cap must be positive (got base={base}, cap={cap})")
+    ceiling = cap if failures >= 64 else min(cap, base * 2.0**failures)
+    return _random.uniform(0.0, ceiling)

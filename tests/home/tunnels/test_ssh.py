@@ -1,0 +1,391 @@
+"""The tunnel processes against a real sshd of the test's own (a dedicated system user, the
+forced blocking command of DESIGN section 2) and a real HTTP service standing for the home's."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from home.keys import generate_keypair
+from home.tunnels import ssh
+from tests.support.net import Service, http_get, serve
+from tests.support.procs import free_port, port_open, running, wait_for
+
+SSHD = "/usr/sbin/sshd"
+PRIVSEP_DIR = Path("/run/sshd")
+
+
+@dataclass(frozen=True)
+class Sshd:
+    port: int
+    user: str
+    client_key: Path
+    known_hosts: Path
+    log: Path
+
+
+def _uid_processes(uid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            status = (entry / "status").read_text()
+            line = next(x for x in status.splitlines() if x.startswith("Uid:"))
+            if int(line.split()[1]) == uid:
+                pids.append(int(entry.name))
+    return pids
+
+
+@contextlib.contextmanager
+def system_user() -> Iterator[str]:
+    """A throwaway login for the tunnel: shell /bin/sh (ForceCommand runs through it), no
+    home, password field "*" (no password, but not "locked" as sshd without PAM reads "!")."""
+    name = f"cahtun_{secrets.token_hex(4)}"
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
+         "--shell", "/bin/sh", "--no-user-group", "--gid", "nogroup", "--password", "*", name],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        yield name
+    finally:
+        uid = int(subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout)
+        # Its sessions end once the clients are gone; anything left under this fresh uid was
+        # started by this test's sshd, so stopping it by PID is stopping our own.
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: not _uid_processes(uid), timeout=10, what=f"{name}'s processes")
+        for pid in _uid_processes(uid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["userdel", name], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    base = tmp_path_factory.mktemp("sshd")
+    # Debian's sshd will not start without its privilege separation directory. It is the
+    # package's own runtime directory (cloud/edge/sshd.py creates it too), shared by every
+    # sshd on the machine, so it is left in place.
+    PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
+    host_key = base / "host_ed25519"
+    host_pub = generate_keypair(host_key)
+    client_key = base / "client" / "id_ed25519"
+    client_pub = generate_keypair(client_key)
+    # sshd reads AuthorizedKeysFile as the user, who cannot enter pytest's 0700 tmp tree.
+    keys_root = Path(tempfile.mkdtemp(prefix="cahtun-keys-"))
+    port = free_port()
+    try:
+        keys_root.chmod(0o711)
+        with system_user() as user:
+            (keys_root / user).write_text(f"{client_pub}\n")
+            (keys_root / user).chmod(0o644)
+            config = base / "sshd_config"
+            config.write_text(
+                f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+                f"PidFile {base}/sshd.pid\nAuthorizedKeysFile {keys_root}/%u\nAllowUsers {user}\n"
+                "StrictModes no\nUsePAM no\nPasswordAuthentication no\n"
+                "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+                "AllowTcpForwarding remote\nPermitOpen none\nGatewayPorts no\nPermitTTY yes\n"
+                "X11Forwarding no\nAllowAgentForwarding no\nAllowStreamLocalForwarding no\n"
+                "PermitTunnel no\nPermitUserRC no\nPrintMotd no\nPrintLastLog no\n"
+                "ClientAliveInterval 2\nClientAliveCountMax 3\nLogLevel VERBOSE\n"
+                "ForceCommand [ -t 0 ] && exec /bin/sleep infinity\n"
+            )
+            known_hosts = base / "known_hosts"
+            known_hosts.write_text(f"[127.0.0.1]:{port} {' '.join(host_pub.split()[:2])}\n")
+            log = base / "sshd.log"
+            with running(
+                [SSHD, "-D", "-e", "-f", str(config)], log=log, ready=lambda: port_open(port)
+            ):
+                yield Sshd(port, user, client_key, known_hosts, log)
+    finally:
+        shutil.rmtree(keys_root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[Service]:
+    with serve("home-service") as svc:
+        yield svc
+
+
+@pytest.fixture
+def spec(sshd: Sshd, service: Service) -> ssh.TunnelSpec:
+    return ssh.TunnelSpec(
+        host="127.0.0.1",
+        port=sshd.port,
+        username=sshd.user,
+        private_key=sshd.client_key,
+        known_hosts=sshd.known_hosts,
+        remote_port=free_port(),
+        local_port=service.port,
+    )
+
+
+@contextlib.contextmanager
+def tunnel(spec: ssh.TunnelSpec, log: Path) -> Iterator[ssh.ProcessHandle]:
+    handle = ssh.spawn(spec, log)
+    try:
+        yield handle
+    finally:
+        ssh.stop(handle)
+
+
+def offline_spec(**changes: object) -> ssh.TunnelSpec:
+    spec = ssh.TunnelSpec(
+        host="cloud.example.com",
+        port=8022,
+        username="home02_alice",
+        private_key=Path("/home/alice/.ssh/cloudathome_ed25519"),
+        known_hosts=Path("/etc/cloudathome/known_hosts"),
+        remote_port=2200,
+        local_port=8443,
+    )
+    return replace(spec, **changes)  # type: ignore[arg-type]
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def test_argv_asks_for_exactly_the_loopback_listener_the_cloud_permits() -> None:
+    command = ssh.argv(offline_spec())
+    assert command[:2] == ["ssh", "-tt"]
+    assert command[command.index("-R") + 1] == "127.0.0.1:2200:127.0.0.1:8443"
+    assert command[-1] == "home02_alice@cloud.example.com"
+    assert "StrictHostKeyChecking=yes" in command
+    assert "UserKnownHostsFile=/etc/cloudathome/known_hosts" in command
+
+
+def test_argv_brackets_an_ipv6_local_host() -> None:
+    command = ssh.argv(offline_spec(local_host="::1"))
+    assert command[command.index("-R") + 1] == "127.0.0.1:2200:[::1]:8443"
+
+
+def test_argv_rejects_a_username_with_a_semicolon() -> None:
+    with pytest.raises(ValueError, match="username"):
+        ssh.argv(offline_spec(username="alice;reboot"))
+
+
+def test_argv_rejects_a_host_starting_with_a_dash() -> None:
+    with pytest.raises(ValueError, match="host"):
+        ssh.argv(offline_spec(host="-oProxyCommand=sh"))
+
+
+@pytest.mark.parametrize("field", ["port", "remote_port", "local_port"])
+@pytest.mark.parametrize("value", [0, 65536, True])
+def test_argv_rejects_ports_outside_1_to_65535(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        ssh.argv(offline_spec(**{field: value}))
+
+
+def test_argv_rejects_a_key_path_that_ssh_would_split_or_expand() -> None:
+    with pytest.raises(ValueError, match="private_key"):
+        ssh.argv(offline_spec(private_key=Path("/home/al ice/%d/key")))
+    with pytest.raises(ValueError, match="known_hosts"):
+        ssh.argv(offline_spec(known_hosts=Path("relative/known_hosts")))
+
+
+# --- a real tunnel ----------------------------------------------------------------------------
+
+
+def test_tunnel_carries_http_from_the_remote_port_to_the_home_service(
+    spec: ssh.TunnelSpec, tmp_path: Path
+) -> None:
+    with tunnel(spec, tmp_path / "t.log") as handle:
+        assert ssh.wait_ready(spec, handle, tmp_path / "t.log", 15) is None
+        assert http_get(spec.remote_port, "example.test") == (200, b"home-service")
+        assert ssh.is_running(handle)
+
+
+def test_spawned_ssh_leads_its_own_session(spec: ssh.TunnelSpec, tmp_path: Path) -> None:
+    with tunnel(spec, tmp_path / "t.log") as handle:
+        assert os.getsid(handle.pid) == handle.pid
+        assert os.getsid(handle.pid) != os.getsid(0)
+
+
+def test_a_healthy_tunnel_has_no_last_error_and_a_private_log(
+    spec: ssh.TunnelSpec, tmp_path: Path
+) -> None:
+    log = tmp_path / "t.log"
+    log.write_text("")
+    log.chmod(0o644)
+    with tunnel(spec, log) as handle:
+        assert ssh.wait_ready(spec, handle, log, 15) is None
+        assert ssh.last_error(log) is None
+        assert "Authenticated to" in log.read_text()  # the log did get ssh's output
+    assert log.stat().st_mode & 0o777 == 0o600
+
+
+def test_stop_ends_the_tunnel_and_the_remote_port_closes(
+    spec: ssh.TunnelSpec, tmp_path: Path
+) -> None:
+    with tunnel(spec, tmp_path / "t.log") as handle:
+        assert ssh.wait_ready(spec, handle, tmp_path / "t.log", 15) is None
+        assert port_open(spec.remote_port)
+        assert ssh.stop(handle) is True
+        assert not ssh.is_running(handle)
+        wait_for(lambda: not port_open(spec.remote_port), timeout=10, what="remote port to close")
+        assert ssh.stop(handle) is False  # nothing left to stop
+
+
+def test_a_stopped_tunnel_is_reaped_not_left_a_zombie(spec: ssh.TunnelSpec, tmp_path: Path) -> None:
+    with tunnel(spec, tmp_path / "t.log") as handle:
+        ssh.stop(handle)
+        # Gone from /proc entirely (a zombie keeps its entry and its start time).
+        wait_for(
+            lambda: ssh.start_time_of(handle.pid) != handle.start_time,
+            timeout=5,
+            what="the ssh process to be reaped",
+        )
+
+
+def test_a_respawn_reports_only_its_own_outcome(
+    sshd: Sshd, spec: ssh.TunnelSpec, tmp_path: Path
+) -> None:
+    log = tmp_path / "t.log"
+    bad = replace(spec, known_hosts=tmp_path / "empty_known_hosts")
+    bad.known_hosts.write_text("")
+    with tunnel(bad, log) as handle:
+        assert ssh.wait_ready(bad, handle, log, 15) is not None
+    with tunnel(spec, log) as handle:
+        assert ssh.wait_ready(spec, handle, log, 15) is None
+        assert ssh.last_error(log) is None
+    assert "Host key verification failed." in log.read_text()  # the old run is still there
+
+
+# --- failures, as the user will read them -----------------------------------------------------
+
+
+def test_a_host_key_other_than_the_pinned_one_is_refused(
+    sshd: Sshd, spec: ssh.TunnelSpec, tmp_path: Path
+) -> None:
+    impostor = generate_keypair(tmp_path / "impostor")
+    tampered = tmp_path / "known_hosts"
+    tampered.write_text(f"[127.0.0.1]:{sshd.port} {' '.join(impostor.split()[:2])}\n")
+    bad = replace(spec, known_hosts=tampered)
+    log = tmp_path / "t.log"
+    with tunnel(bad, log) as handle:
+        reason = ssh.wait_ready(bad, handle, log, 15)
+        assert reason is not None and "Host key verification failed" in reason
+        assert not ssh.is_running(handle)
+        assert ssh.last_error(log) == reason
+    assert not port_open(spec.remote_port)
+
+
+def test_a_remote_port_already_taken_reports_the_forwarding_failure(
+    spec: ssh.TunnelSpec, tmp_path: Path
+) -> None:
+    log = tmp_path / "t.log"
+    with socket.create_server(("127.0.0.1", spec.remote_port)), tunnel(spec, log) as handle:
+        reason = ssh.wait_ready(spec, handle, log, 15)
+    assert reason == f"Error: remote port forwarding failed for listen port {spec.remote_port}"
+
+
+def test_a_key_the_cloud_does_not_know_is_denied(spec: ssh.TunnelSpec, tmp_path: Path) -> None:
+    generate_keypair(tmp_path / "stranger")
+    bad = replace(spec, private_key=tmp_path / "stranger")
+    with tunnel(bad, tmp_path / "t.log") as handle:
+        reason = ssh.wait_ready(bad, handle, tmp_path / "t.log", 15)
+    assert reason is not None and "Permission denied (publickey)" in reason
+
+
+def test_an_unreachable_cloud_reports_connection_refused(
+    spec: ssh.TunnelSpec, tmp_path: Path
+) -> None:
+    bad = replace(spec, port=free_port())  # nothing listens there
+    with tunnel(bad, tmp_path / "t.log") as handle:
+        reason = ssh.wait_ready(bad, handle, tmp_path / "t.log", 15)
+    assert reason is not None and "Connection refused" in reason
+
+
+# --- recognising our process ------------------------------------------------------------------
+
+# Blocks SIGTERM, so a TERM sent to it stays pending where /proc shows it: no race to win.
+TERM_BLOCKER = (
+    "import signal, time\n"
+    "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})\n"
+    "time.sleep(60)\n"
+)
+
+
+def _signal_mask(pid: int, field: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith(field)).split()[1], 16)
+
+
+def _term_bit() -> int:
+    return 1 << (signal.SIGTERM - 1)
+
+
+def test_is_running_rejects_a_handle_with_another_start_time(tmp_path: Path) -> None:
+    with running(["sleep", "60"], log=tmp_path / "sleep.log") as proc:
+        start = wait_for(lambda: ssh.start_time_of(proc.pid), what="a start time")
+        assert ssh.is_running(ssh.ProcessHandle(proc.pid, start))
+        assert not ssh.is_running(ssh.ProcessHandle(proc.pid, start + 1))
+
+
+def test_stop_leaves_alone_a_process_whose_start_time_differs(tmp_path: Path) -> None:
+    with running([sys.executable, "-c", TERM_BLOCKER], log=tmp_path / "blocker.log") as proc:
+        wait_for(lambda: _signal_mask(proc.pid, "SigBlk") & _term_bit(), what="TERM blocked")
+        start = ssh.start_time_of(proc.pid)
+        assert start is not None
+        assert ssh.stop(ssh.ProcessHandle(proc.pid, start - 1), timeout=0.2) is False
+        assert _signal_mask(proc.pid, "ShdPnd") & _term_bit() == 0  # no TERM was sent
+        assert proc.poll() is None
+        # The right handle does reach it: TERM stays blocked, so stop() falls back to KILL.
+        assert ssh.stop(ssh.ProcessHandle(proc.pid, start), timeout=0.2) is True
+        assert proc.wait(5) == -signal.SIGKILL
+
+
+def test_start_time_is_read_past_a_process_name_with_spaces_and_parens(tmp_path: Path) -> None:
+    strange = tmp_path / "a) b (c"
+    strange.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    with running([str(strange), "60"], log=tmp_path / "sleep.log") as proc:
+        wait_for(lambda: ") b" in Path(f"/proc/{proc.pid}/comm").read_text(), what="exec")
+        start = ssh.start_time_of(proc.pid)
+        assert start is not None
+        boot = next(
+            int(x.split()[1]) for x in Path("/proc/stat").read_text().splitlines()
+            if x.startswith("btime")
+        )  # fmt: skip
+        started_at = boot + start / os.sysconf("SC_CLK_TCK")
+        assert abs(started_at - time.time()) < 10
+        assert ssh.is_running(ssh.ProcessHandle(proc.pid, start))
+
+
+def test_start_time_of_a_missing_process_is_none() -> None:
+    # PIDs never exceed pid_max; one above it cannot exist.
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    assert ssh.start_time_of(pid_max + 1) is None
+
+
+# --- backoff ----------------------------------------------------------------------------------
+
+
+def test_backoff_stays_within_the_doubling_ceiling_and_the_cap() -> None:
+    for failures, ceiling in [(0, 1.0), (1, 2.0), (3, 8.0), (6, 60.0), (500, 60.0)]:
+        delays = [ssh.next_delay(failures) for _ in range(200)]
+        assert all(0.0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling / 2  # it does use the range
+
+
+def test_backoff_is_jittered() -> None:
+    assert len({ssh.next_delay(5) for _ in range(20)}) > 1
+
+
+def test_backoff_rejects_a_negative_failure_count() -> None:
+    with pytest.raises(ValueError, match="failures"):
+        ssh.next_delay(-1)

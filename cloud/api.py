@@ -11,7 +11,8 @@ from ninja.openapi.docs import Redoc, Swagger
 from cloud.accounts.api import router as auth_router
 from cloud.accounts.auth import api_auth
 from cloud.errors import DomainError
-from cloud.homes.api import admin_router, router as homes_router
+from cloud.homes.api import admin_router
+from cloud.homes.api import router as homes_router
 
 api = NinjaAPI(
     title="cloudathome cloud API",
@@ -28,7 +29,9 @@ api.add_router("/homes", homes_router)
 api.add_router("/admin", admin_router)
 
 
-def _error(request: HttpRequest, status: int, detail: str, field: str | None = None) -> HttpResponse:
+def _error(
+    request: HttpRequest, status: int, detail: str, field: str | None = None
+) -> HttpResponse:
     body: dict[str, object] = {"detail": detail}
     if field:
         body["field"] = field

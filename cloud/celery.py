@@ -6,11 +6,10 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloud.settings")
 
-from django.conf import settings  # noqa: E402
+from celery.signals import worker_ready
+from django.conf import settings
 
-from celery.signals import worker_ready  # noqa: E402
-
-from workers.celery import make_app  # noqa: E402
+from workers.celery import make_app
 
 app = make_app("cloud", "cloud.settings", settings.REDIS_URL)
 app.autodiscover_tasks(["cloud.homes", "cloud.edge"])

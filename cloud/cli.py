@@ -46,25 +46,59 @@ def up(args: list[str]) -> int:
         if not os.environ.get("REDIS_URL"):
             sup.start(redis_service(state))
         sup.start(Service("haproxy", edge.haproxy_prepare(), env=env, ready=edge.haproxy_ready))
-        sup.start(Service("sshd", edge.sshd_prepare(), env=env, ready=lambda: port_open(settings.SSH_PORT)))
+        sup.start(
+            Service(
+                "sshd", edge.sshd_prepare(), env=env, ready=lambda: port_open(settings.SSH_PORT)
+            )
+        )
         sup.start(
             Service(
                 "web",
                 python_module(
-                    "gunicorn", "cloud.wsgi", "--bind", f"{settings.WEB_BIND}:{settings.WEB_PORT}",
-                    "--workers", "2", "--threads", "4", "--access-logfile", "-",
-                ),  # fmt: skip
+                    "gunicorn",
+                    "cloud.wsgi",
+                    "--bind",
+                    f"{settings.WEB_BIND}:{settings.WEB_PORT}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--access-logfile",
+                    "-",
+                ),
                 env=env,
                 ready=lambda: port_open(settings.WEB_PORT),
             )
         )
         celery = ["-A", "cloud.celery"]
-        sup.start(Service("worker", python_module("celery", *celery, "worker", "-l", "info", "-c", "2", "-n", "cloud@%h"), env=env))
-        sup.start(Service("beat", python_module("celery", *celery, "beat", "-l", "info", "-s", str(state / "beat-schedule")), env=env))
+        sup.start(
+            Service(
+                "worker",
+                python_module(
+                    "celery", *celery, "worker", "-l", "info", "-c", "2", "-n", "cloud@%h"
+                ),
+                env=env,
+            )
+        )
+        sup.start(
+            Service(
+                "beat",
+                python_module(
+                    "celery", *celery, "beat", "-l", "info", "-s", str(state / "beat-schedule")
+                ),
+                env=env,
+            )
+        )
         sup.start(
             Service(
                 "flower",
-                python_module("celery", *celery, "flower", "--address=127.0.0.1", f"--port={settings.FLOWER_PORT}"),
+                python_module(
+                    "celery",
+                    *celery,
+                    "flower",
+                    "--address=127.0.0.1",
+                    f"--port={settings.FLOWER_PORT}",
+                ),
                 env=env,
             )
         )

@@ -16,7 +16,11 @@ STATE_DIR = state_dir("cloud")
 SECRET_KEY = secret_key(STATE_DIR)
 DEBUG = envbool("CLOUDATHOME_DEBUG")
 PUBLIC_HOST = env("CLOUDATHOME_PUBLIC_HOST", "localhost")
-ALLOWED_HOSTS = [h for h in env("CLOUDATHOME_ALLOWED_HOSTS", f"{PUBLIC_HOST},localhost,127.0.0.1").split(",") if h]
+ALLOWED_HOSTS = [
+    h
+    for h in env("CLOUDATHOME_ALLOWED_HOSTS", f"{PUBLIC_HOST},localhost,127.0.0.1").split(",")
+    if h
+]
 CSRF_TRUSTED_ORIGINS = [o for o in env("CLOUDATHOME_CSRF_TRUSTED_ORIGINS").split(",") if o]
 
 INSTALLED_APPS = [

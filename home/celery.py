@@ -6,11 +6,11 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "home.settings")
 
-from celery.schedules import crontab  # noqa: E402
-from celery.signals import worker_ready  # noqa: E402
-from django.conf import settings  # noqa: E402
+from celery.schedules import crontab
+from celery.signals import worker_ready
+from django.conf import settings
 
-from workers.celery import make_app  # noqa: E402
+from workers.celery import make_app
 
 app = make_app("home", "home.settings", settings.REDIS_URL)
 app.autodiscover_tasks(["home.tunnels", "home.certs"])
@@ -20,7 +20,10 @@ app.conf.beat_schedule = {
         "schedule": float(settings.TUNNEL_SUPERVISE_SECONDS),
         "options": {"expires": float(settings.TUNNEL_SUPERVISE_SECONDS) * 2},
     },
-    "certificates-renew": {"task": "home.certs.tasks.certificates_renew", "schedule": crontab(minute=17, hour=3)},
+    "certificates-renew": {
+        "task": "home.certs.tasks.certificates_renew",
+        "schedule": crontab(minute=17, hour=3),
+    },
     "certificates-recover": {"task": "home.certs.tasks.certificates_recover", "schedule": 300.0},
 }
 

@@ -38,7 +38,10 @@ def up(args: list[str]) -> int:
         print(f"cloudathome home: {exc}", file=sys.stderr)
         return 2
     state = Path(settings.STATE_DIR)
-    print(f"cloudathome home: state in {state}; linked to {link.cloudserver_url} as {link.home_slug}", flush=True)
+    print(
+        f"cloudathome home: state in {state}; linked to {link.cloudserver_url} as {link.home_slug}",
+        flush=True,
+    )
     call_command("migrate", interactive=False, verbosity=0)
     call_command("ensure_admin")
     env = dict(os.environ, CLOUDATHOME_STATE_DIR=str(state), REDIS_URL=settings.REDIS_URL)
@@ -51,19 +54,49 @@ def up(args: list[str]) -> int:
             Service(
                 "web",
                 python_module(
-                    "gunicorn", "home.wsgi", "--bind", f"{settings.HOME_BIND}:{settings.HOME_PORT}",
-                    "--workers", "2", "--threads", "4", "--access-logfile", "-",
-                ),  # fmt: skip
+                    "gunicorn",
+                    "home.wsgi",
+                    "--bind",
+                    f"{settings.HOME_BIND}:{settings.HOME_PORT}",
+                    "--workers",
+                    "2",
+                    "--threads",
+                    "4",
+                    "--access-logfile",
+                    "-",
+                ),
                 env=env,
                 ready=lambda: port_open(settings.HOME_PORT, settings.HOME_BIND),
             )
         )
-        sup.start(Service("worker", python_module("celery", *celery, "worker", "-l", "info", "-c", "2", "-n", "home@%h"), env=env))
-        sup.start(Service("beat", python_module("celery", *celery, "beat", "-l", "info", "-s", str(state / "beat-schedule")), env=env))
+        sup.start(
+            Service(
+                "worker",
+                python_module(
+                    "celery", *celery, "worker", "-l", "info", "-c", "2", "-n", "home@%h"
+                ),
+                env=env,
+            )
+        )
+        sup.start(
+            Service(
+                "beat",
+                python_module(
+                    "celery", *celery, "beat", "-l", "info", "-s", str(state / "beat-schedule")
+                ),
+                env=env,
+            )
+        )
         sup.start(
             Service(
                 "flower",
-                python_module("celery", *celery, "flower", "--address=127.0.0.1", f"--port={settings.FLOWER_PORT}"),
+                python_module(
+                    "celery",
+                    *celery,
+                    "flower",
+                    "--address=127.0.0.1",
+                    f"--port={settings.FLOWER_PORT}",
+                ),
                 env=env,
             )
         )

@@ -5,6 +5,7 @@ Any failure prints one line and leaves no file and no claimed slot behind."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
@@ -34,7 +35,9 @@ def fetch_host_key(host: str, port: int, expected: str, timeout: float = 10.0) -
     announced (so neither channel alone can swap it)."""
     transport = paramiko.Transport((host, port))
     try:
-        transport.get_security_options().key_types = [expected.split()[0]] if expected else ["ssh-ed25519"]
+        transport.get_security_options().key_types = (
+            [expected.split()[0]] if expected else ["ssh-ed25519"]
+        )
         transport.start_client(timeout=timeout)
         key = transport.get_remote_server_key()
     except (paramiko.SSHException, OSError) as exc:
@@ -91,15 +94,21 @@ def register(args: argparse.Namespace, out: object = sys.stdout) -> Path:
         deadline = time.monotonic() + args.wait
         while home["status"] == "provisioning":
             if time.monotonic() > deadline:
-                raise RegisterError(f"provisioning did not finish in {args.wait:g} s (is the cloud's worker running?)")
+                raise RegisterError(
+                    f"provisioning did not finish in {args.wait:g} s (is the cloud's worker running?)"
+                )
             time.sleep(0.3)
             home = client.home(slug)
         if home["status"] != "ready":
-            raise RegisterError(f"provisioning failed: {home.get('status_detail') or home['status']}")
+            raise RegisterError(
+                f"provisioning failed: {home.get('status_detail') or home['status']}"
+            )
         ssh_host = args.ssh_host or home["ssh_host"]
         say(f"[4/4] pinning the host key of {ssh_host}:{home['ssh_port']} ...")
         host_key = fetch_host_key(ssh_host, int(home["ssh_port"]), home["ssh_host_key"])
-        host_pattern = ssh_host if int(home["ssh_port"]) == 22 else f"[{ssh_host}]:{home['ssh_port']}"
+        host_pattern = (
+            ssh_host if int(home["ssh_port"]) == 22 else f"[{ssh_host}]:{home['ssh_port']}"
+        )
         known_hosts.parent.mkdir(parents=True, exist_ok=True)
         known_hosts.write_text(f"{host_pattern} {host_key}\n")
         written.append(known_hosts)
@@ -121,23 +130,22 @@ def register(args: argparse.Namespace, out: object = sys.stdout) -> Path:
         # Leave no file and no claimed slot behind: the user can simply run register again.
         for path in written:
             path.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(CloudError):
             client.release_home(slug)
-        except CloudError:
-            pass
         raise
     last = link.ports.base + link.ports.count - 1
     say(f"Done. Configuration written to: {target}")
     say(f"  home_slug    : {slug}")
     say(f"  ssh_username : {link.ssh.username}")
     say(f"  ssh_host     : {link.ssh.host}:{link.ssh.port}")
-    say(f"  port range   : {link.ports.base} – {last}")
+    say(f"  port range   : {link.ports.base} – {last}")  # noqa: RUF001 - the original summary
     return target
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="cloudathome register", description="Register this home with a cloudathome cloud server."
+        prog="cloudathome register",
+        description="Register this home with a cloudathome cloud server.",
     )
     p.add_argument("--cloudserver-url", required=True, help="e.g. https://cloud.example.com")
     p.add_argument("--username", required=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.conf import database, env, envint, envbool, redis_url, secret_key, state_dir
+from workers.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "Home Console"

@@ -19,7 +19,9 @@ def redis_client(url: str) -> redis.Redis:
 @contextlib.contextmanager
 def exclusive(url: str, name: str, timeout: float = 120, wait: float = 30) -> Iterator[None]:
     """Hold `name` while the block runs; a run that cannot get it in `wait` s is retried."""
-    lock = redis_client(url).lock(f"cloudathome:lock:{name}", timeout=timeout, blocking_timeout=wait)
+    lock = redis_client(url).lock(
+        f"cloudathome:lock:{name}", timeout=timeout, blocking_timeout=wait
+    )
     if not lock.acquire():
         raise TransientError(f"lock {name} is held by another run")
     try:

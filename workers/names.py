@@ -15,7 +15,9 @@ def validate_hostname(host: str, field: str = "host") -> str:
     if not host:
         raise ValueError(f"{field}: must not be empty")
     if not host.isascii():
-        raise ValueError(f"{field}: must be ASCII (write internationalized names in their xn-- form)")
+        raise ValueError(
+            f"{field}: must be ASCII (write internationalized names in their xn-- form)"
+        )
     host = host.lower()
     if len(host) > 253:
         raise ValueError(f"{field}: {len(host)} characters, at most 253 allowed")

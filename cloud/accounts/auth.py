@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
 
@@ -26,3 +27,11 @@ class ActiveSession(SessionAuth):
 
 
 api_auth = [TokenAuth(), ActiveSession()]
+
+
+def current_user(request: HttpRequest) -> User:
+    """The authenticated caller; only reached behind login_required or API auth."""
+    user = request.user
+    if not isinstance(user, User) or not user.is_active:
+        raise PermissionError("an authenticated, active user is required")
+    return user

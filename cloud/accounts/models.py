@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-TOKEN_PREFIX = "cah_"
+TOKEN_PREFIX = "cah_"  # noqa: S105 - a public marker, not a secret
 
 
 def _digest(token: str) -> str:
@@ -23,7 +23,9 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
         parts = token.split("_", 2)  # the secret part may itself contain "_"
         if len(parts) != 3 or f"{parts[0]}_" != TOKEN_PREFIX:
             return None
-        candidate = self.select_related("user").filter(prefix=parts[1], user__is_active=True).first()
+        candidate = (
+            self.select_related("user").filter(prefix=parts[1], user__is_active=True).first()
+        )
         if candidate is None or not hmac.compare_digest(candidate.digest, _digest(token)):
             return None
         self.filter(pk=candidate.pk).update(last_used=timezone.now())
@@ -31,7 +33,9 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
 
 
 class ApiToken(models.Model):
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tokens")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tokens"
+    )
     name = models.CharField(max_length=100, default="script")
     prefix = models.CharField(max_length=16, unique=True)
     digest = models.CharField(max_length=64)

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from cloud.accounts import services
+from cloud.accounts.auth import current_user
 from cloud.accounts.forms import SignupForm, TokenForm
 from cloud.accounts.models import ApiToken
 
@@ -19,9 +20,13 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         services.user_signup(
-            form.cleaned_data["username"], form.cleaned_data["email"], form.cleaned_data["password1"]
+            form.cleaned_data["username"],
+            form.cleaned_data["email"],
+            form.cleaned_data["password1"],
         )
-        return render(request, "accounts/signup_done.html", {"username": form.cleaned_data["username"]})
+        return render(
+            request, "accounts/signup_done.html", {"username": form.cleaned_data["username"]}
+        )
     return render(request, "accounts/signup.html", {"form": form})
 
 
@@ -41,13 +46,19 @@ def tokens(request: HttpRequest) -> HttpResponse:
     new_token = None
     if request.method == "POST":
         if "revoke" in request.POST:
-            ApiToken.objects.filter(user=request.user, pk=request.POST.get("revoke")).delete()
+            ApiToken.objects.filter(
+                user=current_user(request), pk=request.POST.get("revoke", "")
+            ).delete()
             messages.success(request, "Token revoked.")
             return redirect("tokens")
         if form.is_valid():
-            _, new_token = ApiToken.issue(request.user, form.cleaned_data["name"])
+            _, new_token = ApiToken.issue(current_user(request), form.cleaned_data["name"])
     return render(
         request,
         "accounts/tokens.html",
-        {"form": form, "new_token": new_token, "tokens": request.user.tokens.order_by("-created")},  # type: ignore[union-attr]
+        {
+            "form": form,
+            "new_token": new_token,
+            "tokens": current_user(request).tokens.order_by("-created"),
+        },
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 from django.conf import settings
 
@@ -29,7 +30,7 @@ def sshd_config() -> sshd.SshdConfig:
         state_dir=Path(settings.STATE_DIR),
         port=settings.SSH_PORT,
         listen=settings.SSH_BIND,
-        mode=settings.SSH_MODE,
+        mode=cast(sshd.Mode, settings.SSH_MODE),
         account=settings.SSH_ACCOUNT,
     )
 
@@ -43,7 +44,10 @@ def desired_routes() -> list[haproxy.Route]:
     rows = ProxyMapping.objects.filter(home__status=HomeStatus.READY).values_list(
         "host", "tunnel_port", "scheme", "proxy_protocol"
     )
-    return [haproxy.Route(host, port, scheme, pp) for host, port, scheme, pp in rows]
+    return [
+        haproxy.Route(host, port, cast(haproxy.Scheme, scheme), pp)
+        for host, port, scheme, pp in rows
+    ]
 
 
 def edge_sync() -> haproxy.SyncResult:

@@ -6,7 +6,9 @@ from cloud.edge import haproxy, services
 from workers.celery import TransientError
 
 
-@shared_task(name="cloud.edge.tasks.edge_sync", autoretry_for=(TransientError, haproxy.EdgeUnavailable))
+@shared_task(
+    name="cloud.edge.tasks.edge_sync", autoretry_for=(TransientError, haproxy.EdgeUnavailable)
+)
 def edge_sync() -> dict[str, int]:
     result = services.edge_sync()
     return {"added": result.added, "changed": result.changed, "removed": result.removed}

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router
 
+from cloud.accounts.auth import current_user
 from cloud.edge import services as edge
 from cloud.errors import Forbidden
 from cloud.homes import services
@@ -46,31 +47,35 @@ def home_out(home: Home) -> HomeOut:
 def claim_home(request: HttpRequest, body: HomeIn) -> tuple[int, HomeOut]:
     """Claim a home slot with an SSH public key; provisioning continues in the background
     (status goes from `provisioning` to `ready` or `failed`)."""
-    return 201, home_out(services.home_claim(request.user, body.public_key))  # type: ignore[arg-type]
+    return 201, home_out(services.home_claim(current_user(request), body.public_key))
 
 
 @router.get("", response=list[HomeOut])
 def list_homes(request: HttpRequest) -> list[HomeOut]:
-    return [home_out(h) for h in Home.objects.filter(owner=request.user)]  # type: ignore[misc]
+    return [home_out(h) for h in Home.objects.filter(owner=current_user(request))]
 
 
 @router.get("/{slug}", response=HomeOut)
 def get_home(request: HttpRequest, slug: str) -> HomeOut:
-    return home_out(services.home_of(request.user, slug))  # type: ignore[arg-type]
+    return home_out(services.home_of(current_user(request), slug))
 
 
 @router.delete("/{slug}", response={204: None})
 def release_home(request: HttpRequest, slug: str) -> tuple[int, None]:
-    services.home_release(services.home_of(request.user, slug))  # type: ignore[arg-type]
+    services.home_release(services.home_of(current_user(request), slug))
     return 204, None
 
 
 @router.get("/{slug}/proxy-mappings", response=list[MappingOut])
 def list_mappings(request: HttpRequest, slug: str) -> list[MappingOut]:
-    home = services.home_of(request.user, slug)  # type: ignore[arg-type]
+    home = services.home_of(current_user(request), slug)
     return [
         MappingOut(
-            host=m.host, scheme=m.scheme, tunnel_port=m.tunnel_port, proxy_protocol=m.proxy_protocol, edge=state
+            host=m.host,
+            scheme=m.scheme,
+            tunnel_port=m.tunnel_port,
+            proxy_protocol=m.proxy_protocol,
+            edge=state,
         )
         for m, state in services.mappings_with_edge_state(home)
     ]
@@ -80,7 +85,7 @@ def list_mappings(request: HttpRequest, slug: str) -> list[MappingOut]:
 def create_mapping(request: HttpRequest, slug: str, body: MappingIn) -> tuple[int, MappingOut]:
     """Map a hostname to a tunnel port of this home (the cloud picks a free one when
     `tunnel_port` is omitted). Routable within a fraction of a second, no reload."""
-    home = services.home_of(request.user, slug)  # type: ignore[arg-type]
+    home = services.home_of(current_user(request), slug)
     mapping = services.mapping_create(
         home, body.host, body.scheme, body.tunnel_port, body.proxy_protocol
     )
@@ -95,12 +100,12 @@ def delete_mapping(
     request: HttpRequest, slug: str, host: str, scheme: Literal["https", "http"] | None = None
 ) -> tuple[int, None]:
     """Delete the hostname's mappings (only the `scheme` one when given)."""
-    services.mapping_delete(services.home_of(request.user, slug), host, scheme)  # type: ignore[arg-type]
+    services.mapping_delete(services.home_of(current_user(request), slug), host, scheme)
     return 204, None
 
 
 def _require_admin(request: HttpRequest) -> None:
-    if not getattr(request.user, "is_staff", False):
+    if not getattr(current_user(request), "is_staff", False):
         raise Forbidden("administrators only")
 
 
@@ -117,7 +122,9 @@ def admin_live_map(request: HttpRequest) -> list[LiveRouteOut]:
     """The live HAProxy maps, as HAProxy itself reports them."""
     _require_admin(request)
     return [
-        LiveRouteOut(host=r.host, scheme=r.scheme, tunnel_port=r.port, proxy_protocol=r.proxy_protocol)
+        LiveRouteOut(
+            host=r.host, scheme=r.scheme, tunnel_port=r.port, proxy_protocol=r.proxy_protocol
+        )
         for r in edge.edge_live_routes()
     ]
 

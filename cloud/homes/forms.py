@@ -14,7 +14,11 @@ class MappingForm(forms.Form):
     tunnel_port = forms.IntegerField(
         required=False, min_value=1, max_value=65535, help_text="Leave empty to pick a free port."
     )
-    scheme = forms.ChoiceField(choices=[("https", "https (SNI, :443)"), ("http", "http (Host, :80)")])
+    scheme = forms.ChoiceField(
+        choices=[("https", "https (SNI, :443)"), ("http", "http (Host, :80)")]
+    )
     proxy_protocol = forms.BooleanField(
-        required=False, label="PROXY protocol v2", help_text="Your service sees the client's real IP."
+        required=False,
+        label="PROXY protocol v2",
+        help_text="Your service sees the client's real IP.",
     )

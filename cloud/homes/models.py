@@ -19,7 +19,11 @@ class Home(models.Model):
     index = models.PositiveIntegerField(unique=True)
     slug = models.CharField(max_length=32, unique=True, null=True, blank=True)
     owner = models.OneToOneField(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="home"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="home",
     )
     public_key = models.TextField(blank=True)
     # The home's SSH identity: its system user (system-users mode) or the tag of its key line
@@ -67,7 +71,9 @@ class ProxyMapping(models.Model):
         ordering = ["host", "scheme"]
         # A hostname may have an https route (:443, SNI) and an http route (:80, Host, e.g.
         # ACME HTTP-01 renewals) at once; both belong to the same home (checked in services).
-        constraints = [models.UniqueConstraint(fields=["host", "scheme"], name="mapping_host_scheme")]
+        constraints = [
+            models.UniqueConstraint(fields=["host", "scheme"], name="mapping_host_scheme")
+        ]
 
     def __str__(self) -> str:
         return f"{self.scheme}://{self.host} -> :{self.tunnel_port}"

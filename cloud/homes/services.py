@@ -8,12 +8,14 @@ import logging
 import re
 import secrets
 import string
+from typing import Literal
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
-from cloud.edge import haproxy, services as edge, sshd
+from cloud.edge import haproxy, sshd
+from cloud.edge import services as edge
 from cloud.errors import Conflict, Invalid, NotFound, invalid_from
 from cloud.homes.models import Home, HomeStatus, ProxyMapping, Scheme
 
@@ -29,7 +31,10 @@ def _identity(index: int, username: str) -> str:
 
 def _ours(identity: str) -> bool:
     """Identities of this cloud site (several sites may share one machine's users)."""
-    return re.fullmatch(rf"{re.escape(settings.SSH_USER_PREFIX)}\d{{2,}}_[a-z0-9_]*", identity) is not None
+    return (
+        re.fullmatch(rf"{re.escape(settings.SSH_USER_PREFIX)}\d{{2,}}_[a-z0-9_]*", identity)
+        is not None
+    )
 
 
 def _after_commit_provision(home_id: int) -> None:
@@ -44,7 +49,7 @@ def _after_commit_edge_sync() -> None:
     transaction.on_commit(lambda: tasks.edge_sync.delay())
 
 
-def home_of(user: AbstractBaseUser, slug: str) -> Home:
+def home_of(user: User, slug: str) -> Home:
     """The caller's home by slug; someone else's home is as invisible as a missing one."""
     home = Home.objects.filter(slug=slug, owner=user).first() if slug else None
     if home is None:
@@ -52,7 +57,7 @@ def home_of(user: AbstractBaseUser, slug: str) -> Home:
     return home
 
 
-def home_claim(user: AbstractBaseUser, public_key: str) -> Home:
+def home_claim(user: User, public_key: str) -> Home:
     """Take a free slot for `user` atomically; provisioning continues in a task."""
     try:
         key = sshd.validate_public_key(public_key)
@@ -69,7 +74,7 @@ def home_claim(user: AbstractBaseUser, public_key: str) -> Home:
         )
         if home is None:
             raise Conflict("no free home slot left; ask an administrator for more slots")
-        home.owner = user  # type: ignore[assignment]
+        home.owner = user
         home.slug = "".join(secrets.choice(_SLUG_ALPHABET) for _ in range(14))
         home.public_key = key
         home.identity = _identity(home.index, user.get_username())
@@ -81,7 +86,9 @@ def home_claim(user: AbstractBaseUser, public_key: str) -> Home:
         try:
             home.save()
         except IntegrityError:  # the OneToOne on owner: a concurrent claim by the same user
-            raise Conflict("you already have a home; release it first", field="public_key") from None
+            raise Conflict(
+                "you already have a home; release it first", field="public_key"
+            ) from None
         _after_commit_provision(home.pk)
     return home
 
@@ -130,7 +137,12 @@ def home_finish_release(home_id: int) -> None:
     if home.identity:
         edge.ssh_accounts().remove(home.identity)
     Home.objects.filter(pk=home.pk, status=HomeStatus.RELEASING).update(
-        status=HomeStatus.FREE, status_detail="", slug=None, public_key="", identity="", ssh_username=""
+        status=HomeStatus.FREE,
+        status_detail="",
+        slug=None,
+        public_key="",
+        identity="",
+        ssh_username="",
     )
 
 
@@ -138,14 +150,20 @@ def homes_reconcile() -> dict[str, int]:
     """Converge sshd identities on the database: provision what should exist, finish
     releases, and remove identities that no home owns (crash, manual change)."""
     counts = {"provisioned": 0, "released": 0, "removed": 0}
-    for home in Home.objects.filter(owner__isnull=False, status__in=[HomeStatus.PROVISIONING, HomeStatus.READY]):
+    for home in Home.objects.filter(
+        owner__isnull=False, status__in=[HomeStatus.PROVISIONING, HomeStatus.READY]
+    ):
         home_provision(home.pk)
         counts["provisioned"] += 1
     for pk in Home.objects.filter(status=HomeStatus.RELEASING).values_list("pk", flat=True):
         home_finish_release(pk)
         counts["released"] += 1
     # An owner deleted by an administrator leaves a slot with no owner: release it.
-    for pk in Home.objects.filter(owner__isnull=True).exclude(status=HomeStatus.FREE).values_list("pk", flat=True):
+    for pk in (
+        Home.objects.filter(owner__isnull=True)
+        .exclude(status=HomeStatus.FREE)
+        .values_list("pk", flat=True)
+    ):
         Home.objects.filter(pk=pk).update(status=HomeStatus.RELEASING)
         home_finish_release(pk)
         counts["released"] += 1
@@ -170,15 +188,20 @@ def _free_port(home: Home) -> int:
     raise Conflict("every tunnel port of this home is in use", field="tunnel_port")
 
 
-def mappings_with_edge_state(home: Home) -> list[tuple[ProxyMapping, str]]:
+EdgeState = Literal["routed", "pending", "unknown"]
+
+
+def mappings_with_edge_state(home: Home) -> list[tuple[ProxyMapping, EdgeState]]:
     """Each mapping with what the live edge says of it: routed, pending or unknown."""
     mappings = list(home.mappings.all())
     try:
         live = {(r.host, r.scheme, r.port, r.proxy_protocol) for r in edge.edge_live_routes()}
     except haproxy.EdgeError:
         return [(m, "unknown") for m in mappings]
+    routed: EdgeState = "routed"
+    pending: EdgeState = "pending"
     return [
-        (m, "routed" if (m.host, m.scheme, m.tunnel_port, m.proxy_protocol) in live else "pending")
+        (m, routed if (m.host, m.scheme, m.tunnel_port, m.proxy_protocol) in live else pending)
         for m in mappings
     ]
 
@@ -211,7 +234,11 @@ def mapping_create(
         try:
             with transaction.atomic():
                 mapping = ProxyMapping.objects.create(
-                    home=home, host=host, scheme=scheme, tunnel_port=port, proxy_protocol=proxy_protocol
+                    home=home,
+                    host=host,
+                    scheme=scheme,
+                    tunnel_port=port,
+                    proxy_protocol=proxy_protocol,
                 )
         except IntegrityError:
             raise Conflict("this hostname is already mapped", field="host") from None

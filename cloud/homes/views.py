@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from cloud.accounts.auth import current_user
 from cloud.edge import services as edge
 from cloud.errors import DomainError
 from cloud.homes import services
@@ -35,7 +36,7 @@ def _live_state(home: Home | None) -> dict[str, bool] | None:
 
 
 def _home_of(request: HttpRequest) -> Home | None:
-    return Home.objects.filter(owner=request.user).first()
+    return Home.objects.filter(owner=current_user(request)).first()
 
 
 @login_required
@@ -61,7 +62,7 @@ def register(request: HttpRequest) -> HttpResponse:
     form = RegisterHomeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            services.home_claim(request.user, form.cleaned_data["public_key"])  # type: ignore[arg-type]
+            services.home_claim(current_user(request), form.cleaned_data["public_key"])
         except DomainError as exc:
             _add_error(form, exc)
         else:

@@ -29,7 +29,9 @@ class CloudClient:
         except requests.ConnectionError:
             raise CloudError(f"cannot reach the cloud at {self.base_url}") from None
         except requests.Timeout:
-            raise CloudError(f"the cloud at {self.base_url} did not answer in {self.timeout:g} s") from None
+            raise CloudError(
+                f"the cloud at {self.base_url} did not answer in {self.timeout:g} s"
+            ) from None
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail")
@@ -41,7 +43,9 @@ class CloudClient:
         return response.json() if response.content else None
 
     def token(self, username: str, password: str) -> str:
-        data = self._call("POST", "/auth/token", json={"username": username, "password": password, "name": "home"})
+        data = self._call(
+            "POST", "/auth/token", json={"username": username, "password": password, "name": "home"}
+        )
         return str(data["token"])
 
     def claim_home(self, public_key: str) -> dict[str, Any]:
@@ -59,10 +63,17 @@ class CloudClient:
     def create_mapping(
         self, slug: str, host: str, scheme: str, tunnel_port: int, proxy_protocol: bool = False
     ) -> dict[str, Any]:
-        body = {"host": host, "scheme": scheme, "tunnel_port": tunnel_port, "proxy_protocol": proxy_protocol}
+        body = {
+            "host": host,
+            "scheme": scheme,
+            "tunnel_port": tunnel_port,
+            "proxy_protocol": proxy_protocol,
+        }
         return dict(self._call("POST", f"/homes/{slug}/proxy-mappings", json=body))
 
-    def delete_mapping(self, slug: str, host: str, scheme: str | None = None, missing_ok: bool = True) -> None:
+    def delete_mapping(
+        self, slug: str, host: str, scheme: str | None = None, missing_ok: bool = True
+    ) -> None:
         params = {"scheme": scheme} if scheme else None
         try:
             self._call("DELETE", f"/homes/{slug}/proxy-mappings/{host}", params=params)

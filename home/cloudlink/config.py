@@ -56,7 +56,7 @@ def _need(data: dict[str, Any], key: str, kind: type, path: str) -> Any:
     if key not in data or data[key] in (None, ""):
         raise ConfigError(f"{path}: missing")
     value = data[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise ConfigError(f"{path}: expected {kind.__name__}, got {type(value).__name__}")
     return value
 
@@ -81,13 +81,20 @@ def parse(data: Any) -> CloudLink:
             private_key_path=_need(ssh, "private_key_path", str, "ssh.private_key_path"),
             known_hosts=_need(ssh, "known_hosts", str, "ssh.known_hosts"),
         ),
-        ports=Ports(base=_need(ports, "base", int, "ports.base"), count=_need(ports, "count", int, "ports.count")),
+        ports=Ports(
+            base=_need(ports, "base", int, "ports.base"),
+            count=_need(ports, "count", int, "ports.count"),
+        ),
     )
     if not 1 <= link.ssh.port <= 65535:
         raise ConfigError("ssh.port: must be 1..65535")
     if not _USERNAME.match(link.ssh.username):
         raise ConfigError("ssh.username: not a valid user name")
-    if not (1024 <= link.ports.base and link.ports.count >= 1 and link.ports.base + link.ports.count <= 65536):
+    if not (
+        link.ports.base >= 1024
+        and link.ports.count >= 1
+        and link.ports.base + link.ports.count <= 65536
+    ):
         raise ConfigError("ports: base/count outside 1024..65535")
     return link
 

@@ -4,7 +4,6 @@ the health checks of the dashboard (API reachable, token valid, SSH preflight)."
 from __future__ import annotations
 
 import functools
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,8 +61,10 @@ def ssh_preflight(port: int, timeout: float = 10.0) -> Check:
         if "TCP forwarding request denied" in reason:
             reason = f"the cloud refused to listen on port {port}"
         return Check("ssh", False, reason)
-    except (OSError, socket.timeout) as exc:
-        return Check("ssh", False, f"cannot connect to {current.ssh.host}:{current.ssh.port}: {exc}")
+    except (TimeoutError, OSError) as exc:
+        return Check(
+            "ssh", False, f"cannot connect to {current.ssh.host}:{current.ssh.port}: {exc}"
+        )
     finally:
         client.close()
     return Check("ssh", True, f"key accepted, may listen on port {port}")

@@ -34,7 +34,9 @@ class Domain(models.Model):
     cert_dir = models.CharField(max_length=1024)
     challenge = models.CharField(max_length=12, choices=Challenge.choices, default=Challenge.HTTP01)
     post_renew_command = models.JSONField(default=list, blank=True)
-    cert_status = models.CharField(max_length=8, choices=CertStatus.choices, default=CertStatus.NONE)
+    cert_status = models.CharField(
+        max_length=8, choices=CertStatus.choices, default=CertStatus.NONE
+    )
     cert_path = models.CharField(max_length=1024, blank=True)
     cert_expiry = models.DateTimeField(null=True, blank=True)
     cert_issued = models.DateTimeField(null=True, blank=True)

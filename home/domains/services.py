@@ -8,8 +8,8 @@ import logging
 import shlex
 from pathlib import Path
 
-from django.core.validators import validate_email
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
 
@@ -36,7 +36,11 @@ def parse_command(text: str) -> list[str]:
 
 
 def domain_create(
-    name: str, email: str, cert_dir: str, challenge: str = Challenge.HTTP01, post_renew_command: list[str] | None = None
+    name: str,
+    email: str,
+    cert_dir: str,
+    challenge: str = Challenge.HTTP01,
+    post_renew_command: list[str] | None = None,
 ) -> Domain:
     from home.certs import tasks as cert_tasks
 
@@ -106,7 +110,9 @@ def domain_delete(domain: Domain) -> None:
     domain.delete()
 
 
-def entry_create(domain: Domain, hostname: str, home_port: int, proxy_protocol: bool = False) -> ProxyEntry:
+def entry_create(
+    domain: Domain, hostname: str, home_port: int, proxy_protocol: bool = False
+) -> ProxyEntry:
     """Allocate a tunnel port, create the cloud's https mapping, then store the entry; if
     storing fails the mapping is removed again, so nothing is half-applied."""
     try:
@@ -130,9 +136,15 @@ def entry_create(domain: Domain, hostname: str, home_port: int, proxy_protocol: 
         raise Unavailable(f"the cloud refused the mapping: {exc}") from None
     try:
         with transaction.atomic():
-            tunnel = Tunnel.objects.create(name=f"entry {hostname}", remote_port=port, local_port=int(home_port))
+            tunnel = Tunnel.objects.create(
+                name=f"entry {hostname}", remote_port=port, local_port=int(home_port)
+            )
             return ProxyEntry.objects.create(
-                domain=domain, hostname=hostname, home_port=int(home_port), proxy_protocol=proxy_protocol, tunnel=tunnel
+                domain=domain,
+                hostname=hostname,
+                home_port=int(home_port),
+                proxy_protocol=proxy_protocol,
+                tunnel=tunnel,
             )
     except Exception:
         cloud().delete_mapping(slug, hostname, scheme="https")

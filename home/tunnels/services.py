@@ -64,7 +64,10 @@ def tunnel_set_desired(tunnel: Tunnel, open_: bool) -> None:
     from home.tunnels import tasks
 
     Tunnel.objects.filter(pk=tunnel.pk).update(
-        desired_open=open_, failures=0, retry_at=None, state=TunnelState.OPENING if open_ else tunnel.state
+        desired_open=open_,
+        failures=0,
+        retry_at=None,
+        state=TunnelState.OPENING if open_ else tunnel.state,
     )
     transaction.on_commit(lambda: tasks.tunnel_reconcile.delay(tunnel.pk))
 
@@ -92,7 +95,9 @@ def _reconcile(tunnel_id: int) -> str:
     if not tunnel.desired_open:
         if running:
             _stop(tunnel)
-        Tunnel.objects.filter(pk=tunnel.pk).update(state=TunnelState.CLOSED, pid=None, start_time=None, since=None)
+        Tunnel.objects.filter(pk=tunnel.pk).update(
+            state=TunnelState.CLOSED, pid=None, start_time=None, since=None
+        )
         return TunnelState.CLOSED
     if running:
         if tunnel.state != TunnelState.OPEN:
@@ -138,9 +143,9 @@ def tunnels_supervise() -> dict[str, int]:
     counts: dict[str, int] = {}
     with exclusive(settings.REDIS_URL, "tunnels-supervise", timeout=120, wait=1):
         ids = list(
-            Tunnel.objects.exclude(desired_open=False, pid__isnull=True, state=TunnelState.CLOSED).values_list(
-                "pk", flat=True
-            )
+            Tunnel.objects.exclude(
+                desired_open=False, pid__isnull=True, state=TunnelState.CLOSED
+            ).values_list("pk", flat=True)
         )
         for pk in ids:
             state = tunnel_reconcile(pk)

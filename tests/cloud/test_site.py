@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.net import PP2_SIGNATURE, RawCapture, http_get, self_signed, serve, tls_get, tls_refused
+from tests.support.net import (
+    PP2_SIGNATURE,
+    RawCapture,
+    http_get,
+    self_signed,
+    serve,
+    tls_get,
+    tls_refused,
+)
 from tests.support.procs import stop_pid, wait_for
 from tests.support.sites import CloudSite, cloud_site
 from tests.support.ssh import client_options, keygen, known_hosts
@@ -48,7 +56,10 @@ def _tenant(site: CloudSite, tmp: Path, name: str, staff: bool = False) -> Tenan
     assert r.status_code == 201, r.text
     slug = r.json()["slug"]
     home = wait_for(
-        lambda: (h := api.get(f"{site.url}/api/homes/{slug}", timeout=5).json())["status"] == "ready" and h,
+        lambda: (
+            (h := api.get(f"{site.url}/api/homes/{slug}", timeout=5).json())["status"] == "ready"
+            and h
+        ),
         timeout=30,
         what="home provisioning",
     )
@@ -67,7 +78,9 @@ def bob(site: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
 
 @pytest.fixture(scope="module")
 def known(site: CloudSite, alice: Tenant, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return known_hosts(tmp_path_factory.mktemp("kh") / "known_hosts", site.ssh_port, alice.home["ssh_host_key"])
+    return known_hosts(
+        tmp_path_factory.mktemp("kh") / "known_hosts", site.ssh_port, alice.home["ssh_host_key"]
+    )
 
 
 @pytest.fixture
@@ -114,12 +127,24 @@ def test_signup_creates_an_inactive_account_that_can_neither_log_in_nor_get_a_to
         "username": "carol", "email": "carol@example.com", "password1": "Tr1cky-pass-42", "password2": "Tr1cky-pass-42",
     })  # fmt: skip
     assert r.status_code == 200 and "waiting for approval" in r.text
-    r = _web_form(requests.Session(), f"{site.url}/login/", {"username": "carol", "password": "Tr1cky-pass-42"})
+    r = _web_form(
+        requests.Session(),
+        f"{site.url}/login/",
+        {"username": "carol", "password": "Tr1cky-pass-42"},
+    )
     assert "/login/" in r.url and "sessionid" not in r.cookies
-    r = requests.post(f"{site.url}/api/auth/token", json={"username": "carol", "password": "Tr1cky-pass-42"}, timeout=10)
+    r = requests.post(
+        f"{site.url}/api/auth/token",
+        json={"username": "carol", "password": "Tr1cky-pass-42"},
+        timeout=10,
+    )
     assert r.status_code == 403 and "not active" in r.json()["detail"]
 
-    done = site.manage("shell", "-c", "from django.contrib.auth.models import User; User.objects.filter(username='carol').update(is_active=True)")
+    done = site.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; User.objects.filter(username='carol').update(is_active=True)",
+    )
     assert done.returncode == 0, done.stderr
     web = requests.Session()
     r = _web_form(web, f"{site.url}/login/", {"username": "carol", "password": "Tr1cky-pass-42"})
@@ -131,13 +156,22 @@ def test_api_requires_a_token_and_stores_it_hashed(site: CloudSite, alice: Tenan
     assert requests.get(f"{site.url}/api/homes", timeout=5).status_code == 401
     bad = site.api("cah_000000000000_nope").get(f"{site.url}/api/homes", timeout=5)
     assert bad.status_code == 401 and "detail" in bad.json()
-    dump = site.manage("shell", "-c", "from cloud.accounts.models import ApiToken; print(list(ApiToken.objects.values_list('digest', flat=True)))")
+    dump = site.manage(
+        "shell",
+        "-c",
+        "from cloud.accounts.models import ApiToken; print(list(ApiToken.objects.values_list('digest', flat=True)))",
+    )
     assert alice.token not in dump.stdout and alice.token.split("_")[2] not in dump.stdout
 
 
 def test_openapi_schema_and_docs_are_served(site: CloudSite) -> None:
     schema = requests.get(f"{site.url}/api/schema/", timeout=10).json()
-    for path in ("/api/homes", "/api/homes/{slug}/proxy-mappings", "/api/admin/proxy-mappings/sync", "/api/auth/token"):
+    for path in (
+        "/api/homes",
+        "/api/homes/{slug}/proxy-mappings",
+        "/api/admin/proxy-mappings/sync",
+        "/api/auth/token",
+    ):
         assert path in schema["paths"]
     assert "swagger" in requests.get(f"{site.url}/api/schema/swagger/", timeout=10).text.lower()
     assert "redoc" in requests.get(f"{site.url}/api/schema/redoc/", timeout=10).text.lower()
@@ -161,9 +195,18 @@ def test_second_home_for_the_same_user_is_a_conflict(site: CloudSite, alice: Ten
 
 @pytest.mark.parametrize(
     "key",
-    ["", "ssh-ed25519", "not a key at all", "ssh-ed25519 AAAA\nssh-ed25519 AAAA", 'command="sh" ssh-ed25519 AAAAC3Nz', "ssh-rsa " + "A" * 20000],
+    [
+        "",
+        "ssh-ed25519",
+        "not a key at all",
+        "ssh-ed25519 AAAA\nssh-ed25519 AAAA",
+        'command="sh" ssh-ed25519 AAAAC3Nz',
+        "ssh-rsa " + "A" * 20000,
+    ],
 )
-def test_malformed_or_huge_public_keys_are_refused_naming_the_field(site: CloudSite, key: str) -> None:
+def test_malformed_or_huge_public_keys_are_refused_naming_the_field(
+    site: CloudSite, key: str
+) -> None:
     password = "Sec-ret-77x"
     name = f"k{abs(hash(key)) % 10**6}"
     site.create_user(name, password)
@@ -185,14 +228,25 @@ def test_tunnel_into_own_range_reaches_the_home_service_through_the_https_edge(
                            json={"host": "Alice.Example.test", "tunnel_port": port}, timeout=10)  # fmt: skip
         assert r.status_code == 201, r.text
         assert r.json()["host"] == "alice.example.test"
-        body, cert = wait_for(lambda: tls_get(site.https_port, "alice.example.test"), timeout=15, what="edge route")
+        body, cert = wait_for(
+            lambda: tls_get(site.https_port, "alice.example.test"), timeout=15, what="edge route"
+        )
         assert body == b"alice-home" and cert == der  # passthrough: the home's own certificate
         assert proc.poll() is None
-        listed = alice.api.get(f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings", timeout=5).json()
+        listed = alice.api.get(
+            f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings", timeout=5
+        ).json()
         assert listed[0]["edge"] == "routed"
-        r = alice.api.delete(f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings/alice.example.test", timeout=10)
+        r = alice.api.delete(
+            f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings/alice.example.test",
+            timeout=10,
+        )
         assert r.status_code == 204
-        wait_for(lambda: tls_refused(site.https_port, "alice.example.test"), timeout=10, what="route removed")
+        wait_for(
+            lambda: tls_refused(site.https_port, "alice.example.test"),
+            timeout=10,
+            what="route removed",
+        )
 
 
 def test_http_mapping_routes_plain_http_by_host_and_proxy_v2_delivers_the_client_address(
@@ -205,7 +259,10 @@ def test_http_mapping_routes_plain_http_by_host_and_proxy_v2_delivers_the_client
         r = alice.api.post(f"{site.url}/api/homes/{slug}/proxy-mappings",
                            json={"host": "plain.alice.test", "scheme": "http", "tunnel_port": port}, timeout=10)  # fmt: skip
         assert r.status_code == 201, r.text
-        status, body = wait_for(lambda: (res := http_get(site.http_port, "plain.alice.test"))[0] == 200 and res, timeout=15)
+        _, body = wait_for(
+            lambda: (res := http_get(site.http_port, "plain.alice.test"))[0] == 200 and res,
+            timeout=15,
+        )
         assert body == b"alice-plain"
     capture = RawCapture()
     try:
@@ -215,7 +272,9 @@ def test_http_mapping_routes_plain_http_by_host_and_proxy_v2_delivers_the_client
                            json={"host": "pp.alice.test", "tunnel_port": port, "proxy_protocol": True}, timeout=10)  # fmt: skip
         assert r.status_code == 201, r.text
         wait_for(lambda: any(m["host"] == "pp.alice.test" for m in _live(site)), timeout=15)
-        tls_refused(site.https_port, "pp.alice.test")  # the capture hangs up; we only want its bytes
+        tls_refused(
+            site.https_port, "pp.alice.test"
+        )  # the capture hangs up; we only want its bytes
         header = capture.seen.get(timeout=10)
         assert header.startswith(PP2_SIGNATURE)
         assert header[16:20] == bytes([127, 0, 0, 1])  # IPv4 source address = the real client
@@ -236,7 +295,9 @@ def test_ssh_listening_outside_the_own_range_or_doing_anything_else_is_refused(
                               stdin=subprocess.DEVNULL, check=False)  # fmt: skip
 
     for port in (bob.home["port_base"], 1999, 65000):
-        r = ssh("-tt", "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{port}:127.0.0.1:9", user)
+        r = ssh(
+            "-tt", "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{port}:127.0.0.1:9", user
+        )
         assert r.returncode != 0 and "forwarding failed" in r.stderr.lower(), r.stderr
     r = ssh("-o", "ExitOnForwardFailure=yes", "-L", f"0:127.0.0.1:{site.web_port}", "-N", user)
     assert r.returncode != 0
@@ -260,17 +321,37 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
     site: CloudSite, alice: Tenant, bob: Tenant
 ) -> None:
     slug = alice.home["slug"]
-    r = alice.api.post(f"{site.url}/api/homes/{slug}/proxy-mappings", json={"host": "mine.alice.test"}, timeout=10)
+    r = alice.api.post(
+        f"{site.url}/api/homes/{slug}/proxy-mappings", json={"host": "mine.alice.test"}, timeout=10
+    )
     assert r.status_code == 201
     try:
         assert bob.api.get(f"{site.url}/api/homes/{slug}", timeout=5).status_code == 404
-        assert bob.api.get(f"{site.url}/api/homes/{slug}/proxy-mappings", timeout=5).status_code == 404
-        assert bob.api.delete(f"{site.url}/api/homes/{slug}/proxy-mappings/mine.alice.test", timeout=5).status_code == 404
+        assert (
+            bob.api.get(f"{site.url}/api/homes/{slug}/proxy-mappings", timeout=5).status_code == 404
+        )
+        assert (
+            bob.api.delete(
+                f"{site.url}/api/homes/{slug}/proxy-mappings/mine.alice.test", timeout=5
+            ).status_code
+            == 404
+        )
         assert bob.api.delete(f"{site.url}/api/homes/{slug}", timeout=5).status_code == 404
-        r = bob.api.post(f"{site.url}/api/homes/{bob.home['slug']}/proxy-mappings", json={"host": "mine.alice.test", "scheme": "http"}, timeout=5)
+        r = bob.api.post(
+            f"{site.url}/api/homes/{bob.home['slug']}/proxy-mappings",
+            json={"host": "mine.alice.test", "scheme": "http"},
+            timeout=5,
+        )
         assert r.status_code == 409 and r.json()["field"] == "host"
-        for method, path in (("post", "proxy-mappings/sync"), ("get", "proxy-mappings/haproxy"), ("post", "homes/sync")):
-            assert getattr(bob.api, method)(f"{site.url}/api/admin/{path}", timeout=5).status_code == 403
+        for method, path in (
+            ("post", "proxy-mappings/sync"),
+            ("get", "proxy-mappings/haproxy"),
+            ("post", "homes/sync"),
+        ):
+            assert (
+                getattr(bob.api, method)(f"{site.url}/api/admin/{path}", timeout=5).status_code
+                == 403
+            )
     finally:
         alice.api.delete(f"{site.url}/api/homes/{slug}/proxy-mappings/mine.alice.test", timeout=10)
 
@@ -292,7 +373,9 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
 def test_bad_mapping_input_is_refused_naming_the_field_and_never_reaches_haproxy(
     site: CloudSite, alice: Tenant, body: dict, field: str
 ) -> None:
-    r = alice.api.post(f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings", json=body, timeout=10)
+    r = alice.api.post(
+        f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings", json=body, timeout=10
+    )
     assert r.status_code in (400, 409, 422), r.text
     assert r.json()["detail"].startswith(f"{field}:") or r.json().get("field") == field, r.json()
     assert all(m["host"] != body["host"].lower() for m in _live(site))
@@ -330,9 +413,13 @@ def test_haproxy_killed_comes_back_with_every_route_without_a_sync(
         old = _pid_of(site, "haproxy")
         os.killpg(old, signal.SIGKILL)
         wait_for(lambda: _pid_of(site, "haproxy") != old, timeout=30, what="haproxy restarted")
-        body, _ = wait_for(lambda: tls_get(site.https_port, "back.alice.test"), timeout=20, what="route back")
+        body, _ = wait_for(
+            lambda: tls_get(site.https_port, "back.alice.test"), timeout=20, what="route back"
+        )
         assert body == b"back"
-    alice.api.delete(f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings/back.alice.test", timeout=10)
+    alice.api.delete(
+        f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings/back.alice.test", timeout=10
+    )
 
 
 def test_worker_killed_with_a_provisioning_task_in_hand_finishes_it_after_restart(
@@ -343,7 +430,9 @@ def test_worker_killed_with_a_provisioning_task_in_hand_finishes_it_after_restar
     worker = _pid_of(site, "worker")
     os.killpg(worker, signal.SIGSTOP)  # the worker holds the message but cannot run it
     try:
-        r = api.post(f"{site.url}/api/homes", json={"public_key": keygen(tmp_path / "dave")}, timeout=10)
+        r = api.post(
+            f"{site.url}/api/homes", json={"public_key": keygen(tmp_path / "dave")}, timeout=10
+        )
         assert r.status_code == 201 and r.json()["status"] == "provisioning"
     finally:
         os.killpg(worker, signal.SIGKILL)
@@ -355,14 +444,25 @@ def test_worker_killed_with_a_provisioning_task_in_hand_finishes_it_after_restar
     assert (site.state / "ssh" / "keys" / home["ssh_username"]).exists()
 
 
-def test_releasing_a_home_removes_its_mappings_routes_key_and_system_user(site: CloudSite, tmp_path: Path) -> None:
+def test_releasing_a_home_removes_its_mappings_routes_key_and_system_user(
+    site: CloudSite, tmp_path: Path
+) -> None:
     erin = _tenant(site, tmp_path, "erin")
     slug = erin.home["slug"]
-    r = erin.api.post(f"{site.url}/api/homes/{slug}/proxy-mappings", json={"host": "erin.test"}, timeout=10)
+    r = erin.api.post(
+        f"{site.url}/api/homes/{slug}/proxy-mappings", json={"host": "erin.test"}, timeout=10
+    )
     assert r.status_code == 201
     wait_for(lambda: any(m["host"] == "erin.test" for m in _live(site)), timeout=15)
     assert erin.api.delete(f"{site.url}/api/homes/{slug}", timeout=10).status_code == 204
-    wait_for(lambda: all(m["host"] != "erin.test" for m in _live(site)), timeout=15, what="route removed")
+    wait_for(
+        lambda: all(m["host"] != "erin.test" for m in _live(site)), timeout=15, what="route removed"
+    )
     user = erin.home["ssh_username"]
-    wait_for(lambda: not (site.state / "ssh" / "keys" / user).exists(), timeout=15, what="key removed")
-    wait_for(lambda: subprocess.run(["id", user], capture_output=True, check=False).returncode != 0, timeout=15)
+    wait_for(
+        lambda: not (site.state / "ssh" / "keys" / user).exists(), timeout=15, what="key removed"
+    )
+    wait_for(
+        lambda: subprocess.run(["id", user], capture_output=True, check=False).returncode != 0,
+        timeout=15,
+    )

@@ -39,7 +39,9 @@ def wait_for(
         except Exception as exc:  # the condition may raise until it holds
             last_exc = exc
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what or predicate!r}: {last_exc!r}")
+    raise TimeoutError(
+        f"timed out after {timeout}s waiting for {what or predicate!r}: {last_exc!r}"
+    )
 
 
 def stop_pid(proc: subprocess.Popen, timeout: float = 10.0) -> None:

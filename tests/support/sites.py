@@ -81,7 +81,11 @@ class CloudSite:
         )  # fmt: skip
 
     def token(self, username: str, password: str) -> str:
-        r = requests.post(f"{self.url}/api/auth/token", json={"username": username, "password": password}, timeout=10)
+        r = requests.post(
+            f"{self.url}/api/auth/token",
+            json={"username": username, "password": password},
+            timeout=10,
+        )
         r.raise_for_status()
         return str(r.json()["token"])
 
@@ -90,7 +94,9 @@ class CloudSite:
         session.headers["Authorization"] = f"Bearer {token}"
         return session
 
-    def create_user(self, username: str, password: str, active: bool = True, staff: bool = False) -> None:
+    def create_user(
+        self, username: str, password: str, active: bool = True, staff: bool = False
+    ) -> None:
         code = (
             "from django.contrib.auth import get_user_model as g;"
             f"u=g().objects.create_user({username!r}, password={password!r});"
@@ -104,19 +110,27 @@ class CloudSite:
 
 
 @contextlib.contextmanager
-def cloud_site(ssh_mode: str = "system-users", extra_env: dict[str, str] | None = None) -> Iterator[CloudSite]:
+def cloud_site(
+    ssh_mode: str = "system-users", extra_env: dict[str, str] | None = None
+) -> Iterator[CloudSite]:
     prefix = f"t{secrets.token_hex(2)}"
     with state_root() as root:
         yield from _cloud_site(root, prefix, ssh_mode, extra_env)
 
 
-def _cloud_site(root: Path, prefix: str, ssh_mode: str, extra_env: dict[str, str] | None) -> Iterator[CloudSite]:
+def _cloud_site(
+    root: Path, prefix: str, ssh_mode: str, extra_env: dict[str, str] | None
+) -> Iterator[CloudSite]:
     state = root / "state"
     admin_password = secrets.token_urlsafe(12)
     ports = {name: free_port() for name in ("web", "https", "http", "ssh", "flower")}
     with scratch_database("cah_cloud") as db_url:
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))
+            },
             "CLOUDATHOME_STATE_DIR": str(state),
             "DATABASE_URL": db_url,
             "CLOUDATHOME_WEB_PORT": str(ports["web"]),
@@ -134,16 +148,33 @@ def _cloud_site(root: Path, prefix: str, ssh_mode: str, extra_env: dict[str, str
             **(extra_env or {}),
         }
         log = root / "cloud-up.log"
-        site = CloudSite(state, env, ports["web"], ports["https"], ports["http"], ports["ssh"], admin_password, log)
+        site = CloudSite(
+            state,
+            env,
+            ports["web"],
+            ports["https"],
+            ports["http"],
+            ports["ssh"],
+            admin_password,
+            log,
+        )
 
         def ready() -> bool:
             return "cloud site up" in log.read_text(errors="replace") if log.exists() else False
 
         try:
             with running(
-                [sys.executable, "-m", "workers.cli", "cloud", "up"], log=log, env=env, ready=ready, timeout=90
+                [sys.executable, "-m", "workers.cli", "cloud", "up"],
+                log=log,
+                env=env,
+                ready=ready,
+                timeout=90,
             ) as proc:
-                wait_for(lambda: requests.get(f"{site.url}/healthz", timeout=2).ok, timeout=30, what="cloud web")
+                wait_for(
+                    lambda: requests.get(f"{site.url}/healthz", timeout=2).ok,
+                    timeout=30,
+                    what="cloud web",
+                )
                 site.proc = proc  # type: ignore[attr-defined]
                 yield site
         finally:
@@ -164,7 +195,9 @@ class HomeSite:
 
     def api(self) -> requests.Session:
         r = requests.post(
-            f"{self.url}/api/auth/token", json={"username": "admin", "password": self.admin_password}, timeout=10
+            f"{self.url}/api/auth/token",
+            json={"username": "admin", "password": self.admin_password},
+            timeout=10,
         )
         r.raise_for_status()
         session = requests.Session()
@@ -175,12 +208,19 @@ class HomeSite:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def register_home(cloud: CloudSite, root: Path, username: str, password: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def register_home(
+    cloud: CloudSite, root: Path, username: str, password: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """keygen + register as a user would run them; returns (cloudlink.yaml path, register run)."""
     key = root / "keys" / "cloudathome_ed25519"
     config = root / "config" / "cloudlink.yaml"
     env = {**cloud.env, "CLOUDLINK_CONFIG": str(config), "CLOUDATHOME_PASSWORD": password}
-    subprocess.run([sys.executable, "-m", "workers.cli", "keygen", "--output", str(key)], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "workers.cli", "keygen", "--output", str(key)],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     done = subprocess.run(
         [sys.executable, "-m", "workers.cli", "register", "--cloudserver-url", cloud.url, "--username", username,
          "--public-key", f"{key}.pub", "--private-key", str(key)],
@@ -191,14 +231,22 @@ def register_home(cloud: CloudSite, root: Path, username: str, password: str) ->
 
 @contextlib.contextmanager
 def home_site(
-    root: Path, config: Path, db_url: str, admin_password: str, extra_env: dict[str, str] | None = None
+    root: Path,
+    config: Path,
+    db_url: str,
+    admin_password: str,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[HomeSite]:
     """`cloudathome home up` on free ports with the given database (so a test can restart it);
     its tunnels outlive it on purpose and are stopped by the test's own cleanup."""
     state = root / "home-state"
     ports = {name: free_port() for name in ("web", "flower")}
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))},
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))
+        },
         "CLOUDATHOME_STATE_DIR": str(state),
         "CLOUDLINK_CONFIG": str(config),
         "DATABASE_URL": db_url,
@@ -214,6 +262,12 @@ def home_site(
     def ready() -> bool:
         return "home console up" in log.read_text(errors="replace") if log.exists() else False
 
-    with running([sys.executable, "-m", "workers.cli", "home", "up"], log=log, env=env, ready=ready, timeout=90) as proc:
+    with running(
+        [sys.executable, "-m", "workers.cli", "home", "up"],
+        log=log,
+        env=env,
+        ready=ready,
+        timeout=90,
+    ) as proc:
         site.proc = proc  # type: ignore[attr-defined]
         yield site

@@ -13,7 +13,11 @@ def keygen(path: Path, kind: str = "ed25519") -> str:
         ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"test@{path.name}", "-f", str(path)],
         check=True, capture_output=True,
     )  # fmt: skip
-    return path.with_suffix(".pub").read_text().strip() if path.suffix else Path(f"{path}.pub").read_text().strip()
+    return (
+        path.with_suffix(".pub").read_text().strip()
+        if path.suffix
+        else Path(f"{path}.pub").read_text().strip()
+    )
 
 
 def known_hosts(path: Path, port: int, host_key_line: str, host: str = "127.0.0.1") -> Path:

@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,37 +14,85 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Home',
+            name="Home",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('index', models.PositiveIntegerField(unique=True)),
-                ('slug', models.CharField(blank=True, max_length=32, null=True, unique=True)),
-                ('public_key', models.TextField(blank=True)),
-                ('identity', models.CharField(blank=True, max_length=32)),
-                ('ssh_username', models.CharField(blank=True, max_length=32)),
-                ('status', models.CharField(choices=[('free', 'Free'), ('provisioning', 'Provisioning'), ('ready', 'Ready'), ('failed', 'Failed'), ('releasing', 'Releasing')], default='free', max_length=16)),
-                ('status_detail', models.TextField(blank=True)),
-                ('updated', models.DateTimeField(auto_now=True)),
-                ('owner', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='home', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("index", models.PositiveIntegerField(unique=True)),
+                ("slug", models.CharField(blank=True, max_length=32, null=True, unique=True)),
+                ("public_key", models.TextField(blank=True)),
+                ("identity", models.CharField(blank=True, max_length=32)),
+                ("ssh_username", models.CharField(blank=True, max_length=32)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("free", "Free"),
+                            ("provisioning", "Provisioning"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                            ("releasing", "Releasing"),
+                        ],
+                        default="free",
+                        max_length=16,
+                    ),
+                ),
+                ("status_detail", models.TextField(blank=True)),
+                ("updated", models.DateTimeField(auto_now=True)),
+                (
+                    "owner",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="home",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['index'],
+                "ordering": ["index"],
             },
         ),
         migrations.CreateModel(
-            name='ProxyMapping',
+            name="ProxyMapping",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('host', models.CharField(max_length=253)),
-                ('scheme', models.CharField(choices=[('https', 'Https'), ('http', 'Http')], default='https', max_length=5)),
-                ('tunnel_port', models.PositiveIntegerField()),
-                ('proxy_protocol', models.BooleanField(default=False)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('home', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='mappings', to='homes.home')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("host", models.CharField(max_length=253)),
+                (
+                    "scheme",
+                    models.CharField(
+                        choices=[("https", "Https"), ("http", "Http")],
+                        default="https",
+                        max_length=5,
+                    ),
+                ),
+                ("tunnel_port", models.PositiveIntegerField()),
+                ("proxy_protocol", models.BooleanField(default=False)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "home",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="mappings",
+                        to="homes.home",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['host', 'scheme'],
-                'constraints': [models.UniqueConstraint(fields=('host', 'scheme'), name='mapping_host_scheme')],
+                "ordering": ["host", "scheme"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("host", "scheme"), name="mapping_host_scheme")
+                ],
             },
         ),
     ]

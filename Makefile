@@ -30,7 +30,8 @@ $(BIN)/cloudathome: pyproject.toml
 lint: python-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy cloud home workers
+	DJANGO_SETTINGS_MODULE=cloud.settings CLOUDATHOME_STATE_DIR=$$(mktemp -d) $(BIN)/mypy cloud workers
+	DJANGO_SETTINGS_MODULE=home.settings CLOUDATHOME_STATE_DIR=$$(mktemp -d) $(BIN)/mypy home
 
 test-cloud: python-deps
 	$(BIN)/pytest tests/cloud -p no:cacheprovider

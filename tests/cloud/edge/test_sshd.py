@@ -233,20 +233,25 @@ def delete_test_user(name: str) -> None:
 
 
 def remove_homes(edge_cfg: sshd.SshdConfig, accounts: sshd.Accounts, prefix: str) -> None:
-    """Remove every home the fixture or a test created, even after a failure."""
-    errors = []
+    """Remove every home the fixture or a test created, even after a failure; then report."""
+    errors: list[Exception] = []
     for name in accounts.installed():
         try:
             accounts.remove(name)
-        except Exception as exc:  # keep cleaning, report at the end
+        except Exception as exc:  # keep cleaning
             errors.append(exc)
     for entry in pwd.getpwall():
         if entry.pw_name.startswith(prefix + "_") and entry.pw_name != edge_cfg.account:
-            errors.append(RuntimeError(f"leftover user {entry.pw_name}"))
-            delete_test_user(entry.pw_name)
+            errors.append(RuntimeError(f"remove() left user {entry.pw_name} behind"))
+            try:
+                delete_test_user(entry.pw_name)
+            except Exception as exc:
+                errors.append(exc)
     with contextlib.suppress(KeyError):
         grp.getgrnam(edge_cfg.group)
-        run(["groupdel", edge_cfg.group])
+        result = run(["groupdel", edge_cfg.group])
+        if result.returncode != 0:
+            errors.append(RuntimeError(f"groupdel {edge_cfg.group}: {result.stderr}"))
     if errors:
         raise errors[0]
 

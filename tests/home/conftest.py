@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Any
 
 import pytest
 
@@ -26,14 +25,12 @@ import django
 
 def pytest_configure(config: pytest.Config) -> None:
     from django.apps import apps
+    from django.conf import settings
 
     if not apps.ready:
         django.setup()
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    # The default hasher spends ~0.5 s per password by design; tests only need it to work.
+    # The default hasher spends ~0.5 s per password by design; in-process tests only need it
+    # to work (the sites started as real processes keep the real hasher).
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 

@@ -27,6 +27,7 @@ from tests.support.sites import (
     scratch_database,
     state_root,
 )
+from tests.support.ssh import keygen
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +243,55 @@ def test_tunnel_survives_a_console_restart_and_close_still_stops_it(
             what="edge no longer reaches",
         )
         entry["tunnel"] = {}
+
+
+def _manage(site: HomeSite, code: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "workers.cli", "home", "manage", "shell", "-c", code],
+                          env=site.env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_stale_pid_that_now_belongs_to_an_unrelated_process_is_never_killed(
+    root: Path, registered, home_db: str, entry: dict
+) -> None:
+    config, _ = registered
+    sleeper = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        with home_site(root / "homer", config, home_db, "Console-pass-1") as site:
+            # The database says our tunnel runs as this PID, started at another time: a recycled PID.
+            _manage(site, "from home.domains.models import ProxyEntry as P; t = P.objects.get(pk="
+                    f"{entry['id']}).tunnel; type(t).objects.filter(pk=t.pk).update(pid={sleeper.pid}, "
+                    "start_time=1, state='open', desired_open=False)")  # fmt: skip
+            api = site.api()
+            wait_for(
+                lambda: _entry(api, site, entry["id"])["tunnel"]["pid"] is None,
+                timeout=20,
+                what="forgotten",
+            )
+            assert sleeper.poll() is None
+    finally:
+        stop_pid(sleeper)
+
+
+def test_a_tampered_host_key_makes_the_tunnel_refuse_and_the_console_says_why(
+    root: Path, registered, home_db: str, entry: dict
+) -> None:
+    config, _ = registered
+    known = Path(yaml.safe_load(config.read_text())["ssh"]["known_hosts"])
+    original = known.read_text()
+    other = keygen(root / "impostor_host_key")
+    known.write_text(f"{original.split()[0]} {' '.join(other.split()[:2])}\n")
+    try:
+        with home_site(root / "homer", config, home_db, "Console-pass-1") as site:
+            api = site.api()
+            _open(site, entry, True)
+            failed = wait_for(lambda: (e := _entry(api, site, entry["id"]))["tunnel"]["state"] == "failed" and e,
+                              timeout=30, what="tunnel refused")  # fmt: skip
+            assert "Host key verification failed" in failed["tunnel"]["last_error"]
+            _open(site, entry, False)
+            wait_for(
+                lambda: _entry(api, site, entry["id"])["tunnel"]["state"] == "closed", timeout=20
+            )
+    finally:
+        known.write_text(original)

@@ -8,17 +8,13 @@ import os
 import sys
 from pathlib import Path
 
+from workers.supervise import django_manage, site_main
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "home.settings")
 
 
 def manage(args: list[str]) -> int:
-    import django
-
-    django.setup()
-    from django.core.management import execute_from_command_line
-
-    execute_from_command_line(["cloudathome home manage", *args])
-    return 0
+    return django_manage("home", args)
 
 
 def up(args: list[str]) -> int:
@@ -30,7 +26,7 @@ def up(args: list[str]) -> int:
     from django.core.management import call_command
 
     from home.cloudlink import config
-    from workers.supervise import Service, Supervisor, port_open, python_module, redis_service
+    from workers.supervise import Supervisor, celery_services, redis_service, web_service
 
     try:
         link = config.load(Path(settings.CLOUDLINK_CONFIG))
@@ -46,60 +42,12 @@ def up(args: list[str]) -> int:
     call_command("ensure_admin")
     env = dict(os.environ, CLOUDATHOME_STATE_DIR=str(state), REDIS_URL=settings.REDIS_URL)
     sup = Supervisor(state / "logs")
-    celery = ["-A", "home.celery"]
     try:
         if not os.environ.get("REDIS_URL"):
             sup.start(redis_service(state))
-        sup.start(
-            Service(
-                "web",
-                python_module(
-                    "gunicorn",
-                    "home.wsgi",
-                    "--bind",
-                    f"{settings.HOME_BIND}:{settings.HOME_PORT}",
-                    "--workers",
-                    "2",
-                    "--threads",
-                    "4",
-                    "--access-logfile",
-                    "-",
-                ),
-                env=env,
-                ready=lambda: port_open(settings.HOME_PORT, settings.HOME_BIND),
-            )
-        )
-        sup.start(
-            Service(
-                "worker",
-                python_module(
-                    "celery", *celery, "worker", "-l", "info", "-c", "2", "-n", "home@%h"
-                ),
-                env=env,
-            )
-        )
-        sup.start(
-            Service(
-                "beat",
-                python_module(
-                    "celery", *celery, "beat", "-l", "info", "-s", str(state / "beat-schedule")
-                ),
-                env=env,
-            )
-        )
-        sup.start(
-            Service(
-                "flower",
-                python_module(
-                    "celery",
-                    *celery,
-                    "flower",
-                    "--address=127.0.0.1",
-                    f"--port={settings.FLOWER_PORT}",
-                ),
-                env=env,
-            )
-        )
+        sup.start(web_service("home.wsgi", settings.HOME_BIND, settings.HOME_PORT, env))
+        for service in celery_services("home", state, settings.FLOWER_PORT, env):
+            sup.start(service)
     except Exception as exc:
         sup.stop()
         print(f"cloudathome home: {exc}", file=sys.stderr)
@@ -113,12 +61,4 @@ def up(args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in {"-h", "--help"}:
-        print("usage: cloudathome home up | manage <django command> [args]")
-        return 0 if argv else 2
-    if argv[0] == "up":
-        return up(argv[1:])
-    if argv[0] == "manage":
-        return manage(argv[1:])
-    print(f"cloudathome home: unknown command {argv[0]!r}", file=sys.stderr)
-    return 2
+    return site_main("home", argv, up, manage)

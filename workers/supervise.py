@@ -130,3 +130,57 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
+
+
+def web_service(wsgi: str, bind: str, port: int, env: dict[str, str]) -> Service:
+    argv = python_module(
+        "gunicorn", wsgi, "--bind", f"{bind}:{port}", "--workers", "2", "--threads", "4",
+        "--access-logfile", "-",
+    )  # fmt: skip
+    probe = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
+    return Service("web", argv, env=env, ready=lambda: port_open(port, probe))
+
+
+def celery_services(site: str, state: Path, flower_port: int, env: dict[str, str]) -> list[Service]:
+    """Worker, beat and Flower of a site's Celery app (`<site>.celery`)."""
+    app = ["-A", f"{site}.celery"]
+    return [
+        Service(
+            "worker",
+            python_module("celery", *app, "worker", "-l", "info", "-c", "2", "-n", f"{site}@%h"),
+            env=env,
+        ),
+        Service(
+            "beat",
+            python_module("celery", *app, "beat", "-l", "info", "-s", str(state / "beat-schedule")),
+            env=env,
+        ),
+        Service(
+            "flower",
+            python_module("celery", *app, "flower", "--address=127.0.0.1", f"--port={flower_port}"),
+            env=env,
+        ),
+    ]
+
+
+def site_main(
+    site: str, argv: list[str], up: Callable[[list[str]], int], manage: Callable[[list[str]], int]
+) -> int:
+    """`cloudathome <site> up | manage ...`."""
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(f"usage: cloudathome {site} up | manage <django command> [args]")
+        return 0 if argv else 2
+    commands = {"up": up, "manage": manage}
+    if argv[0] not in commands:
+        print(f"cloudathome {site}: unknown command {argv[0]!r}", file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:])
+
+
+def django_manage(site: str, args: list[str]) -> int:
+    import django
+    from django.core.management import execute_from_command_line
+
+    django.setup()
+    execute_from_command_line([f"cloudathome {site} manage", *args])
+    return 0

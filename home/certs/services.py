@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 TEMP_PREFIX = "acme "
 ROUTE_TIMEOUT = 15.0
+TUNNEL_TIMEOUT = 20.0
 
 
 def acme_settings() -> acme.AcmeSettings:
@@ -89,12 +90,17 @@ def _exposed(domain: Domain, responder_port: int) -> Iterator[None]:
         )  # fmt: skip
         cloud().create_mapping(slug, domain.name, scheme, port)
         _step(domain, f"temporary {scheme} mapping registered")
-        state = tunnels.tunnel_reconcile(tunnel.pk)
-        if state != "open":
+        # A port released a moment ago may still be held by the cloud's sshd for the session
+        # that just ended; retry briefly instead of failing the whole order.
+        deadline = time.monotonic() + TUNNEL_TIMEOUT
+        while tunnels.tunnel_reconcile(tunnel.pk) != "open":
             tunnel.refresh_from_db()
-            raise acme.AcmeError(
-                f"{domain.name}: the temporary tunnel did not open: {tunnel.last_error}"
-            )
+            if time.monotonic() > deadline:
+                raise acme.AcmeError(
+                    f"{domain.name}: the temporary tunnel did not open: {tunnel.last_error}"
+                )
+            Tunnel.objects.filter(pk=tunnel.pk).update(retry_at=None)
+            time.sleep(0.5)
         _step(domain, "tunnel open")
         _wait_routed(slug, domain.name, scheme)
         yield

@@ -180,10 +180,11 @@ def test_openapi_schema_and_docs_are_served(site: CloudSite) -> None:
 # --- homes and the SSH endpoint ----------------------------------------------------------------
 
 
-def test_home_gets_its_slot_port_range_and_pinned_host_key(alice: Tenant) -> None:
+def test_home_gets_its_slot_port_range_and_pinned_host_key(site: CloudSite, alice: Tenant) -> None:
     home = alice.home
     assert home["status"] == "ready"
-    assert home["port_count"] == 10 and home["port_base"] == 2000 + 100 * home["index"]
+    base = int(site.env["CLOUDATHOME_PORT_BASE"])
+    assert home["port_count"] == 10 and home["port_base"] == base + 100 * home["index"]
     assert home["ssh_host_key"].startswith("ssh-ed25519 ")
     assert re.fullmatch(r"t[0-9a-f]{4}\d{2}_alice", home["ssh_username"])
 
@@ -294,7 +295,7 @@ def test_ssh_listening_outside_the_own_range_or_doing_anything_else_is_refused(
         return subprocess.run(["ssh", *opts, *args], capture_output=True, text=True, timeout=30,
                               stdin=subprocess.DEVNULL, check=False)  # fmt: skip
 
-    for port in (bob.home["port_base"], 1999, 65000):
+    for port in (bob.home["port_base"], alice.home["port_base"] - 1, 65000):
         r = ssh(
             "-tt", "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{port}:127.0.0.1:9", user
         )
@@ -365,7 +366,7 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
         ({"host": "ünïcode.test"}, "host"),
         ({"host": ("a" * 60 + ".") * 4 + "abcde.test"}, "host"),  # 254 characters
         ({"host": "*.wild.test"}, "host"),
-        ({"host": "ok.test", "tunnel_port": 1999}, "tunnel_port"),
+        ({"host": "ok.test", "tunnel_port": 1024}, "tunnel_port"),
         ({"host": "ok.test", "tunnel_port": 70000}, "tunnel_port"),
         ({"host": "ok.test", "scheme": "ftp"}, "scheme"),
     ],

@@ -5,6 +5,7 @@ cleaned (database, system users) whatever the test did."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import secrets
@@ -50,6 +51,20 @@ def scratch_database(prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def port_base() -> int:
+    """A tunnel port range of its own for each cloud site: homes' forwards all bind on this
+    machine's 127.0.0.1, so two sites running at once (the two suites) must not share ports."""
+    TEST_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with open(TEST_ROOT / "port-base.counter", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        fh.seek(0)
+        count = int(fh.read().strip() or 0)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(count + 1))
+    return 10000 + (count % 40) * 1000
 
 
 def remove_system_users(prefix: str) -> None:
@@ -144,6 +159,7 @@ def _cloud_site(
             "CLOUDATHOME_PUBLIC_HOST": "127.0.0.1",
             "CLOUDATHOME_SSH_MODE": ssh_mode,
             "CLOUDATHOME_SSH_USER_PREFIX": prefix,
+            "CLOUDATHOME_PORT_BASE": str(port_base()),
             "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
             **(extra_env or {}),
         }

@@ -1,4 +1,4 @@
-# The two set-up commands of the README: `make demo` and `make test`. Both install every
+# The two set-up commands of the README: `make run` and `make test`. Both install every
 # system package and Python dependency they need first (Debian, as root).
 
 PYTHON ?= python3
@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := haproxy openssh-server openssh-client redis-server postgresql-client pebble \
 	chromium python3-venv python3-dev iproute2 procps wrk nginx-light curl ca-certificates
 
-.PHONY: setup system-packages python-deps lint test test-cloud test-home demo bench clean
+.PHONY: setup system-packages python-deps lint test test-cloud test-home run clean
 
 setup: system-packages python-deps
 
@@ -43,11 +43,9 @@ test-home: python-deps
 test: setup lint
 	$(MAKE) -j2 --output-sync=target test-cloud test-home
 
-demo: setup
-	$(BIN)/cloudathome demo
-
-bench: setup
-	$(BIN)/cloudathome bench
+# The main job: the whole cloud site in the foreground (Ctrl-C stops it).
+run: setup
+	$(BIN)/cloudathome cloud up
 
 clean:
 	rm -rf $(VENV) build *.egg-info

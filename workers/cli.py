@@ -13,8 +13,6 @@ USAGE = """usage: cloudathome <command> [options]
   home up | manage ...      run the Home Console site / a Django command of it
   keygen                    generate the home's SSH key pair
   register                  register this home with a cloud (writes cloudlink.yaml)
-  demo                      both sites on this machine, the whole walkthrough, verified
-  bench                     benchmarks of the data path, control plane and scale
 """
 
 COMMANDS = {
@@ -22,8 +20,6 @@ COMMANDS = {
     "home": "home.cli",
     "keygen": "home.keys",
     "register": "home.register",
-    "demo": "workers.demo",
-    "bench": "workers.bench",
 }
 
 

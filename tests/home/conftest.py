@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +39,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _STATE:
         shutil.rmtree(_STATE, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def root() -> Iterator[Path]:
+    """A root-owned folder for one module's sites (sshd refuses key files under /tmp)."""
+    from tests.support.sites import state_root
+
+    with state_root() as path:
+        yield path

@@ -21,7 +21,6 @@ from tests.support.sites import (
     home_site,
     register_home,
     scratch_database,
-    state_root,
 )
 
 
@@ -29,12 +28,6 @@ from tests.support.sites import (
 def cloud() -> Iterator[CloudSite]:
     with cloud_site() as site:
         yield site
-
-
-@pytest.fixture(scope="module")
-def root() -> Iterator[Path]:
-    with state_root() as path:
-        yield path
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ from tests.support.sites import (
     home_site,
     register_home,
     scratch_database,
-    state_root,
 )
 from tests.support.ssh import keygen
 
@@ -34,12 +33,6 @@ from tests.support.ssh import keygen
 def cloud() -> Iterator[CloudSite]:
     with cloud_site(extra_env={"CLOUDATHOME_HOME_SLOTS": "3"}) as site:
         yield site
-
-
-@pytest.fixture(scope="module")
-def root() -> Iterator[Path]:
-    with state_root() as path:
-        yield path
 
 
 @pytest.fixture(scope="module")

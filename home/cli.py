@@ -6,9 +6,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from workers.supervise import django_manage, site_main
+from workers.supervise import (
+    Service,
+    celery_services,
+    django_manage,
+    run_site,
+    site_main,
+    web_service,
+)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "home.settings")
 
@@ -23,10 +31,8 @@ def up(args: list[str]) -> int:
 
     django.setup()
     from django.conf import settings
-    from django.core.management import call_command
 
     from home.cloudlink import config
-    from workers.supervise import Supervisor, celery_services, redis_service, web_service
 
     try:
         link = config.load(Path(settings.CLOUDLINK_CONFIG))
@@ -38,26 +44,16 @@ def up(args: list[str]) -> int:
         f"cloudathome home: state in {state}; linked to {link.cloudserver_url} as {link.home_slug}",
         flush=True,
     )
-    call_command("migrate", interactive=False, verbosity=0)
-    call_command("ensure_admin")
-    env = dict(os.environ, CLOUDATHOME_STATE_DIR=str(state), REDIS_URL=settings.REDIS_URL)
-    sup = Supervisor(state / "logs")
-    try:
-        if not os.environ.get("REDIS_URL"):
-            sup.start(redis_service(state))
-        sup.start(web_service("home.wsgi", settings.HOME_BIND, settings.HOME_PORT, env))
-        for service in celery_services("home", state, settings.FLOWER_PORT, env):
-            sup.start(service)
-    except Exception as exc:
-        sup.stop()
-        print(f"cloudathome home: {exc}", file=sys.stderr)
-        return 1
-    print(
+
+    def services(env: dict[str, str]) -> Iterator[Service]:
+        yield web_service("home.wsgi", settings.HOME_BIND, settings.HOME_PORT, env)
+        yield from celery_services("home", state, settings.FLOWER_PORT, env)
+
+    banner = (
         f"home console up: http://{settings.HOME_BIND}:{settings.HOME_PORT}/  "
-        f"flower http://127.0.0.1:{settings.FLOWER_PORT}/  (Ctrl-C stops; tunnels keep running)",
-        flush=True,
+        f"flower http://127.0.0.1:{settings.FLOWER_PORT}/  (Ctrl-C stops; tunnels keep running)"
     )
-    return sup.wait()
+    return run_site("home", state, settings.REDIS_URL, services, banner)
 
 
 def main(argv: list[str]) -> int:

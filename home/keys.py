@@ -4,9 +4,7 @@ and the `keygen` command line (also reached through home/scripts/generate_keys.p
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import secrets
 import socket
 import sys
 from collections.abc import Sequence
@@ -14,6 +12,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from workers.files import write_atomic
 
 DEFAULT_KEY_PATH = Path("~/.ssh/cloudathome_ed25519").expanduser()
 PRIVATE_MODE = 0o600
@@ -48,9 +48,9 @@ def generate_keypair(output: Path, force: bool = False) -> str:
     )
     public_line = f"{public_blob.decode()} cloudathome@{socket.gethostname()}"
 
-    _write_atomically(private_path, private_pem, PRIVATE_MODE, replace=force)
+    write_atomic(private_path, private_pem, PRIVATE_MODE, replace=force)
     try:
-        _write_atomically(public_path, f"{public_line}\n".encode(), PUBLIC_MODE, replace=force)
+        write_atomic(public_path, f"{public_line}\n".encode(), PUBLIC_MODE, replace=force)
     except FileExistsError:
         # Someone created the .pub meanwhile: do not leave a private key without its pair.
         private_path.unlink(missing_ok=True)
@@ -63,39 +63,6 @@ def _ensure_private_dir(directory: Path) -> None:
         return  # an existing ~/.ssh keeps the mode its owner gave it
     directory.mkdir(parents=True, mode=0o700)
     directory.chmod(0o700)  # mkdir's mode is filtered by the umask
-
-
-def _write_atomically(path: Path, data: bytes, mode: int, replace: bool) -> None:
-    """Write `data` to a fresh temporary file created with `mode` (so a private key is never
-    readable by others, even for an instant), then move it into place. Without `replace`
-    the final step is link(), which fails instead of overwriting a file that appeared
-    since the caller checked."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # the umask may have removed bits we want (0644)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,3 +184,31 @@ def django_manage(site: str, args: list[str]) -> int:
     django.setup()
     execute_from_command_line([f"cloudathome {site} manage", *args])
     return 0
+
+
+def run_site(
+    site: str,
+    state: Path,
+    redis_url: str,
+    services: Callable[[dict[str, str]], Iterable[Service]],
+    banner: str,
+) -> int:
+    """`up` of either site: migrate, first admin, private Redis unless REDIS_URL is given, then
+    the site's services in order (each prepared as it is reached), then run until Ctrl-C."""
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("ensure_admin")
+    env = dict(os.environ, CLOUDATHOME_STATE_DIR=str(state), REDIS_URL=redis_url)
+    sup = Supervisor(state / "logs")
+    try:
+        if not os.environ.get("REDIS_URL"):
+            sup.start(redis_service(state))
+        for service in services(env):
+            sup.start(service)
+    except Exception as exc:
+        sup.stop()
+        print(f"cloudathome {site}: {exc}", file=sys.stderr)
+        return 1
+    print(banner, flush=True)
+    return sup.wait()

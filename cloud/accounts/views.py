@@ -59,6 +59,6 @@ def tokens(request: HttpRequest) -> HttpResponse:
         {
             "form": form,
             "new_token": new_token,
-            "tokens": current_user(request).tokens.order_by("-created"),
+            "tokens": current_user(request).api_tokens.order_by("-created"),
         },
     )

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from workers.files import fsync_dir, write_atomic
+
 Scheme = Literal["https", "http"]
 SCHEMES: tuple[Scheme, ...] = ("https", "http")
 
@@ -324,7 +326,7 @@ def write_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> Path:
     cfg.maps_dir.mkdir(parents=True, exist_ok=True)
     for scheme in SCHEMES:
         if not cfg.map_path(scheme).exists():
-            _write_atomic(cfg.map_path(scheme), _MAP_HEADER)
+            write_atomic(cfg.map_path(scheme), _MAP_HEADER)
     text = render_config(cfg, nofile_limit)
     with _staged(cfg.config_path, text, 0o640) as staged:
         try:
@@ -353,16 +355,7 @@ def _staged(path: Path, text: str, mode: int) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    with _staged(path, text, mode):
-        pass
+    fsync_dir(path.parent)
 
 
 def _cli_word(field: str, word: str) -> str:
@@ -567,7 +560,7 @@ class Edge:
             with contextlib.suppress(FileNotFoundError):
                 if path.read_text(encoding="ascii") == text:
                     continue
-            _write_atomic(path, text)
+            write_atomic(path, text)
 
     def sync(self, routes: Iterable[Route]) -> SyncResult:
         """Make the map files and the live maps hold exactly `routes`.

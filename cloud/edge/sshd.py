@@ -29,6 +29,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from workers.files import fsync_dir, write_atomic
+
 # DESIGN section 2: a PTY session whose command only blocks makes sshd set TCP_NODELAY on the
 # connection. The `[ -t 0 ]` guard stops a PTY-less session from leaking its sleep to init,
 # and `exec` keeps dash from lingering as an extra process.
@@ -358,7 +360,7 @@ def prepare(cfg: SshdConfig) -> None:
     cfg.keys_dir.chmod(0o755)
     _check_secure_dirs(cfg)
     ensure_host_keys(cfg)
-    _write_atomic(cfg.config_path, render_config(cfg), 0o644)
+    write_atomic(cfg.config_path, render_config(cfg), 0o644)
     link = cfg.sshd_link
     if not (link.is_symlink() and os.readlink(link) == SSHD_BINARY):
         tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
@@ -441,7 +443,7 @@ def ensure_host_keys(cfg: SshdConfig) -> None:
                     timeout=30,
                     check=True,
                 ).stdout
-                _write_atomic(pub, derived, 0o644)
+                write_atomic(pub, derived, 0o644)
             continue
         # Generated under a temporary name so a crash never leaves half a key pair in place.
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
@@ -458,7 +460,7 @@ def ensure_host_keys(cfg: SshdConfig) -> None:
         finally:
             tmp.unlink(missing_ok=True)
             tmp.with_name(tmp.name + ".pub").unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def host_key_line(cfg: SshdConfig) -> str:
@@ -474,31 +476,6 @@ def host_key_fingerprint(cfg: SshdConfig) -> str:
 
 
 # --- files --------------------------------------------------------------------------------
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, text: str, mode: int) -> None:
-    # sshd may read the file at any moment: it must see the old or the new one, never half.
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            os.fchmod(out.fileno(), mode)  # the umask may have narrowed it
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -553,7 +530,7 @@ class SystemUsers:
                 self._create_user(name, gid)
             else:
                 self._check_ours(existing, gid)
-            _write_atomic(self.cfg.key_file(name), line + "\n", 0o644)
+            write_atomic(self.cfg.key_file(name), line + "\n", 0o644)
 
     def remove(self, username: str) -> None:
         """Delete the key file, end the home's live sessions (its ports free up at once),
@@ -564,7 +541,7 @@ class SystemUsers:
             if existing is not None:
                 self._check_ours(existing, _getgid(self.cfg.group))
             self.cfg.key_file(name).unlink(missing_ok=True)
-            _fsync_dir(self.cfg.keys_dir)
+            fsync_dir(self.cfg.keys_dir)
             if existing is None:
                 return
             for _attempt in range(3):
@@ -675,7 +652,7 @@ class SingleAccount:
                     lines.append(line)
             if not replaced:
                 lines.append(new)
-            _write_atomic(self.path, "".join(f"{line}\n" for line in lines), 0o644)
+            write_atomic(self.path, "".join(f"{line}\n" for line in lines), 0o644)
 
     def remove(self, username: str) -> None:
         """Drop the home's line. A live tunnel of it runs on until it disconnects: all homes
@@ -685,7 +662,7 @@ class SingleAccount:
             lines = self._lines()
             kept = [line for line in lines if _tag(line) != name]
             if kept != lines:
-                _write_atomic(self.path, "".join(f"{line}\n" for line in kept), 0o644)
+                write_atomic(self.path, "".join(f"{line}\n" for line in kept), 0o644)
 
     def installed(self) -> set[str]:
         return {tag for line in self._lines() if (tag := _tag(line))}

@@ -11,7 +11,6 @@ from ninja import Router
 
 from cloud.accounts.auth import current_user
 from cloud.edge import services as edge
-from cloud.errors import Forbidden
 from cloud.homes import services
 from cloud.homes.models import Home
 from cloud.homes.schemas import (
@@ -23,6 +22,7 @@ from cloud.homes.schemas import (
     ReconcileOut,
     SyncOut,
 )
+from workers.errors import Forbidden
 
 router = Router(tags=["homes"])
 admin_router = Router(tags=["admin"])

@@ -12,27 +12,15 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from cloud.accounts.auth import current_user
-from cloud.edge import services as edge
-from cloud.errors import DomainError
 from cloud.homes import services
 from cloud.homes.forms import MappingForm, RegisterHomeForm
 from cloud.homes.models import Home
+from workers.errors import DomainError
 
 
 def _add_error(form: Form, exc: DomainError) -> None:
     field = exc.field if exc.field in form.fields else None
     form.add_error(field, exc.message)
-
-
-def _live_state(home: Home | None) -> dict[str, bool] | None:
-    """host -> routed?  None when the edge cannot be asked right now."""
-    if home is None:
-        return {}
-    try:
-        live = {r.host for r in edge.edge_live_routes()}
-    except Exception:
-        return None
-    return {m.host: m.host in live for m in home.mappings.all()}
 
 
 def _home_of(request: HttpRequest) -> Home | None:
@@ -47,8 +35,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "homes/dashboard.html",
         {
             "home": home,
-            "mappings": home.mappings.all() if home else [],
-            "live": _live_state(home),
+            "mappings": services.mappings_with_edge_state(home) if home else [],
             "ssh_host": settings.PUBLIC_HOST,
             "ssh_port": settings.SSH_PORT,
             "register_form": RegisterHomeForm(),

@@ -1,29 +1,6 @@
-"""API authentication of the Home Console: Bearer tokens for scripts, the session (with
-CSRF, enforced by ninja's cookie auth) for the console's own pages."""
-
-from __future__ import annotations
-
-from typing import Any
-
-from django.http import HttpRequest
-from ninja.security import HttpBearer, SessionAuth
+"""API authentication of the Home Console: its tokens, then the session (workers.tokens)."""
 
 from home.accounts.models import ApiToken
+from workers.tokens import api_auth as token_or_session
 
-
-class TokenAuth(HttpBearer):
-    def authenticate(self, request: HttpRequest, token: str) -> Any:
-        found = ApiToken.objects.authenticate(token)
-        if found is None:
-            return None
-        request.user = found.user
-        return found.user
-
-
-class ActiveSession(SessionAuth):
-    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
-        user = super().authenticate(request, key)
-        return user if user is not None and user.is_active else None
-
-
-api_auth = [TokenAuth(), ActiveSession()]
+api_auth = token_or_session(ApiToken)

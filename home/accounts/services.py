@@ -6,7 +6,7 @@ from django.contrib.auth import authenticate
 from django.http import HttpRequest
 
 from home.accounts.models import ApiToken
-from home.errors import DomainError
+from workers.errors import DomainError
 
 
 class BadCredentials(DomainError):

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from home.certs.responder import ChallengeResponder, challenge_certificate
+from workers.files import fsync_dir, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -121,36 +122,15 @@ def _private_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_new_file(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as out:
-        os.fchmod(fd, mode)  # the umask must not loosen or tighten what we ask for
-        out.write(data)
-        out.flush()
-        os.fsync(fd)
-
-
 def _account_key(path: Path) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
     """Load the account key, creating it (EC P-256, 0600) on first use."""
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        _write_new_file(tmp, _private_pem(ec.generate_private_key(ec.SECP256R1())), 0o600)
-        try:
-            # link() never replaces: when two runs race, both end up using the first key.
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            tmp.unlink()
-        _fsync_dir(path.parent)
+        # link() never replaces: when two runs race, both end up using the first key.
+        with contextlib.suppress(FileExistsError):
+            write_atomic(
+                path, _private_pem(ec.generate_private_key(ec.SECP256R1())), 0o600, replace=False
+            )
     if path.stat().st_mode & 0o077:
         logger.warning("account key %s was readable by others; setting it to 0600", path)
         path.chmod(0o600)
@@ -522,8 +502,8 @@ def write_certificate(out_dir: Path, domain: str, cert: IssuedCert) -> Path:
             ("fullchain.pem", cert.fullchain_pem, 0o644),
             ("privkey.pem", cert.key_pem, 0o600),
         ):
-            _write_new_file(version / name, text.encode("ascii"), mode)
-        _fsync_dir(version)
+            write_atomic(version / name, text.encode("ascii"), mode, replace=False)
+        fsync_dir(version)
         # Relative, so the tree stays valid when out_dir is mounted elsewhere (containers).
         os.symlink(version.name, link)
         previous: Path | None = None
@@ -535,7 +515,7 @@ def write_certificate(out_dir: Path, domain: str, cert: IssuedCert) -> Path:
             previous = out_dir / f".{domain}.replaced-{secrets.token_hex(6)}"
             live.rename(previous)
         os.replace(link, live)
-        _fsync_dir(out_dir)
+        fsync_dir(out_dir)
     except BaseException:
         shutil.rmtree(version, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):

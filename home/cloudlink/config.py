@@ -4,15 +4,15 @@ line naming the file and the field."""
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
+from workers.files import write_atomic
 
 _USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
@@ -123,14 +123,4 @@ def load(path: Path) -> CloudLink:
 def write(path: Path, link: CloudLink) -> None:
     """Atomically, 0600 from the first byte: the file holds the API token."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cloudlink.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            yaml.safe_dump(link.to_dict(), fh, sort_keys=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, yaml.safe_dump(link.to_dict(), sort_keys=False), 0o600)

@@ -16,9 +16,9 @@ from django.utils import timezone
 from home.cloudlink.client import CloudError
 from home.cloudlink.services import cloud, link
 from home.domains.models import Challenge, Domain, JobState, ProxyEntry
-from home.errors import Conflict, Invalid, Unavailable, invalid_from
 from home.tunnels import services as tunnels
 from home.tunnels.models import Tunnel
+from workers.errors import Conflict, Invalid, Unavailable, invalid_from
 from workers.names import validate_hostname
 
 log = logging.getLogger(__name__)

@@ -53,6 +53,15 @@ def scratch_database(prefix: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _clean_environ() -> dict[str, str]:
+    """This process's environment without any setting of ours: each site gets only its own."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))
+    }
+
+
 def port_base() -> int:
     """A tunnel port range of its own for each cloud site: homes' forwards all bind on this
     machine's 127.0.0.1, so two sites running at once (the two suites) must not share ports."""
@@ -141,11 +150,7 @@ def _cloud_site(
     ports = {name: free_port() for name in ("web", "https", "http", "ssh", "flower")}
     with scratch_database("cah_cloud") as db_url:
         env = {
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))
-            },
+            **_clean_environ(),
             "CLOUDATHOME_STATE_DIR": str(state),
             "DATABASE_URL": db_url,
             "CLOUDATHOME_WEB_PORT": str(ports["web"]),
@@ -258,11 +263,7 @@ def home_site(
     state = root / "home-state"
     ports = {name: free_port() for name in ("web", "flower")}
     env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))
-        },
+        **_clean_environ(),
         "CLOUDATHOME_STATE_DIR": str(state),
         "CLOUDLINK_CONFIG": str(config),
         "DATABASE_URL": db_url,

@@ -1,5 +1,6 @@
-"""Domain errors of the Home Console; the API maps each to its status with one handler
-and one shape ({"detail": ..., "field": ...}), the UI shows them next to the field."""
+"""Domain errors raised by both sites' services; each site's API maps them to their status
+with one handler and one shape ({"detail": ..., "field": ...}), the UIs show them next to
+the field they name."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ class Invalid(DomainError):
     status = 400
 
 
+class Forbidden(DomainError):
+    status = 403
+
+
 class NotFound(DomainError):
     status = 404
 
@@ -29,12 +34,13 @@ class Conflict(DomainError):
 
 
 class Unavailable(DomainError):
-    """The cloud (or another outside system) said no or could not be reached."""
+    """An outside system (the cloud, a CA) said no or could not be reached."""
 
     status = 502
 
 
 def invalid_from(exc: ValueError, default_field: str) -> Invalid:
+    """Validators raise ValueError('field: reason'); keep the field they named."""
     field, sep, reason = str(exc).partition(": ")
     if sep and field.replace("_", "").isalnum():
         return Invalid(reason, field=field)

@@ -1,0 +1,45 @@
+"""Crash-safe file writes for both sites: a reader (sshd, HAProxy, a web server reading a
+certificate) sees the old content or the new, never half, and a secret is never readable by
+others even for an instant."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or link in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, replace: bool = True) -> None:
+    """Write `data` to a fresh temporary file beside `path` created with `mode`, fsync it,
+    then move it into place. With `replace=False` the last step is link(), which raises
+    FileExistsError instead of overwriting a file that appeared meanwhile."""
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # the umask must not loosen or tighten what we ask for
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(path.parent)

@@ -1,10 +1,12 @@
-"""`cloudathome cloud ...`: run the whole cloud site in the foreground, or a Django
-management command of it."""
+"""`cloudathome cloud ...`: run the whole cloud site in the foreground, prepare its state
+(what `up` does before starting anything; containers run it as a one-shot), or run a
+Django management command of it."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,37 @@ def manage(args: list[str]) -> int:
     return django_manage("cloud", args)
 
 
+def site_prepare() -> tuple[list[str], list[str]]:
+    """Migrate, create the first administrator, install a checked haproxy.cfg (+ maps) and
+    sshd config (+ host keys); return the argv of HAProxy and of sshd. Idempotent."""
+    from django.core.management import call_command
+
+    from cloud.edge import services as edge
+
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("ensure_admin")
+    return edge.haproxy_prepare(), edge.sshd_prepare()
+
+
+def prepare(args: list[str]) -> int:
+    argparse.ArgumentParser(
+        prog="cloudathome cloud prepare",
+        description="Prepare the database and the edge configs, then exit (what `up` does first).",
+    ).parse_args(args)
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    try:
+        site_prepare()
+    except Exception as exc:
+        print(f"cloudathome cloud: {exc}", file=sys.stderr)
+        return 1
+    print(f"cloudathome cloud: prepared {settings.STATE_DIR}", flush=True)
+    return 0
+
+
 def up(args: list[str]) -> int:
     argparse.ArgumentParser(prog="cloudathome cloud up").parse_args(args)
     import django
@@ -36,12 +69,15 @@ def up(args: list[str]) -> int:
 
     state = Path(settings.STATE_DIR)
     print(f"cloudathome cloud: state in {state}", flush=True)
+    try:
+        haproxy_argv, sshd_argv = site_prepare()
+    except Exception as exc:
+        print(f"cloudathome cloud: {exc}", file=sys.stderr)
+        return 1
 
     def services(env: dict[str, str]) -> Iterator[Service]:
-        yield Service("haproxy", edge.haproxy_prepare(), env=env, ready=edge.haproxy_ready)
-        yield Service(
-            "sshd", edge.sshd_prepare(), env=env, ready=lambda: port_open(settings.SSH_PORT)
-        )
+        yield Service("haproxy", haproxy_argv, env=env, ready=edge.haproxy_ready)
+        yield Service("sshd", sshd_argv, env=env, ready=lambda: port_open(settings.SSH_PORT))
         yield web_service("cloud.wsgi", settings.WEB_BIND, settings.WEB_PORT, env)
         yield from celery_services("cloud", state, settings.FLOWER_PORT, env)
 
@@ -54,4 +90,7 @@ def up(args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    # `prepare` is dispatched here: workers.supervise.site_main knows only up and manage.
+    if argv[:1] == ["prepare"]:
+        return prepare(argv[1:])
     return site_main("cloud", argv, up, manage)

@@ -1,5 +1,6 @@
 """`cloudathome home ...`: run the Home Console site in the foreground (web, Celery worker
-+ beat, Flower, a private Redis when REDIS_URL is unset), or a Django command of it."""
++ beat, Flower, a private Redis when REDIS_URL is unset), prepare its state (what `up`
+does before starting anything; containers run it as a one-shot), or a Django command of it."""
 
 from __future__ import annotations
 
@@ -25,25 +26,57 @@ def manage(args: list[str]) -> int:
     return django_manage("home", args)
 
 
-def up(args: list[str]) -> int:
-    argparse.ArgumentParser(prog="cloudathome home up").parse_args(args)
-    import django
-
-    django.setup()
+def site_prepare() -> str:
+    """Check cloudlink.yaml (ConfigError names the file and the field), migrate, create the
+    first administrator; return a line saying which cloud this home is linked to."""
     from django.conf import settings
+    from django.core.management import call_command
 
     from home.cloudlink import config
 
+    link = config.load(Path(settings.CLOUDLINK_CONFIG))
+    call_command("migrate", interactive=False, verbosity=0)
+    call_command("ensure_admin")
+    return f"linked to {link.cloudserver_url} as {link.home_slug}"
+
+
+def _setup() -> str | None:
+    """django.setup() and site_prepare(); None (after printing why) when it cannot start."""
+    import django
+
+    django.setup()
+    from home.cloudlink import config
+
     try:
-        link = config.load(Path(settings.CLOUDLINK_CONFIG))
+        return site_prepare()
     except config.ConfigError as exc:
         print(f"cloudathome home: {exc}", file=sys.stderr)
+        return None
+
+
+def prepare(args: list[str]) -> int:
+    argparse.ArgumentParser(
+        prog="cloudathome home prepare",
+        description="Check cloudlink.yaml and prepare the database, then exit (what `up` does first).",
+    ).parse_args(args)
+    linked = _setup()
+    if linked is None:
         return 2
+    from django.conf import settings
+
+    print(f"cloudathome home: prepared {settings.STATE_DIR}; {linked}", flush=True)
+    return 0
+
+
+def up(args: list[str]) -> int:
+    argparse.ArgumentParser(prog="cloudathome home up").parse_args(args)
+    linked = _setup()
+    if linked is None:
+        return 2
+    from django.conf import settings
+
     state = Path(settings.STATE_DIR)
-    print(
-        f"cloudathome home: state in {state}; linked to {link.cloudserver_url} as {link.home_slug}",
-        flush=True,
-    )
+    print(f"cloudathome home: state in {state}; {linked}", flush=True)
 
     def services(env: dict[str, str]) -> Iterator[Service]:
         yield web_service("home.wsgi", settings.HOME_BIND, settings.HOME_PORT, env)
@@ -57,4 +90,7 @@ def up(args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    # `prepare` is dispatched here: workers.supervise.site_main knows only up and manage.
+    if argv[:1] == ["prepare"]:
+        return prepare(argv[1:])
     return site_main("home", argv, up, manage)

@@ -13,6 +13,7 @@ USAGE = """usage: cloudathome <command> [options]
   home up | manage ...      run the Home Console site / a Django command of it
   keygen                    generate the home's SSH key pair
   register                  register this home with a cloud (writes cloudlink.yaml)
+  demo [--exit]             both sites on this machine, the whole walkthrough, verified
 """
 
 COMMANDS = {
@@ -20,6 +21,7 @@ COMMANDS = {
     "home": "home.cli",
     "keygen": "home.keys",
     "register": "home.register",
+    "demo": "workers.demo",
 }
 
 

@@ -1,8 +1,14 @@
-"""One Redis lock where two runs must not overlap (edge sync, tunnel supervisor)."""
+"""One Redis lock where two runs must not overlap (edge sync, tunnel supervisor, one
+certificate flow per domain). The lock's value names its holder (host and PID), so a lock
+left by a process that was killed on this machine is broken at once instead of blocking
+recovery until it expires."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
+import uuid
 from collections.abc import Iterator
 
 import redis
@@ -16,13 +22,50 @@ def redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=5)
 
 
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+
+
+def _held_by_dead_local_process(value: bytes | str | None) -> bool:
+    text = value.decode(errors="replace") if isinstance(value, bytes) else value or ""
+    host, _, rest = text.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
+def _break_if_stale(client: redis.Redis, key: str) -> bool:
+    """Delete `key` if (and only while) it still names a dead local holder."""
+    with client.pipeline() as pipe:
+        try:
+            pipe.watch(key)
+            if not _held_by_dead_local_process(pipe.get(key)):
+                return False
+            pipe.multi()
+            pipe.delete(key)
+            pipe.execute()
+        except redis.exceptions.WatchError:
+            return False
+    return True
+
+
 @contextlib.contextmanager
 def exclusive(url: str, name: str, timeout: float = 120, wait: float = 30) -> Iterator[None]:
     """Hold `name` while the block runs; a run that cannot get it in `wait` s is retried."""
-    lock = redis_client(url).lock(
-        f"cloudathome:lock:{name}", timeout=timeout, blocking_timeout=wait
-    )
-    if not lock.acquire():
+    client = redis_client(url)
+    key = f"cloudathome:lock:{name}"
+    lock = client.lock(key, timeout=timeout, blocking_timeout=wait)
+    token = _holder()
+    if not lock.acquire(token=token) and not (
+        _break_if_stale(client, key) and lock.acquire(token=token, blocking=False)
+    ):
         raise TransientError(f"lock {name} is held by another run")
     try:
         yield

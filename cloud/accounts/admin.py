@@ -11,7 +11,8 @@ User = get_user_model()
 
 @admin.action(description="Approve (activate) selected accounts")
 def approve(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-    queryset.update(is_active=True)
+    approved = queryset.filter(is_active=False).update(is_active=True)
+    modeladmin.message_user(request, f"{approved} account(s) approved.")
 
 
 admin.site.unregister(User)

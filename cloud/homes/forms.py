@@ -10,7 +10,9 @@ class RegisterHomeForm(forms.Form):
 
 
 class MappingForm(forms.Form):
-    host = forms.CharField(max_length=253, help_text="Public hostname, e.g. mysite.example.com")
+    host = forms.CharField(
+        label="Hostname", max_length=253, help_text="Public hostname, e.g. mysite.example.com"
+    )
     tunnel_port = forms.IntegerField(
         required=False, min_value=1, max_value=65535, help_text="Leave empty to pick a free port."
     )

@@ -82,12 +82,11 @@ def _exposed(domain: Domain, responder_port: int) -> Iterator[None]:
     slug = link().home_slug
     tunnel: Tunnel | None = None
     try:
-        port = tunnels.allocate_port()
+        tunnel = tunnels.tunnel_reserve(
+            f"{TEMP_PREFIX}{domain.name}", responder_port, temporary=True, desired_open=True
+        )
+        port = tunnel.remote_port
         _step(domain, f"port {port} allocated")
-        tunnel = Tunnel.objects.create(
-            name=f"{TEMP_PREFIX}{domain.name}", remote_port=port, local_port=responder_port,
-            desired_open=True, temporary=True,
-        )  # fmt: skip
         cloud().create_mapping(slug, domain.name, scheme, port)
         _step(domain, f"temporary {scheme} mapping registered")
         # A port released a moment ago may still be held by the cloud's sshd for the session
@@ -136,7 +135,7 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
                 on_step=lambda step: _step(domain, step),
             )
             path = acme.write_certificate(Path(domain.cert_dir), domain.name, issued)
-        except (acme.AcmeError, ValueError, OSError) as exc:
+        except (acme.AcmeError, ValueError, OSError, tunnels.NoFreePort) as exc:
             Domain.objects.filter(pk=domain.pk).update(
                 job_state=JobState.FAILED,
                 job_error=str(exc),

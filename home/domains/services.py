@@ -17,7 +17,6 @@ from home.cloudlink.client import CloudError
 from home.cloudlink.services import cloud, link
 from home.domains.models import Challenge, Domain, JobState, ProxyEntry
 from home.tunnels import services as tunnels
-from home.tunnels.models import Tunnel
 from workers.errors import Conflict, Invalid, Unavailable, invalid_from
 from workers.names import validate_hostname
 
@@ -113,8 +112,8 @@ def domain_delete(domain: Domain) -> None:
 def entry_create(
     domain: Domain, hostname: str, home_port: int, proxy_protocol: bool = False
 ) -> ProxyEntry:
-    """Allocate a tunnel port, create the cloud's https mapping, then store the entry; if
-    storing fails the mapping is removed again, so nothing is half-applied."""
+    """Reserve a tunnel port, create the cloud's https mapping, then store the entry; whatever
+    fails undoes the steps before it, so nothing is half-applied."""
     try:
         hostname = validate_hostname(hostname, field="hostname")
     except ValueError as exc:
@@ -124,30 +123,28 @@ def entry_create(
     if ProxyEntry.objects.filter(hostname=hostname).exists():
         raise Conflict("an entry for this hostname exists", field="hostname")
     try:
-        port = tunnels.allocate_port()
+        tunnel = tunnels.tunnel_reserve(f"entry {hostname}", int(home_port))
     except tunnels.NoFreePort as exc:
         raise Conflict(str(exc), field="hostname") from None
     slug = link().home_slug
     try:
-        cloud().create_mapping(slug, hostname, "https", port, proxy_protocol)
+        cloud().create_mapping(slug, hostname, "https", tunnel.remote_port, proxy_protocol)
     except CloudError as exc:
+        tunnel.delete()
         if exc.status in (400, 409, 422):
             raise Invalid(str(exc), field="hostname") from None
         raise Unavailable(f"the cloud refused the mapping: {exc}") from None
     try:
-        with transaction.atomic():
-            tunnel = Tunnel.objects.create(
-                name=f"entry {hostname}", remote_port=port, local_port=int(home_port)
-            )
-            return ProxyEntry.objects.create(
-                domain=domain,
-                hostname=hostname,
-                home_port=int(home_port),
-                proxy_protocol=proxy_protocol,
-                tunnel=tunnel,
-            )
+        return ProxyEntry.objects.create(
+            domain=domain,
+            hostname=hostname,
+            home_port=int(home_port),
+            proxy_protocol=proxy_protocol,
+            tunnel=tunnel,
+        )
     except Exception:
         cloud().delete_mapping(slug, hostname, scheme="https")
+        tunnel.delete()
         raise
 
 

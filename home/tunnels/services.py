@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from home.cloudlink.services import link
@@ -31,6 +31,23 @@ def allocate_port() -> int:
     for port in link().ports.range:
         if port not in used:
             return port
+    raise NoFreePort("every tunnel port of this home is in use")
+
+
+def tunnel_reserve(
+    name: str, local_port: int, temporary: bool = False, desired_open: bool = False
+) -> Tunnel:
+    """A tunnel row holding a free port of the range. Concurrent flows (two certificates, an
+    entry) may pick the same free port; the unique port decides and the loser takes the next."""
+    for _ in range(len(link().ports.range)):
+        try:
+            with transaction.atomic():
+                return Tunnel.objects.create(
+                    name=name, remote_port=allocate_port(), local_port=local_port,
+                    temporary=temporary, desired_open=desired_open,
+                )  # fmt: skip
+        except IntegrityError:
+            continue
     raise NoFreePort("every tunnel port of this home is in use")
 
 

@@ -23,9 +23,9 @@ from tests.support.net import (
     tls_get,
     tls_refused,
 )
-from tests.support.procs import stop_pid, wait_for
 from tests.support.sites import CloudSite, cloud_site
 from tests.support.ssh import client_options, keygen, known_hosts
+from workers.procs import stop_pid, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,9 @@ temporary tunnel to our challenge responder; nothing is left behind afterwards."
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -12,8 +15,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.pebble import PebbleInfo, pebble_server
-from tests.support.procs import wait_for
 from tests.support.sites import (
     CloudSite,
     HomeSite,
@@ -22,6 +23,8 @@ from tests.support.sites import (
     register_home,
     scratch_database,
 )
+from workers.localacme import PebbleInfo, pebble_server
+from workers.procs import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +49,9 @@ def console(cloud: CloudSite, root: Path, pebble: PebbleInfo) -> Iterator[HomeSi
     env = {
         "CLOUDATHOME_ACME_DIRECTORY": pebble.directory_url,
         "CLOUDATHOME_ACME_CA_BUNDLE": pebble.ca_bundle,
+        # Every certificate is due for renewal once it is 5 s old (see the renewal test).
+        "CLOUDATHOME_RENEW_DAYS": "36500",
+        "CLOUDATHOME_RENEW_MIN_AGE": "5",
     }
     with (
         scratch_database("cah_home") as db,
@@ -126,3 +132,91 @@ def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothi
     assert name not in _live_hosts(cloud)
     assert not (out / name).exists()
     assert _tunnel_processes(root) == 0
+
+
+def _issue(console: HomeSite, api: requests.Session, name: str, out: Path, **extra: object) -> dict:
+    r = api.post(f"{console.url}/api/domains", json={"name": name, "email": "certy@example.com",
+                 "cert_dir": str(out), **extra}, timeout=10)  # fmt: skip
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _finished(api: requests.Session, console: HomeSite, domain_id: int) -> dict:
+    return wait_for(
+        lambda: (d := _domain(api, console, domain_id))["job"]["state"] in ("done", "failed") and d,
+        timeout=90, what="certificate job",
+    )  # fmt: skip
+
+
+def _due(console: HomeSite) -> list[int]:
+    done = console.manage(
+        "shell", "-c", "from home.certs.services import certificates_due; print(certificates_due())"
+    )
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _run_renewals(console: HomeSite) -> int:
+    """What beat runs daily, run now (its body, in a process of the site)."""
+    done = console.manage(
+        "shell",
+        "-c",
+        "from home.certs.tasks import certificates_renew; print(certificates_renew.apply().get())",
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def test_due_certificates_are_renewed_by_the_beat_task_and_a_second_run_does_nothing(
+    console: HomeSite, root: Path
+) -> None:
+    api = console.api()
+    marks = root / "renew-marks"
+    marks.mkdir()
+    name = "renew.certy.test"
+    domain = _issue(console, api, name, root / "certs-renew",
+                    post_renew_command=["/usr/bin/mktemp", f"{marks}/reloaded.XXXXXX"])  # fmt: skip
+    first = _finished(api, console, domain["id"])
+    assert first["job"]["state"] == "done", first["job"]
+    assert len(list(marks.iterdir())) == 1  # the service was told about its first certificate
+    # The window (RENEW_DAYS) makes every certificate due once it is older than RENEW_MIN_AGE.
+    wait_for(lambda: domain["id"] in _due(console), timeout=30, interval=1, what="certificate due")
+    assert _run_renewals(console) >= 1
+    renewed = wait_for(
+        lambda: (d := _domain(api, console, domain["id"]))["cert_expiry"] != first["cert_expiry"]
+        and d["job"]["state"] == "done" and d,
+        timeout=90, what="renewal",
+    )  # fmt: skip
+    assert renewed["cert_status"] == "valid"
+    assert len(list(marks.iterdir())) == 2  # the post-renewal command ran again
+    assert _run_renewals(console) == 0
+
+
+def test_a_worker_killed_mid_flow_leaves_nothing_behind_and_the_flow_can_be_retried(
+    cloud: CloudSite, console: HomeSite, root: Path
+) -> None:
+    api = console.api()
+    name = "killed.certy.test"
+    out = root / "certs-killed"
+    worker = next(
+        int(line.split()[2])
+        for line in reversed(console.tail().splitlines())
+        if line.strip().startswith("worker")
+    )
+    domain = _issue(console, api, name, out)
+    # Freeze the worker as soon as the flow exposed its responder, then kill it.
+    wait_for(
+        lambda: name in _live_hosts(cloud), timeout=60, interval=0.02, what="temporary mapping"
+    )
+    os.killpg(worker, signal.SIGSTOP)
+    os.killpg(worker, signal.SIGKILL)
+    failed = wait_for(lambda: (d := _domain(api, console, domain["id"]))["job"]["state"] == "failed" and d,
+                      timeout=60, what="the restarted worker to recover")  # fmt: skip
+    assert "worker stopped" in failed["job"]["error"]
+    wait_for(lambda: name not in _live_hosts(cloud), timeout=15, what="temporary mapping removed")
+    assert _tunnel_processes(root) == 0
+    assert not (out / name).exists()
+    r = api.post(f"{console.url}/api/domains/{domain['id']}/renew", timeout=10)
+    assert r.status_code in (200, 202), r.text
+    retried = _finished(api, console, domain["id"])
+    assert retried["job"]["state"] == "done" and (out / name / "fullchain.pem").exists()

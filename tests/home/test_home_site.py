@@ -4,6 +4,7 @@ supervised ssh tunnel, surviving a dead tunnel and its own restart."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import stat
@@ -17,7 +18,6 @@ import requests
 import yaml
 
 from tests.support.net import self_signed, serve, tls_get, tls_refused
-from tests.support.procs import stop_pid, wait_for
 from tests.support.sites import (
     CloudSite,
     HomeSite,
@@ -27,6 +27,7 @@ from tests.support.sites import (
     scratch_database,
 )
 from tests.support.ssh import keygen
+from workers.procs import stop_pid, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +75,8 @@ def test_register_failures_print_one_line_and_write_no_file(
     name = {"wrong password": "wpuser", "inactive": "inuser", "unreachable": "unuser"}[case]
     cloud.create_user(name, "Right-pass-42", active=case != "inactive")
     password = "Wrong-pass-1" if case == "wrong password" else "Right-pass-42"
-    target = cloud if case != "unreachable" else CloudSite(**{**{k: getattr(cloud, k) for k in (
-        "state", "env", "https_port", "http_port", "ssh_port", "admin_password", "log")}, "web_port": 1})  # fmt: skip
+    # A port nothing listens on stands for a cloud that cannot be reached.
+    target = cloud if case != "unreachable" else dataclasses.replace(cloud, web_port=1)
     config, done = register_home(target, root / name, name, password)
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and expected in done.stderr, done.stderr
@@ -216,7 +217,8 @@ def test_tunnel_survives_a_console_restart_and_close_still_stops_it(
         timeout=30,
     )
     pid = running["tunnel"]["pid"]
-    stop_pid(console.proc)  # type: ignore[attr-defined]
+    assert console.proc is not None
+    stop_pid(console.proc)
     assert os.path.exists(f"/proc/{pid}")
     assert tls_get(cloud.https_port, "www.homer.test")[0] == b"homer-service"
     config, _ = registered
@@ -239,8 +241,7 @@ def test_tunnel_survives_a_console_restart_and_close_still_stops_it(
 
 
 def _manage(site: HomeSite, code: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "workers.cli", "home", "manage", "shell", "-c", code],
-                          env=site.env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    done = site.manage("shell", "-c", code)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from cloud.edge import sshd
-from tests.support.procs import free_port, running, stop_pid, wait_for
+from workers.procs import free_port, running, stop_pid, wait_for
 
 MODES = ["system-users", "single-account"]
 

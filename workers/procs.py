@@ -1,4 +1,5 @@
-"""Start real processes for tests and always stop them by PID (never by name)."""
+"""Processes started by the demo, the benchmarks and the tests: free ports, polling with a
+deadline, and children that are always stopped by PID (never by name)."""
 
 from __future__ import annotations
 

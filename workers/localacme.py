@@ -1,4 +1,5 @@
-"""A real Pebble ACME server with pebble-challtestsrv as its DNS, for tests that issue certificates.
+"""A local ACME server (Debian's Pebble, with pebble-challtestsrv as its DNS) for the demo,
+the benchmarks and the tests: certificates issued for real, without the internet.
 
 Pebble validates challenges against `http_port` / `tls_port` on 127.0.0.1 (every name resolves
 there through challtestsrv), the same role the edge's :80 / :443 play in the product.
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.support.procs import free_port, port_open, running
+from workers.procs import free_port, port_open, running
 
 
 @dataclass(frozen=True)

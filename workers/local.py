@@ -1,0 +1,215 @@
+"""Both sites as real processes on one machine, for the demo, the benchmarks and the tests:
+`cloudathome cloud up` / `home up` on free ports with their own state dirs, the setup
+commands run as a user would, and every process stopped by PID when the block exits."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from workers.procs import free_port, running, wait_for
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without any setting of ours: each site gets only its own."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))
+    }
+
+
+@dataclass
+class CloudSite:
+    state: Path
+    env: dict[str, str]
+    web_port: int
+    https_port: int
+    http_port: int
+    ssh_port: int
+    flower_port: int
+    admin_password: str
+    log: Path
+    url: str = field(init=False)
+    proc: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.url = f"http://127.0.0.1:{self.web_port}"
+
+    def manage(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "workers.cli", "cloud", "manage", *args],
+            env=self.env, capture_output=True, text=True, input=input, timeout=120, check=False,
+        )  # fmt: skip
+
+    def token(self, username: str, password: str) -> str:
+        r = requests.post(
+            f"{self.url}/api/auth/token",
+            json={"username": username, "password": password},
+            timeout=10,
+        )
+        r.raise_for_status()
+        return str(r.json()["token"])
+
+    def api(self, token: str) -> requests.Session:
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {token}"
+        return session
+
+    def create_user(
+        self, username: str, password: str, active: bool = True, staff: bool = False
+    ) -> None:
+        code = (
+            "from django.contrib.auth import get_user_model as g;"
+            f"u=g().objects.create_user({username!r}, password={password!r});"
+            f"u.is_active={active!r}; u.is_staff={staff!r}; u.save()"
+        )
+        done = self.manage("shell", "-c", code)
+        if done.returncode != 0:
+            raise RuntimeError(f"creating user {username} failed: {done.stderr.strip()}")
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@contextlib.contextmanager
+def start_cloud(root: Path, settings: dict[str, str] | None = None) -> Iterator[CloudSite]:
+    """`cloudathome cloud up` with its state in `root/state`, every listener on a free
+    loopback port; `settings` adds or overrides environment variables (DATABASE_URL, ...)."""
+    state = root / "state"
+    admin_password = secrets.token_urlsafe(12)
+    ports = {name: free_port() for name in ("web", "https", "http", "ssh", "flower")}
+    env = {
+        **clean_environ(),
+        "CLOUDATHOME_STATE_DIR": str(state),
+        "CLOUDATHOME_WEB_PORT": str(ports["web"]),
+        "CLOUDATHOME_WEB_BIND": "127.0.0.1",
+        "CLOUDATHOME_HTTPS_PORT": str(ports["https"]),
+        "CLOUDATHOME_HTTP_PORT": str(ports["http"]),
+        "CLOUDATHOME_EDGE_BIND": "127.0.0.1",
+        "CLOUDATHOME_SSH_PORT": str(ports["ssh"]),
+        "CLOUDATHOME_SSH_BIND": "127.0.0.1",
+        "CLOUDATHOME_FLOWER_PORT": str(ports["flower"]),
+        "CLOUDATHOME_PUBLIC_HOST": "127.0.0.1",
+        "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
+        **(settings or {}),
+    }
+    log = root / "cloud-up.log"
+    site = CloudSite(
+        state, env, ports["web"], ports["https"], ports["http"], ports["ssh"], ports["flower"],
+        admin_password, log,
+    )  # fmt: skip
+
+    def ready() -> bool:
+        return "cloud site up" in log.read_text(errors="replace") if log.exists() else False
+
+    with running(
+        [sys.executable, "-m", "workers.cli", "cloud", "up"],
+        log=log,
+        env=env,
+        ready=ready,
+        timeout=90,
+    ) as proc:
+        wait_for(
+            lambda: requests.get(f"{site.url}/healthz", timeout=2).ok, timeout=30, what="cloud web"
+        )
+        site.proc = proc
+        yield site
+
+
+@dataclass
+class HomeSite:
+    state: Path
+    env: dict[str, str]
+    port: int
+    flower_port: int
+    admin_password: str
+    log: Path
+    url: str = field(init=False)
+    proc: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "workers.cli", "home", "manage", *args],
+            env=self.env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    def api(self) -> requests.Session:
+        r = requests.post(
+            f"{self.url}/api/auth/token",
+            json={"username": "admin", "password": self.admin_password},
+            timeout=10,
+        )
+        r.raise_for_status()
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {r.json()['token']}"
+        return session
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def register_home(
+    cloud: CloudSite, root: Path, username: str, password: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """keygen + register as a user would run them; returns (cloudlink.yaml path, register run)."""
+    key = root / "keys" / "cloudathome_ed25519"
+    config = root / "config" / "cloudlink.yaml"
+    env = {**cloud.env, "CLOUDLINK_CONFIG": str(config), "CLOUDATHOME_PASSWORD": password}
+    subprocess.run(
+        [sys.executable, "-m", "workers.cli", "keygen", "--output", str(key)],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "register", "--cloudserver-url", cloud.url, "--username", username,
+         "--public-key", f"{key}.pub", "--private-key", str(key)],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    return config, done
+
+
+@contextlib.contextmanager
+def start_home(
+    root: Path, config: Path, admin_password: str, settings: dict[str, str] | None = None
+) -> Iterator[HomeSite]:
+    """`cloudathome home up` with its state in `root/home-state`; the tunnels it opens outlive
+    it on purpose (they belong to the home, not to one run of the console)."""
+    state = root / "home-state"
+    ports = {name: free_port() for name in ("web", "flower")}
+    env = {
+        **clean_environ(),
+        "CLOUDATHOME_STATE_DIR": str(state),
+        "CLOUDLINK_CONFIG": str(config),
+        "CLOUDATHOME_HOME_PORT": str(ports["web"]),
+        "CLOUDATHOME_FLOWER_PORT": str(ports["flower"]),
+        "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
+        **(settings or {}),
+    }
+    log = root / f"home-up-{secrets.token_hex(2)}.log"
+    site = HomeSite(state, env, ports["web"], ports["flower"], admin_password, log)
+
+    def ready() -> bool:
+        return "home console up" in log.read_text(errors="replace") if log.exists() else False
+
+    with running(
+        [sys.executable, "-m", "workers.cli", "home", "up"],
+        log=log,
+        env=env,
+        ready=ready,
+        timeout=90,
+    ) as proc:
+        site.proc = proc
+        yield site

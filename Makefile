@@ -1,4 +1,4 @@
-# The two set-up commands of the README: `make run` and `make test`. Both install every
+# The two set-up commands of the README: `make demo` and `make test`. Both install every
 # system package and Python dependency they need first (Debian, as root).
 
 PYTHON ?= python3
@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := haproxy openssh-server openssh-client redis-server postgresql-client pebble \
 	chromium python3-venv python3-dev iproute2 procps wrk nginx-light curl ca-certificates
 
-.PHONY: setup system-packages python-deps lint test test-cloud test-home run clean
+.PHONY: setup system-packages python-deps lint test test-cloud test-home demo run clean
 
 setup: system-packages python-deps
 
@@ -43,7 +43,11 @@ test-home: python-deps
 test: setup lint
 	$(MAKE) -j2 --output-sync=target test-cloud test-home
 
-# The main job: the whole cloud site in the foreground (Ctrl-C stops it).
+# The main job: both sites, the whole walkthrough, verified (Ctrl-C stops it).
+demo: setup
+	$(BIN)/cloudathome demo
+
+# The cloud site alone in the foreground (Ctrl-C stops it).
 run: setup
 	$(BIN)/cloudathome cloud up
 

@@ -79,18 +79,15 @@ def up(args: list[str]) -> int:
         yield Service("haproxy", haproxy_argv, env=env, ready=edge.haproxy_ready)
         yield Service("sshd", sshd_argv, env=env, ready=lambda: port_open(settings.SSH_PORT))
         yield web_service("cloud.wsgi", settings.WEB_BIND, settings.WEB_PORT, env)
-        yield from celery_services("cloud", state, settings.FLOWER_PORT, env)
+        yield from celery_services("cloud", state, settings.FLOWER_BIND, settings.FLOWER_PORT, env)
 
     banner = (
         f"cloud site up: web http://{settings.PUBLIC_HOST}:{settings.WEB_PORT}/  "
         f"edge https :{settings.HTTPS_PORT} http :{settings.HTTP_PORT}  "
-        f"sshd :{settings.SSH_PORT}  flower http://127.0.0.1:{settings.FLOWER_PORT}/  (Ctrl-C stops)"
+        f"sshd :{settings.SSH_PORT}  flower http://{settings.FLOWER_BIND}:{settings.FLOWER_PORT}/  (Ctrl-C stops)"
     )
     return run_site("cloud", state, settings.REDIS_URL, services, banner)
 
 
 def main(argv: list[str]) -> int:
-    # `prepare` is dispatched here: workers.supervise.site_main knows only up and manage.
-    if argv[:1] == ["prepare"]:
-        return prepare(argv[1:])
-    return site_main("cloud", argv, up, manage)
+    return site_main("cloud", argv, {"up": up, "prepare": prepare, "manage": manage})

@@ -113,6 +113,8 @@ EDGE_BIND = env("CLOUDATHOME_EDGE_BIND", "0.0.0.0")  # noqa: S104
 SSH_PORT = envint("CLOUDATHOME_SSH_PORT", 8022, 1, 65535)
 SSH_BIND = env("CLOUDATHOME_SSH_BIND", "0.0.0.0")  # noqa: S104
 FLOWER_PORT = envint("CLOUDATHOME_FLOWER_PORT", 5555, 1, 65535)
+# Flower has no login of its own: loopback only unless you put it behind an authenticating proxy.
+FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
 
 # Home slots and their port ranges (DESIGN section 4).
 HOME_SLOTS = envint("CLOUDATHOME_HOME_SLOTS", 10, 1, 10000)

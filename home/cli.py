@@ -80,17 +80,14 @@ def up(args: list[str]) -> int:
 
     def services(env: dict[str, str]) -> Iterator[Service]:
         yield web_service("home.wsgi", settings.HOME_BIND, settings.HOME_PORT, env)
-        yield from celery_services("home", state, settings.FLOWER_PORT, env)
+        yield from celery_services("home", state, settings.FLOWER_BIND, settings.FLOWER_PORT, env)
 
     banner = (
         f"home console up: http://{settings.HOME_BIND}:{settings.HOME_PORT}/  "
-        f"flower http://127.0.0.1:{settings.FLOWER_PORT}/  (Ctrl-C stops; tunnels keep running)"
+        f"flower http://{settings.FLOWER_BIND}:{settings.FLOWER_PORT}/  (Ctrl-C stops; tunnels keep running)"
     )
     return run_site("home", state, settings.REDIS_URL, services, banner)
 
 
 def main(argv: list[str]) -> int:
-    # `prepare` is dispatched here: workers.supervise.site_main knows only up and manage.
-    if argv[:1] == ["prepare"]:
-        return prepare(argv[1:])
-    return site_main("home", argv, up, manage)
+    return site_main("home", argv, {"up": up, "prepare": prepare, "manage": manage})

@@ -86,6 +86,8 @@ REDIS_URL = redis_url(STATE_DIR)
 HOME_PORT = envint("CLOUDATHOME_HOME_PORT", 8001, 1, 65535)
 HOME_BIND = env("CLOUDATHOME_HOME_BIND", "127.0.0.1")
 FLOWER_PORT = envint("CLOUDATHOME_FLOWER_PORT", 5556, 1, 65535)
+# Flower has no login of its own: loopback only unless you put it behind an authenticating proxy.
+FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
 
 # cloudlink.yaml: written by `cloudathome register` (DESIGN section 5).
 CLOUDLINK_CONFIG = Path(

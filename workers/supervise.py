@@ -141,7 +141,9 @@ def web_service(wsgi: str, bind: str, port: int, env: dict[str, str]) -> Service
     return Service("web", argv, env=env, ready=lambda: port_open(port, probe))
 
 
-def celery_services(site: str, state: Path, flower_port: int, env: dict[str, str]) -> list[Service]:
+def celery_services(
+    site: str, state: Path, flower_bind: str, flower_port: int, env: dict[str, str]
+) -> list[Service]:
     """Worker, beat and Flower of a site's Celery app (`<site>.celery`)."""
     app = ["-A", f"{site}.celery"]
     return [
@@ -157,22 +159,22 @@ def celery_services(site: str, state: Path, flower_port: int, env: dict[str, str
         ),
         Service(
             "flower",
-            python_module("celery", *app, "flower", "--address=127.0.0.1", f"--port={flower_port}"),
+            python_module(
+                "celery", *app, "flower", f"--address={flower_bind}", f"--port={flower_port}"
+            ),
             env=env,
         ),
     ]
 
 
-def site_main(
-    site: str, argv: list[str], up: Callable[[list[str]], int], manage: Callable[[list[str]], int]
-) -> int:
-    """`cloudathome <site> up | manage ...`."""
+def site_main(site: str, argv: list[str], commands: dict[str, Callable[[list[str]], int]]) -> int:
+    """`cloudathome <site> <command> ...` for the commands a site has (up, prepare, manage)."""
+    usage = f"usage: cloudathome {site} {' | '.join(commands)} [args]"
     if not argv or argv[0] in {"-h", "--help"}:
-        print(f"usage: cloudathome {site} up | manage <django command> [args]")
+        print(usage)
         return 0 if argv else 2
-    commands = {"up": up, "manage": manage}
     if argv[0] not in commands:
-        print(f"cloudathome {site}: unknown command {argv[0]!r}", file=sys.stderr)
+        print(f"cloudathome {site}: unknown command {argv[0]!r}\n{usage}", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
 
@@ -193,12 +195,8 @@ def run_site(
     services: Callable[[dict[str, str]], Iterable[Service]],
     banner: str,
 ) -> int:
-    """`up` of either site: migrate, first admin, private Redis unless REDIS_URL is given, then
-    the site's services in order (each prepared as it is reached), then run until Ctrl-C."""
-    from django.core.management import call_command
-
-    call_command("migrate", interactive=False, verbosity=0)
-    call_command("ensure_admin")
+    """`up` of either site, once its `prepare` ran: a private Redis unless REDIS_URL is given,
+    then the site's services in order, then run until Ctrl-C."""
     env = dict(os.environ, CLOUDATHOME_STATE_DIR=str(state), REDIS_URL=redis_url)
     sup = Supervisor(state / "logs")
     try:

@@ -199,7 +199,7 @@ def expected_argv(site: str) -> dict[str, list[str]]:
     state = state_dir(site)
     local: list[Service] = [
         web_service(*WEB[site], env={}),
-        *celery_services(site, state, FLOWER_PORT[site], env={}),
+        *celery_services(site, state, "127.0.0.1", FLOWER_PORT[site], env={}),
     ]
     expected = {service.name: local_argv(service.argv) for service in local}
     if site == "cloud":

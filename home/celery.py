@@ -22,7 +22,7 @@ app.conf.beat_schedule = {
     },
     "certificates-renew": {
         "task": "home.certs.tasks.certificates_renew",
-        "schedule": crontab(minute=17, hour=3),
+        "schedule": crontab(minute=17),
     },
     "certificates-recover": {"task": "home.certs.tasks.certificates_recover", "schedule": 300.0},
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import ssl
@@ -29,6 +30,7 @@ from workers.procs import wait_for
 T = TypeVar("T")
 USER, PASSWORD, EMAIL = "alice", "Alice-demo-2026", "alice@example.com"
 HOSTNAME = "shop.demo.test"
+PREFIX = "demo"  # the demo's SSH identities: demo00_alice
 PAGE = b"<h1>Hello from a service running at home</h1>\n"
 
 
@@ -181,7 +183,7 @@ def walkthrough(root: Path, keep_running: bool) -> int:
     steps = Steps()
     with contextlib.ExitStack() as stack:
         cloud = steps.run("start the cloud site (HAProxy, sshd, web, worker, beat, Flower, Redis)",
-                          lambda: stack.enter_context(start_cloud(root / "cloud", {"CLOUDATHOME_SSH_USER_PREFIX": "demo"})))  # fmt: skip
+                          lambda: stack.enter_context(start_cloud(root / "cloud", {"CLOUDATHOME_SSH_USER_PREFIX": PREFIX})))  # fmt: skip
         steps.run(f"sign up {USER} at /signup/ (inactive until approved)", lambda: signup(cloud))
         steps.run(f"approve {USER} (as an administrator)", lambda: approve(cloud))
         config, registered = steps.run(
@@ -252,7 +254,8 @@ def release_home(cloud: CloudSite) -> None:
         api = cloud.api(cloud.token(USER, PASSWORD))
         for home in api.get(f"{cloud.url}/api/homes", timeout=10).json():
             api.delete(f"{cloud.url}/api/homes/{home['slug']}", timeout=10)
-        wait_for(lambda: not list((cloud.state / "ssh" / "keys").glob("demo*")), timeout=30)
+        # The key goes first, the system user last (DESIGN: release removes every trace).
+        wait_for(lambda: not any(u.pw_name.startswith(PREFIX) for u in pwd.getpwall()), timeout=30)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from home.certs import acme
@@ -136,13 +137,14 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
             )
             path = acme.write_certificate(Path(domain.cert_dir), domain.name, issued)
         except (acme.AcmeError, ValueError, OSError, tunnels.NoFreePort) as exc:
+            renewing = domain.cert_status == CertStatus.VALID
             Domain.objects.filter(pk=domain.pk).update(
                 job_state=JobState.FAILED,
                 job_error=str(exc),
                 job_step="failed",
-                cert_status=CertStatus.VALID
-                if domain.cert_status == CertStatus.VALID
-                else CertStatus.FAILED,
+                cert_status=CertStatus.VALID if renewing else CertStatus.FAILED,
+                renew_failures=domain.renew_failures + 1,
+                renew_after=timezone.now() + renew_backoff(domain.renew_failures + 1),
             )
             return JobState.FAILED
         Domain.objects.filter(pk=domain.pk).update(
@@ -152,6 +154,8 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
             cert_path=str(path),
             cert_expiry=issued.not_after,
             cert_issued=timezone.now(),
+            renew_failures=0,
+            renew_after=None,
         )
         if domain.post_renew_command:
             _run_post_renew(domain)
@@ -179,6 +183,11 @@ def _due(domain: Domain) -> bool:
     return domain.cert_expiry <= timezone.now() + dt.timedelta(days=settings.RENEW_DAYS)
 
 
+def renew_backoff(failures: int) -> dt.timedelta:
+    """A failed renewal is tried again by beat after 1, 2, 4 ... hours, at most daily."""
+    return dt.timedelta(hours=min(2 ** max(failures - 1, 0), 24))
+
+
 def certificates_due() -> list[int]:
     now = timezone.now()
     return list(
@@ -189,6 +198,7 @@ def certificates_due() -> list[int]:
             # the window says: a misconfigured window must not hammer the CA's rate limits.
             cert_issued__lte=now - dt.timedelta(seconds=settings.RENEW_MIN_AGE),
         )
+        .filter(Q(renew_after__isnull=True) | Q(renew_after__lte=now))
         .exclude(job_state__in=[JobState.RUNNING, JobState.PENDING])
         .values_list("pk", flat=True)
     )

@@ -12,7 +12,8 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
 
 @shared_task(name="home.certs.tasks.certificates_renew")
 def certificates_renew() -> int:
-    """Beat, daily: queue a run for every certificate inside the renewal window."""
+    """Beat, hourly: queue a run for every certificate inside the renewal window and past
+    the backoff of a failed renewal."""
     due = services.certificates_due()
     for pk in due:
         certificate_issue.delay(pk)

@@ -40,6 +40,9 @@ class Domain(models.Model):
     cert_path = models.CharField(max_length=1024, blank=True)
     cert_expiry = models.DateTimeField(null=True, blank=True)
     cert_issued = models.DateTimeField(null=True, blank=True)
+    # Renewal failures back off (1, 2, 4 ... hours, at most a day) instead of hammering the CA.
+    renew_failures = models.PositiveIntegerField(default=0)
+    renew_after = models.DateTimeField(null=True, blank=True)
     # The certificate job people look at (DESIGN section 3): state, current step, reason.
     job_state = models.CharField(max_length=8, choices=JobState.choices, default=JobState.IDLE)
     job_step = models.CharField(max_length=200, blank=True)

@@ -197,6 +197,26 @@ def spawn(spec: TunnelSpec, log_path: Path) -> ProcessHandle:
     return ProcessHandle(pid=proc.pid, start_time=start_time)
 
 
+def running_as(spec: TunnelSpec) -> list[ProcessHandle]:
+    """Processes running exactly this tunnel's command line. A worker killed between spawn()
+    and recording the handle leaves such an ssh behind with no PID anywhere; the command
+    line (this home's pinned known_hosts, this remote port) identifies it exactly."""
+    wanted = ("\0".join(argv(spec)) + "\0").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "cmdline").read_bytes() != wanted:
+                continue
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        start_time = start_time_of(int(entry.name))
+        if start_time is not None:
+            found.append(ProcessHandle(pid=int(entry.name), start_time=start_time))
+    return found
+
+
 def _child_env() -> dict[str, str]:
     # The tunnel lives for weeks: it gets no copy of the worker's secrets (database URL,
     # tokens) and no agent socket.

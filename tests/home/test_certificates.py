@@ -204,10 +204,11 @@ def test_a_worker_killed_mid_flow_leaves_nothing_behind_and_the_flow_can_be_retr
         if line.strip().startswith("worker")
     )
     domain = _issue(console, api, name, out)
-    # Freeze the worker as soon as the flow exposed its responder, then kill it.
+    # Freeze the worker as soon as the flow registered its temporary mapping, then kill it.
     wait_for(
-        lambda: name in _live_hosts(cloud), timeout=60, interval=0.02, what="temporary mapping"
-    )
+        lambda: "mapping registered" in _domain(api, console, domain["id"])["job"]["step"],
+        timeout=60, interval=0.01, what="temporary mapping",
+    )  # fmt: skip
     os.killpg(worker, signal.SIGSTOP)
     os.killpg(worker, signal.SIGKILL)
     failed = wait_for(lambda: (d := _domain(api, console, domain["id"]))["job"]["state"] == "failed" and d,

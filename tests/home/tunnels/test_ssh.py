@@ -4,6 +4,7 @@ forced blocking command of DESIGN section 2) and a real HTTP service standing fo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
@@ -214,6 +215,16 @@ def test_spawned_ssh_leads_its_own_session(spec: ssh.TunnelSpec, tmp_path: Path)
     with tunnel(spec, tmp_path / "t.log") as handle:
         assert os.getsid(handle.pid) == handle.pid
         assert os.getsid(handle.pid) != os.getsid(0)
+
+
+def test_an_unrecorded_tunnel_is_found_by_its_exact_command_line(
+    spec: ssh.TunnelSpec, tmp_path: Path
+) -> None:
+    other = dataclasses.replace(spec, remote_port=spec.remote_port + 1)
+    with tunnel(spec, tmp_path / "t.log") as handle:
+        assert ssh.running_as(spec) == [handle]
+        assert ssh.running_as(other) == []
+    assert ssh.running_as(spec) == []
 
 
 def test_a_healthy_tunnel_has_no_last_error_and_a_private_log(

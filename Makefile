@@ -51,5 +51,9 @@ demo: setup
 run: setup
 	$(BIN)/cloudathome cloud up
 
+# Benchmarks of both sites on this machine (as root, a few minutes): docs/performance.md.
+bench: setup
+	$(BIN)/cloudathome bench
+
 clean:
 	rm -rf $(VENV) build *.egg-info

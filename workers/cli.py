@@ -14,6 +14,7 @@ USAGE = """usage: cloudathome <command> [options]
   keygen                    generate the home's SSH key pair
   register                  register this home with a cloud (writes cloudlink.yaml)
   demo [--exit]             both sites on this machine, the whole walkthrough, verified
+  bench [--quick]           benchmarks of both sites on this machine -> docs/performance.md
 """
 
 COMMANDS = {
@@ -22,6 +23,7 @@ COMMANDS = {
     "keygen": "home.keys",
     "register": "home.register",
     "demo": "workers.demo",
+    "bench": "workers.bench",
 }
 
 

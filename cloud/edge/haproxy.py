@@ -474,6 +474,16 @@ class RuntimeAPI:
         m, k = _cli_word("map", str(map_name)), _cli_word("key", key)
         self._expect_nothing(f"del map {m} {k}")
 
+    def get_map(self, map_name: Path | str, key: str) -> str | None:
+        """The value HAProxy matches for `key` (a lookup, not a scan of the map), or None."""
+        reply = self.command(f"get map {_cli_word('map', str(map_name))} {_cli_word('key', key)}")
+        if "found=no" in reply:
+            return None
+        found = re.search(r'found=yes.*\bvalue="([^"]*)"', reply)
+        if not found:
+            raise EdgeError(f"get map: unexpected reply {reply.strip()[:500]!r}")
+        return found.group(1)
+
     def prepare_map(self, map_name: Path | str) -> int:
         """Open a new invisible version of a map and return its number."""
         m = _cli_word("map", str(map_name))
@@ -604,6 +614,33 @@ class Edge:
             for key in removed:
                 self.api.del_map(map_path, key)
         return SyncResult(len(added), len(changed), len(removed))
+
+    def update(self, host: str, routes: Iterable[Route], everything: Iterable[Route]) -> SyncResult:
+        """Converge one hostname: `routes` are all of `host`'s routes, `everything` every route.
+
+        The live maps change first, with one lookup and at most one add/set/del per scheme
+        (no scan: `set`/`del` on a 10,000-line map scan it, `show map` reads it whole); the
+        files follow. A crash between the two leaves a file behind the live map, which the
+        next full sync (beat, worker start) rewrites.
+        """
+        host = validate_hostname(host)
+        wanted = self.desired_maps(r for r in routes if r.host == host)
+        result = SyncResult()
+        for scheme in SCHEMES:
+            path = self.cfg.map_path(scheme)
+            live = self.api.get_map(path, host)
+            value = wanted[scheme].get(host)
+            if value is not None and live is None:
+                self.api.add_map(path, host, value)
+                result += SyncResult(added=1)
+            elif value is not None and live != value:
+                self.api.set_map(path, host, value)
+                result += SyncResult(changed=1)
+            elif value is None and live is not None:
+                self.api.del_map(path, host)
+                result += SyncResult(removed=1)
+        self.write_maps(self.desired_maps(everything))
+        return result
 
     def live_maps(self) -> dict[Scheme, dict[str, str]]:
         """The raw live maps (host -> value) as HAProxy matches them, for admin views."""

@@ -60,6 +60,16 @@ def edge_sync() -> haproxy.SyncResult:
     return result
 
 
+def edge_update(host: str) -> haproxy.SyncResult:
+    """Converge one hostname after a mapping change: routable in a lookup's time whatever
+    the size of the maps; the full diff stays with edge_sync (beat, worker start)."""
+    with exclusive(settings.REDIS_URL, "edge-sync"):
+        everything = desired_routes()
+        return haproxy.Edge(edge_config()).update(
+            host, [r for r in everything if r.host == host], everything
+        )
+
+
 def edge_live_routes() -> list[haproxy.Route]:
     return haproxy.Edge(edge_config()).live_routes()
 

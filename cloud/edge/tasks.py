@@ -12,3 +12,12 @@ from workers.celery import TransientError
 def edge_sync() -> dict[str, int]:
     result = services.edge_sync()
     return {"added": result.added, "changed": result.changed, "removed": result.removed}
+
+
+@shared_task(
+    name="cloud.edge.tasks.edge_update",
+    autoretry_for=(TransientError, haproxy.EdgeUnavailable),
+)
+def edge_update(host: str) -> dict[str, int]:
+    result = services.edge_update(host)
+    return {"added": result.added, "changed": result.changed, "removed": result.removed}

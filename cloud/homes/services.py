@@ -49,6 +49,12 @@ def _after_commit_edge_sync() -> None:
     transaction.on_commit(lambda: tasks.edge_sync.delay())
 
 
+def _after_commit_edge_update(host: str) -> None:
+    from cloud.edge import tasks
+
+    transaction.on_commit(lambda: tasks.edge_update.delay(host))
+
+
 def home_of(user: User, slug: str) -> Home:
     """The caller's home by slug; someone else's home is as invisible as a missing one."""
     home = Home.objects.filter(slug=slug, owner=user).first() if slug else None
@@ -242,7 +248,7 @@ def mapping_create(
                 )
         except IntegrityError:
             raise Conflict("this hostname is already mapped", field="host") from None
-        _after_commit_edge_sync()
+        _after_commit_edge_update(host)
     return mapping
 
 
@@ -255,4 +261,4 @@ def mapping_delete(home: Home, host: str, scheme: str | None = None) -> None:
         deleted, _ = rows.delete()
         if not deleted:
             raise NotFound("no such mapping", field="host")
-        _after_commit_edge_sync()
+        _after_commit_edge_update(host.lower())

@@ -615,13 +615,12 @@ class Edge:
                 self.api.del_map(map_path, key)
         return SyncResult(len(added), len(changed), len(removed))
 
-    def update(self, host: str, routes: Iterable[Route], everything: Iterable[Route]) -> SyncResult:
-        """Converge one hostname: `routes` are all of `host`'s routes, `everything` every route.
+    def update(self, host: str, routes: Iterable[Route]) -> SyncResult:
+        """Converge the live maps for one hostname; `routes` are all of `host`'s routes.
 
-        The live maps change first, with one lookup and at most one add/set/del per scheme
-        (no scan: `set`/`del` on a 10,000-line map scan it, `show map` reads it whole); the
-        files follow. A crash between the two leaves a file behind the live map, which the
-        next full sync (beat, worker start) rewrites.
+        One lookup and at most one add/set/del per scheme: no scan (`set`/`del` scan a map
+        to find every copy of a key, `show map` reads it whole), so the cost does not grow
+        with the map. The files are the caller's next step (write_maps with every route).
         """
         host = validate_hostname(host)
         wanted = self.desired_maps(r for r in routes if r.host == host)
@@ -639,7 +638,6 @@ class Edge:
             elif value is None and live is not None:
                 self.api.del_map(path, host)
                 result += SyncResult(removed=1)
-        self.write_maps(self.desired_maps(everything))
         return result
 
     def live_maps(self) -> dict[Scheme, dict[str, str]]:

@@ -411,6 +411,9 @@ def test_haproxy_killed_comes_back_with_every_route_without_a_sync(
                            json={"host": "back.alice.test", "tunnel_port": port}, timeout=10)  # fmt: skip
         assert r.status_code == 201
         wait_for(lambda: tls_get(site.https_port, "back.alice.test")[0] == b"back", timeout=15)
+        # The map file follows the live map (a change is live first); HAProxy restarts from it.
+        https_map = site.state / "haproxy" / "maps" / "https.map"
+        wait_for(lambda: "back.alice.test" in https_map.read_text(), timeout=10, what="map file")
         old = _pid_of(site, "haproxy")
         os.killpg(old, signal.SIGKILL)
         wait_for(lambda: _pid_of(site, "haproxy") != old, timeout=30, what="haproxy restarted")

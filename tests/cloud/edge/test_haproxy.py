@@ -414,22 +414,18 @@ def test_sync_twice_changes_nothing_the_second_time(site: Site) -> None:
     assert site.edge.live_routes() == sorted(routes, key=lambda r: (r.scheme, r.host))
 
 
-def test_update_converges_one_host_live_and_in_the_files_without_touching_others(
-    site: Site,
-) -> None:
+def test_update_converges_one_host_live_without_touching_others(site: Site) -> None:
     other = Route("other.example.test", site.tls_b.port, "https")
     site.edge.sync([other])
     one = Route("one.example.test", site.tls_a.port, "https")
-    assert site.edge.update(one.host, [one], [other, one]) == SyncResult(added=1)
+    assert site.edge.update(one.host, [one]) == SyncResult(added=1)
     assert routes_to(site.cfg.https_port, "one.example.test", site.tls_a)
-    moved = Route("one.example.test", site.tls_b.port, "https", proxy_protocol=False)
-    assert site.edge.update(one.host, [moved], [other, moved]) == SyncResult(changed=1)
+    moved = Route("one.example.test", site.tls_b.port, "https")
+    assert site.edge.update(one.host, [moved]) == SyncResult(changed=1)
     assert routes_to(site.cfg.https_port, "one.example.test", site.tls_b)
-    assert site.edge.update(one.host, [moved], [other, moved]) == SyncResult()
-    assert f"one.example.test {site.tls_b.port}" in site.cfg.map_path("https").read_text()
-    assert site.edge.update(one.host, [], [other]) == SyncResult(removed=1)
+    assert site.edge.update(one.host, [moved]) == SyncResult()
+    assert site.edge.update(one.host, []) == SyncResult(removed=1)
     assert tls_refused(site.cfg.https_port, "one.example.test")
-    assert "one.example.test" not in site.cfg.map_path("https").read_text()
     assert site.edge.live_routes() == [other]
 
 

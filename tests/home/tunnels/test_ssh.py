@@ -221,7 +221,9 @@ def test_an_unrecorded_tunnel_is_found_by_its_exact_command_line(
     spec: ssh.TunnelSpec, tmp_path: Path
 ) -> None:
     other = dataclasses.replace(spec, remote_port=spec.remote_port + 1)
-    with tunnel(spec, tmp_path / "t.log") as handle:
+    log = tmp_path / "t.log"
+    with tunnel(spec, log) as handle:
+        assert ssh.wait_ready(spec, handle, log, 15) is None
         assert ssh.running_as(spec) == [handle]
         assert ssh.running_as(other) == []
     assert ssh.running_as(spec) == []

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from workers.files import write_atomic
 from workers.procs import port_open, running, wait_for
 
 MIB = 1024 * 1024
@@ -70,7 +71,8 @@ class Nginx:
     pid: int
 
 
-def _self_signed(directory: Path, host: str) -> tuple[Path, Path]:
+def self_signed(directory: Path, host: str) -> tuple[Path, Path, bytes]:
+    """A throwaway self-signed certificate for a local service: (cert, key 0600, cert DER)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
     now = datetime.datetime.now(datetime.UTC)
@@ -85,18 +87,13 @@ def _self_signed(directory: Path, host: str) -> tuple[Path, Path]:
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = directory / "service.crt", directory / "service.key"
+    cert_path, key_path = directory / f"{host}.crt", directory / f"{host}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    return cert_path, key_path
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    write_atomic(key_path, pem, 0o600)
+    return cert_path, key_path, cert.public_bytes(serialization.Encoding.DER)
 
 
 @contextlib.contextmanager
@@ -110,7 +107,7 @@ def nginx_server(root: Path, ports: Iterable[int]) -> Iterator[Nginx]:
     (www / SMALL_FILE).write_bytes(b"x" * 1023 + b"\n")
     with open(www / BIG_FILE, "wb") as big:
         big.truncate(100 * MIB)  # sparse: served from the page cache, no disk in the way
-    cert, key = _self_signed(root, "service.bench.test")
+    cert, key, _ = self_signed(root, "service.bench.test")
     temp = root / "temp"
     temp.mkdir(exist_ok=True)
     listens = "".join(f"        listen 127.0.0.1:{port} ssl;\n" for port in ports)

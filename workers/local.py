@@ -18,6 +18,18 @@ import requests
 from workers.procs import free_port, running, wait_for
 
 
+@contextlib.contextmanager
+def _site_up(site: str, log: Path, env: dict[str, str], banner: str) -> Iterator[subprocess.Popen]:
+    """`cloudathome <site> up`, ready once it printed its banner; stopped by PID."""
+
+    def ready() -> bool:
+        return banner in log.read_text(errors="replace") if log.exists() else False
+
+    argv = [sys.executable, "-m", "workers.cli", site, "up"]
+    with running(argv, log=log, env=env, ready=ready, timeout=90) as proc:
+        yield proc
+
+
 def clean_environ() -> dict[str, str]:
     """This process's environment without any setting of ours: each site gets only its own."""
     return {
@@ -108,16 +120,7 @@ def start_cloud(root: Path, settings: dict[str, str] | None = None) -> Iterator[
         admin_password, log,
     )  # fmt: skip
 
-    def ready() -> bool:
-        return "cloud site up" in log.read_text(errors="replace") if log.exists() else False
-
-    with running(
-        [sys.executable, "-m", "workers.cli", "cloud", "up"],
-        log=log,
-        env=env,
-        ready=ready,
-        timeout=90,
-    ) as proc:
+    with _site_up("cloud", log, env, banner="cloud site up") as proc:
         wait_for(
             lambda: requests.get(f"{site.url}/healthz", timeout=2).ok, timeout=30, what="cloud web"
         )
@@ -201,15 +204,6 @@ def start_home(
     log = root / f"home-up-{secrets.token_hex(2)}.log"
     site = HomeSite(state, env, ports["web"], ports["flower"], admin_password, log)
 
-    def ready() -> bool:
-        return "home console up" in log.read_text(errors="replace") if log.exists() else False
-
-    with running(
-        [sys.executable, "-m", "workers.cli", "home", "up"],
-        log=log,
-        env=env,
-        ready=ready,
-        timeout=90,
-    ) as proc:
+    with _site_up("home", log, env, banner="home console up") as proc:
         site.proc = proc
         yield site

@@ -4,7 +4,6 @@ service, a raw capture for PROXY v2 headers, and small TLS/HTTP clients."""
 from __future__ import annotations
 
 import contextlib
-import datetime
 import http.client
 import queue
 import socket
@@ -16,10 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from workers import benchtools
 
 PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -80,33 +76,11 @@ def serve(name: str, tls: ssl.SSLContext | None = None, cert_der: bytes = b"") -
 
 
 def self_signed(directory: Path, host: str) -> tuple[ssl.SSLContext, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{host}.crt", directory / f"{host}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    """A server context with a throwaway certificate for `host`, and that certificate (DER)."""
+    cert_path, key_path, der = benchtools.self_signed(directory, host)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert_path, key_path)
-    return ctx, cert.public_bytes(serialization.Encoding.DER)
+    return ctx, der
 
 
 class RawCapture:

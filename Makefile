@@ -30,6 +30,7 @@ $(BIN)/cloudathome: pyproject.toml
 lint: python-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	DJANGO_SETTINGS_MODULE=cloud.settings CLOUDATHOME_STATE_DIR=$$(mktemp -d) $(BIN)/mypy cloud workers
 	DJANGO_SETTINGS_MODULE=home.settings CLOUDATHOME_STATE_DIR=$$(mktemp -d) $(BIN)/mypy home
 

@@ -1,11 +1,11 @@
 """The cloud's one NinjaAPI: the routers of each app behind token or session auth, on the
-shared docs paths and error shape (workers.api)."""
+shared docs paths and error shape (workers.common.api)."""
 
 from cloud.accounts.api import router as auth_router
 from cloud.accounts.auth import api_auth
 from cloud.homes.api import admin_router
 from cloud.homes.api import router as homes_router
-from workers.api import redoc_view, site_api
+from workers.common.api import redoc_view, site_api
 
 api = site_api(
     "cloudathome cloud API",

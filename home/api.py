@@ -14,7 +14,7 @@ from home.domains.api import entries_router
 from home.domains.api import router as domains_router
 from home.domains.schemas import CheckOut
 from home.tunnels import services as tunnels
-from workers.api import error_response, redoc_view, site_api
+from workers.common.api import error_response, redoc_view, site_api
 
 api = site_api(
     "cloudathome Home Console API",

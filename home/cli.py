@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from workers.supervise import (
+from workers.common.supervise import (
     Service,
     celery_services,
     django_manage,

@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from workers.files import write_atomic
+from workers.common.files import write_atomic
 
 DEFAULT_KEY_PATH = Path("~/.ssh/cloudathome_ed25519").expanduser()
 PRIVATE_MODE = 0o600

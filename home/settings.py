@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
+from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "Home Console"
@@ -24,7 +24,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
-    "workers.ui",
+    "workers.common.ui",
     "home.accounts",
     "home.cloudlink",
     "home.tunnels",
@@ -54,7 +54,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "workers.ui.context.site",
+                "workers.common.ui.context.site",
             ]
         },
     }

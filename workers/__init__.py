@@ -1,3 +1,3 @@
-"""Plumbing shared by both sites: Celery app factory and task defaults, locks, settings
-helpers, the process supervisor behind `up`, and the `cloudathome` command. Imports no app
-of either site."""
+"""What runs both sites, split by role: the Celery plumbing here (app factory, task base,
+locks), the library both sites share in `common`, running sites on one machine in `local`,
+and the benchmark in `bench`. Imports no app of either site."""

@@ -1,4 +1,4 @@
-"""API authentication of the cloud: its tokens, then the session (workers.tokens)."""
+"""API authentication of the cloud: its tokens, then the session (workers.common.tokens)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from django.contrib.auth.models import User
 from django.http import HttpRequest
 
 from cloud.accounts.models import ApiToken
-from workers.tokens import api_auth as token_or_session
+from workers.common.tokens import api_auth as token_or_session
 
 api_auth = token_or_session(ApiToken)
 

@@ -1,6 +1,6 @@
-"""API tokens of cloud accounts (see workers.tokens)."""
+"""API tokens of cloud accounts (see workers.common.tokens)."""
 
-from workers.tokens import AbstractApiToken
+from workers.common.tokens import AbstractApiToken
 
 
 class ApiToken(AbstractApiToken):

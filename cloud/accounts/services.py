@@ -7,7 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest
 
 from cloud.accounts.models import ApiToken
-from workers.errors import Forbidden
+from workers.common.errors import Forbidden
 
 
 def token_issue(request: HttpRequest, username: str, password: str, name: str) -> str:

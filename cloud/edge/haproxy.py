@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from workers.files import fsync_dir, write_atomic
+from workers.common.files import fsync_dir, write_atomic
 
 Scheme = Literal["https", "http"]
 SCHEMES: tuple[Scheme, ...] = ("https", "http")

@@ -29,7 +29,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from workers.files import fsync_dir, write_atomic
+from workers.common.files import fsync_dir, write_atomic
 
 # DESIGN section 2: a PTY session whose command only blocks makes sshd set TCP_NODELAY on the
 # connection. The `[ -t 0 ]` guard stops a PTY-less session from leaking its sleep to init,

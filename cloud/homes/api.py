@@ -22,7 +22,7 @@ from cloud.homes.schemas import (
     ReconcileOut,
     SyncOut,
 )
-from workers.errors import Forbidden
+from workers.common.errors import Forbidden
 
 router = Router(tags=["homes"])
 admin_router = Router(tags=["admin"])

@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from cloud.edge import haproxy, sshd
 from cloud.edge import services as edge
 from cloud.homes.models import Home, HomeStatus, ProxyMapping, Scheme
-from workers.errors import Conflict, Invalid, NotFound, invalid_from
+from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from cloud.accounts.auth import current_user
 from cloud.homes import services
 from cloud.homes.forms import MappingForm, RegisterHomeForm
 from cloud.homes.models import Home
-from workers.errors import DomainError
+from workers.common.errors import DomainError
 
 
 def _add_error(form: Form, exc: DomainError) -> None:

@@ -1,6 +1,6 @@
-"""API tokens of the Home Console's local users (see workers.tokens)."""
+"""API tokens of the Home Console's local users (see workers.common.tokens)."""
 
-from workers.tokens import AbstractApiToken
+from workers.common.tokens import AbstractApiToken
 
 
 class ApiToken(AbstractApiToken):

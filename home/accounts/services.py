@@ -6,7 +6,7 @@ from django.contrib.auth import authenticate
 from django.http import HttpRequest
 
 from home.accounts.models import ApiToken
-from workers.errors import DomainError
+from workers.common.errors import DomainError
 
 
 class BadCredentials(DomainError):

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from home.certs.responder import ChallengeResponder, challenge_certificate
-from workers.files import fsync_dir, write_atomic
+from workers.common.files import fsync_dir, write_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from workers.files import write_atomic
+from workers.common.files import write_atomic
 
 _USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 

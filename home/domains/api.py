@@ -20,7 +20,7 @@ from home.domains.schemas import (
     domain_out,
     entry_out,
 )
-from workers.errors import NotFound
+from workers.common.errors import NotFound
 
 router = Router(tags=["domains"])
 entries_router = Router(tags=["proxy entries"])

@@ -17,8 +17,8 @@ from home.cloudlink.client import CloudError
 from home.cloudlink.services import cloud, link
 from home.domains.models import Challenge, Domain, JobState, ProxyEntry
 from home.tunnels import services as tunnels
-from workers.errors import Conflict, Invalid, Unavailable, invalid_from
-from workers.names import validate_hostname
+from workers.common.errors import Conflict, Invalid, Unavailable, invalid_from
+from workers.common.names import validate_hostname
 
 log = logging.getLogger(__name__)
 

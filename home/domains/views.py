@@ -25,7 +25,7 @@ from home.domains.models import CertStatus, Domain, JobState, ProxyEntry
 from home.domains.schemas import job_steps
 from home.tunnels import services as tunnels
 from home.tunnels.models import Tunnel, TunnelState
-from workers.errors import DomainError
+from workers.common.errors import DomainError
 
 ACTIVE_JOBS = (JobState.PENDING, JobState.RUNNING)
 # Tasks are sent after the commit: when the broker is down the change is saved anyway.

@@ -27,7 +27,7 @@ def test_quick_bench_measures_every_section_and_writes_the_report(tmp_path: Path
     out = tmp_path / "docs"
     with state_root() as root:
         done = subprocess.run(
-            [sys.executable, "-m", "workers.cli", "bench", "--quick", "--out", str(out),
+            [sys.executable, "-m", "workers.common.cli", "bench", "--quick", "--out", str(out),
              "--state", str(root / "bench")],
             capture_output=True, text=True, timeout=90, check=False,
         )  # fmt: skip

@@ -24,8 +24,8 @@ import yaml
 
 from cloud.edge import haproxy, sshd
 from tests.support.sites import state_root
-from workers.procs import free_port, running
-from workers.supervise import Service, celery_services, redis_service, web_service
+from workers.common.supervise import Service, celery_services, redis_service, web_service
+from workers.local.procs import free_port, running
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose"
@@ -355,7 +355,7 @@ def site_env(**extra: str) -> dict[str, str]:
 
 def cloudathome(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args],
+        [sys.executable, "-m", "workers.common.cli", *args],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 

@@ -14,7 +14,7 @@ from tests.support.sites import state_root
 def test_demo_runs_every_step_verifies_the_page_and_leaves_no_home_user_behind() -> None:
     with state_root() as root:
         done = subprocess.run(
-            [sys.executable, "-m", "workers.cli", "demo", "--exit", "--state", str(root / "demo")],
+            [sys.executable, "-m", "workers.common.cli", "demo", "--exit", "--state", str(root / "demo")],
             capture_output=True, text=True, timeout=300, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -25,7 +25,7 @@ from tests.support.net import (
 )
 from tests.support.sites import CloudSite, cloud_site
 from tests.support.ssh import client_options, keygen, known_hosts
-from workers.procs import stop_pid, wait_for
+from workers.local.procs import stop_pid, wait_for
 
 
 @pytest.fixture(scope="module")

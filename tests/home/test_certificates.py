@@ -23,8 +23,8 @@ from tests.support.sites import (
     register_home,
     scratch_database,
 )
-from workers.localacme import PebbleInfo, pebble_server
-from workers.procs import wait_for
+from workers.local.pebble import PebbleInfo, pebble_server
+from workers.local.procs import wait_for
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from home.accounts.models import ApiToken
 from home.cloudlink.services import link
 from home.domains.models import Domain, JobState, ProxyEntry
 from home.tunnels.models import Tunnel
-from workers.procs import free_port
+from workers.local.procs import free_port
 
 pytestmark = pytest.mark.django_db
 

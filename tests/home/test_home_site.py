@@ -27,7 +27,7 @@ from tests.support.sites import (
     scratch_database,
 )
 from tests.support.ssh import keygen
-from workers.procs import stop_pid, wait_for
+from workers.local.procs import stop_pid, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_console_refuses_to_start_on_a_malformed_cloudlink_yaml_naming_the_field
     del data["ssh"]["username"]
     bad.write_text(yaml.safe_dump(data))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDATHOME_")}
-    done = subprocess.run([sys.executable, "-m", "workers.cli", "home", "up"], env={**env, "CLOUDLINK_CONFIG": str(bad),
+    done = subprocess.run([sys.executable, "-m", "workers.common.cli", "home", "up"], env={**env, "CLOUDLINK_CONFIG": str(bad),
                           "CLOUDATHOME_STATE_DIR": str(root / "bad-state")}, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip() == f"cloudathome home: {bad}: ssh.username: missing"

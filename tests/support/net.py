@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from workers import benchtools
+from workers.bench import tools as benchtools
 
 PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 

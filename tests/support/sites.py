@@ -1,4 +1,4 @@
-"""Whole sites as real processes for integration tests (workers.local), each cloud site with
+"""Whole sites as real processes for integration tests (workers.local.sites), each cloud site with
 its own PostgreSQL database, SSH user prefix and tunnel port range, cleaned (database,
 system users, state) whatever the test did."""
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psycopg
 
-from workers.local import CloudSite, HomeSite, register_home, start_cloud, start_home
-from workers.procs import wait_for
+from workers.local.procs import wait_for
+from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
 
 __all__ = [
     "CloudSite",

@@ -44,7 +44,7 @@ from tests.support.net import (
     tls_get,
     tls_refused,
 )
-from workers.procs import free_port, port_open, running, wait_for
+from workers.local.procs import free_port, port_open, running, wait_for
 
 
 def worker_pid(api: RuntimeAPI) -> int:

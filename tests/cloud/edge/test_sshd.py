@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from cloud.edge import sshd
-from workers.procs import free_port, running, stop_pid, wait_for
+from tests.support.sites import port_base
+from workers.local.procs import free_port, running, stop_pid, wait_for
 
 MODES = ["system-users", "single-account"]
 
@@ -84,14 +85,29 @@ def keygen(path: Path, *spec: str) -> Path:
     return path
 
 
+_PORT_BLOCK = port_base()
+
+
 def free_ports(count: int, taken: set[int]) -> list[int]:
+    """Free ports of this module's own block, below the ephemeral range: a port picked there
+    could be taken by any client socket of the other suite, and "nothing listens" would lie."""
     ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in taken and port not in ports:
+    for port in range(_PORT_BLOCK, _PORT_BLOCK + 1000):
+        if len(ports) == count:
+            break
+        if port not in taken and not listening_anywhere(port):
             ports.append(port)
     taken.update(ports)
     return ports
+
+
+def listening_anywhere(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 class EchoService:

@@ -37,8 +37,8 @@ from home.certs.responder import (
     ChallengeResponder,
     challenge_certificate,
 )
-from workers.localacme import PebbleInfo, pebble_server
-from workers.procs import free_port, port_open
+from workers.local.pebble import PebbleInfo, pebble_server
+from workers.local.procs import free_port, port_open
 
 EMAIL = "owner@example.org"
 

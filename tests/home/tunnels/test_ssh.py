@@ -23,7 +23,7 @@ import pytest
 from home.keys import generate_keypair
 from home.tunnels import ssh
 from tests.support.net import Service, http_get, serve
-from workers.procs import free_port, port_open, running, wait_for
+from workers.local.procs import free_port, port_open, running, wait_for
 
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")

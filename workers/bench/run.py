@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from home.tunnels import ssh
-from workers import benchreport
-from workers import benchtools as bt
-from workers.local import CloudSite, HomeSite, register_home, start_cloud, start_home
-from workers.localacme import pebble_server
-from workers.procs import free_port, wait_for
+from workers.bench import report as benchreport
+from workers.bench import tools as bt
+from workers.local.pebble import pebble_server
+from workers.local.procs import free_port, wait_for
+from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
 
 SECTIONS = ("data", "control", "recovery", "scale", "certs")
 STATE_BASE = Path("/var/lib/cloudathome-bench")
@@ -707,7 +707,7 @@ from django.contrib.auth import get_user_model
 from cloud.accounts.models import ApiToken
 from cloud.edge import services as edge, sshd
 from cloud.homes.models import Home, ProxyMapping
-from workers.files import write_atomic
+from workers.common.files import write_atomic
 U = get_user_model()
 U.objects.bulk_create([U(username=f"scale{{i}}", password="!") for i in range({homes})],
                       batch_size=500)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from workers.procs import free_port, port_open, running
+from workers.local.procs import free_port, port_open, running
 
 
 @dataclass(frozen=True)

@@ -2,5 +2,5 @@ from django.apps import AppConfig
 
 
 class UiConfig(AppConfig):
-    name = "workers.ui"
+    name = "workers.common.ui"
     label = "ui"

@@ -11,7 +11,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Redoc, Swagger
 
-from workers.errors import DomainError
+from workers.common.errors import DomainError
 
 
 def site_api(title: str, description: str, auth: Sequence[Any]) -> NinjaAPI:

@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from workers.files import write_atomic
-from workers.procs import port_open, running, wait_for
+from workers.common.files import write_atomic
+from workers.local.procs import port_open, running, wait_for
 
 MIB = 1024 * 1024
 BIG_FILE = "100m"
@@ -156,7 +156,7 @@ def exec_with_hosts(hosts_file: Path, argv: list[str]) -> None:
     """Replace this process by `argv`, seeing `hosts_file` as its /etc/hosts (a private mount
     namespace; root only). wrk takes the TLS server name from the URL and must resolve it:
     this way the bench.test names resolve to 127.0.0.1 for wrk alone, and the machine's
-    resolver is never touched. Run through `python -m workers.benchtools` rather than a
+    resolver is never touched. Run through `python -m workers.bench.tools` rather than a
     preexec hook, which is unsafe in a parent with threads (the tunnel reaper)."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(_CLONE_NEWNS) != 0:
@@ -169,7 +169,7 @@ def exec_with_hosts(hosts_file: Path, argv: list[str]) -> None:
 
 
 def with_hosts(hosts_file: Path, argv: list[str]) -> list[str]:
-    return [sys.executable, "-m", "workers.benchtools", str(hosts_file), *argv]
+    return [sys.executable, "-m", "workers.bench.tools", str(hosts_file), *argv]
 
 
 @dataclass(frozen=True)
@@ -351,5 +351,5 @@ def wait_gone(pids: Iterable[int], timeout: float = 10) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) < 3:
-        sys.exit("usage: python -m workers.benchtools <hosts file> <argv...>")
+        sys.exit("usage: python -m workers.bench.tools <hosts file> <argv...>")
     exec_with_hosts(Path(sys.argv[1]), sys.argv[2:])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from workers.procs import free_port, running, wait_for
+from workers.local.procs import free_port, running, wait_for
 
 
 @contextlib.contextmanager
@@ -25,7 +25,7 @@ def _site_up(site: str, log: Path, env: dict[str, str], banner: str) -> Iterator
     def ready() -> bool:
         return banner in log.read_text(errors="replace") if log.exists() else False
 
-    argv = [sys.executable, "-m", "workers.cli", site, "up"]
+    argv = [sys.executable, "-m", "workers.common.cli", site, "up"]
     with running(argv, log=log, env=env, ready=ready, timeout=90) as proc:
         yield proc
 
@@ -58,7 +58,7 @@ class CloudSite:
 
     def manage(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "workers.cli", "cloud", "manage", *args],
+            [sys.executable, "-m", "workers.common.cli", "cloud", "manage", *args],
             env=self.env, capture_output=True, text=True, input=input, timeout=120, check=False,
         )  # fmt: skip
 
@@ -144,7 +144,7 @@ class HomeSite:
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "workers.cli", "home", "manage", *args],
+            [sys.executable, "-m", "workers.common.cli", "home", "manage", *args],
             env=self.env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 
@@ -171,13 +171,13 @@ def register_home(
     config = root / "config" / "cloudlink.yaml"
     env = {**cloud.env, "CLOUDLINK_CONFIG": str(config), "CLOUDATHOME_PASSWORD": password}
     subprocess.run(
-        [sys.executable, "-m", "workers.cli", "keygen", "--output", str(key)],
+        [sys.executable, "-m", "workers.common.cli", "keygen", "--output", str(key)],
         check=True,
         capture_output=True,
         env=env,
     )
     done = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "register", "--cloudserver-url", cloud.url, "--username", username,
+        [sys.executable, "-m", "workers.common.cli", "register", "--cloudserver-url", cloud.url, "--username", username,
          "--public-key", f"{key}.pub", "--private-key", str(key)],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )  # fmt: skip

@@ -23,9 +23,9 @@ from typing import Any, TypeVar
 
 import requests
 
-from workers.local import CloudSite, HomeSite, register_home, start_cloud, start_home
-from workers.localacme import PebbleInfo, pebble_server
-from workers.procs import wait_for
+from workers.local.pebble import PebbleInfo, pebble_server
+from workers.local.procs import wait_for
+from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
 
 T = TypeVar("T")
 USER, PASSWORD, EMAIL = "alice", "Alice-demo-2026", "alice@example.com"

@@ -22,8 +22,8 @@ COMMANDS = {
     "home": "home.cli",
     "keygen": "home.keys",
     "register": "home.register",
-    "demo": "workers.demo",
-    "bench": "workers.bench",
+    "demo": "workers.local.demo",
+    "bench": "workers.bench.run",
 }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from workers.supervise import port_open
+from workers.common.supervise import port_open
 
 __all__ = ["free_port", "port_open", "running", "stop_pid", "wait_for"]
 

@@ -7,7 +7,18 @@ import getpass
 import os
 from pathlib import Path
 
-from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
+from workers.common.conf import (
+    database,
+    env,
+    envbool,
+    envhostname,
+    envint,
+    envlist,
+    host_ports,
+    redis_url,
+    secret_key,
+    state_dir,
+)
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "cloudathome cloud"
@@ -35,6 +46,7 @@ INSTALLED_APPS = [
     "cloud.accounts",
     "cloud.homes",
     "cloud.edge",
+    "cloud.domains",
 ]
 
 MIDDLEWARE = [
@@ -126,3 +138,10 @@ PORTS_PER_HOME = envint("CLOUDATHOME_PORTS_PER_HOME", 10, 1, 1000)
 SSH_MODE = env("CLOUDATHOME_SSH_MODE", "system-users" if os.geteuid() == 0 else "single-account")
 SSH_ACCOUNT = env("CLOUDATHOME_SSH_ACCOUNT", getpass.getuser())
 SSH_USER_PREFIX = env("CLOUDATHOME_SSH_USER_PREFIX", "home")
+
+# Names homes may publish (DESIGN section 4): one label per home under the base domain (one
+# wildcard DNS record), custom domains proven by a TXT record looked up on these resolvers
+# (`host:port`, comma separated; empty: the system's), and names nobody may own.
+BASE_DOMAIN = envhostname("CLOUDATHOME_BASE_DOMAIN")
+DNS_RESOLVERS = host_ports("CLOUDATHOME_DNS_RESOLVERS", default_port=53)
+RESERVED_NAMES = envlist("CLOUDATHOME_RESERVED_NAMES")

@@ -1,5 +1,5 @@
 """Workflows of home slots and proxy mappings: claim and release a slot, provision its SSH
-identity, create and delete mappings. Each writes desired state, then hands the side
+identity, create and delete mappings (only under names the home owns: cloud.domains). Each writes desired state, then hands the side
 effects to a reconciler task after the commit."""
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
+from cloud.domains import services as names
 from cloud.edge import haproxy, sshd
 from cloud.edge import services as edge
 from cloud.homes.models import Home, HomeStatus, ProxyMapping, Scheme
 from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
+from workers.common.names import validate_hostname
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,9 @@ def home_of(user: User, slug: str) -> Home:
     return home
 
 
-def home_claim(user: User, public_key: str) -> Home:
-    """Take a free slot for `user` atomically; provisioning continues in a task."""
+def home_claim(user: User, public_key: str, label: str | None = None) -> Home:
+    """Take a free slot for `user` atomically, with its label under the base domain (`label`
+    or one derived from the user name); provisioning continues in a task."""
     try:
         key = sshd.validate_public_key(public_key)
     except ValueError as exc:
@@ -89,13 +92,19 @@ def home_claim(user: User, public_key: str) -> Home:
         )
         home.status = HomeStatus.PROVISIONING
         home.status_detail = "waiting for a worker"
+        home.label = names.label_choose(home, user, label)
         try:
-            home.save()
-        except IntegrityError:  # the OneToOne on owner: a concurrent claim by the same user
-            raise Conflict(
-                "you already have a home; release it first", field="public_key"
-            ) from None
+            with transaction.atomic():
+                home.save()
+        except IntegrityError:
+            # The OneToOne on owner (a concurrent claim by the same user) or the unique label.
+            if Home.objects.filter(owner=user).exists():
+                raise Conflict(
+                    "you already have a home; release it first", field="public_key"
+                ) from None
+            raise Conflict("this label was taken meanwhile; try again", field="label") from None
         _after_commit_provision(home.pk)
+    names.label_claim(home)
     return home
 
 
@@ -127,6 +136,7 @@ def home_release(home: Home) -> None:
     """Remove every mapping, route and key of the home; the slot frees once the task ran."""
     with transaction.atomic():
         ProxyMapping.objects.filter(home=home).delete()
+        names.home_names_release(home)
         Home.objects.filter(pk=home.pk).update(
             status=HomeStatus.RELEASING, status_detail="releasing", owner=None
         )
@@ -142,14 +152,17 @@ def home_finish_release(home_id: int) -> None:
     edge.edge_sync()  # routes of a releasing home are gone from the desired state
     if home.identity:
         edge.ssh_accounts().remove(home.identity)
-    Home.objects.filter(pk=home.pk, status=HomeStatus.RELEASING).update(
-        status=HomeStatus.FREE,
-        status_detail="",
-        slug=None,
-        public_key="",
-        identity="",
-        ssh_username="",
-    )
+    with transaction.atomic():
+        names.home_names_release(home)  # a label claimed while the release began
+        Home.objects.filter(pk=home.pk, status=HomeStatus.RELEASING).update(
+            status=HomeStatus.FREE,
+            status_detail="",
+            slug=None,
+            public_key="",
+            identity="",
+            ssh_username="",
+            label=None,
+        )
 
 
 def homes_reconcile() -> dict[str, int]:
@@ -217,7 +230,7 @@ def mapping_create(
 ) -> ProxyMapping:
     """Validate, store, and let the edge sync route it (no reload)."""
     try:
-        host = haproxy.validate_hostname(host)
+        host = validate_hostname(host)
     except ValueError as exc:
         raise invalid_from(exc, "host") from None
     if scheme not in Scheme.values:
@@ -226,6 +239,7 @@ def mapping_create(
         raise Conflict(f"home is {home.status}; mappings need a ready home", field="home")
     with transaction.atomic():
         Home.objects.select_for_update().filter(pk=home.pk).first()  # serialize port picking
+        names.claim_covering(home, host)  # 403 unless the home owns the name; held to commit
         port = _free_port(home) if tunnel_port is None else tunnel_port
         if port not in home.ports:
             raise Invalid(

@@ -115,7 +115,7 @@ def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothi
     cloud: CloudSite, console: HomeSite, pebble: PebbleInfo, root: Path
 ) -> None:
     name = "nowhere.certy.test"
-    pebble.set_servfail(name)
+    pebble.dns.set_servfail(name)
     api = console.api()
     out = root / "certs-fail"
     r = api.post(

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from tests.support.net import (
 )
 from tests.support.sites import CloudSite, cloud_site
 from tests.support.ssh import client_options, keygen, known_hosts
+from tests.support.tenants import Tenant, live_routes, tenant
 from workers.local.procs import stop_pid, wait_for
 
 
@@ -32,48 +32,6 @@ from workers.local.procs import stop_pid, wait_for
 def site() -> Iterator[CloudSite]:
     with cloud_site() as running_site:
         yield running_site
-
-
-@dataclass
-class Tenant:
-    username: str
-    password: str
-    token: str
-    api: requests.Session
-    key: Path
-    public_key: str
-    home: dict
-
-
-def _tenant(site: CloudSite, tmp: Path, name: str, staff: bool = False) -> Tenant:
-    password = f"pw-{name}-Secret9"
-    site.create_user(name, password, active=True, staff=staff)
-    token = site.token(name, password)
-    api = site.api(token)
-    key = tmp / f"{name}_key"
-    public_key = keygen(key)
-    r = api.post(f"{site.url}/api/homes", json={"public_key": public_key}, timeout=10)
-    assert r.status_code == 201, r.text
-    slug = r.json()["slug"]
-    home = wait_for(
-        lambda: (
-            (h := api.get(f"{site.url}/api/homes/{slug}", timeout=5).json())["status"] == "ready"
-            and h
-        ),
-        timeout=30,
-        what="home provisioning",
-    )
-    return Tenant(name, password, token, api, key, public_key, home)
-
-
-@pytest.fixture(scope="module")
-def alice(site: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    return _tenant(site, tmp_path_factory.mktemp("alice"), "alice")
-
-
-@pytest.fixture(scope="module")
-def bob(site: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    return _tenant(site, tmp_path_factory.mktemp("bob"), "bob")
 
 
 @pytest.fixture(scope="module")
@@ -107,13 +65,6 @@ def _web_form(session: requests.Session, url: str, data: dict[str, str]) -> requ
     session.get(url, timeout=10)
     data = {**data, "csrfmiddlewaretoken": session.cookies.get("csrftoken", "")}
     return session.post(url, data=data, headers={"Referer": url}, timeout=10)
-
-
-def _live(site: CloudSite) -> list[dict]:
-    admin = site.api(site.token("admin", site.admin_password))
-    r = admin.get(f"{site.url}/api/admin/proxy-mappings/haproxy", timeout=10)
-    assert r.status_code == 200, r.text
-    return list(r.json())
 
 
 # --- accounts ----------------------------------------------------------------------------------
@@ -221,16 +172,16 @@ def test_malformed_or_huge_public_keys_are_refused_naming_the_field(
 def test_tunnel_into_own_range_reaches_the_home_service_through_the_https_edge(
     site: CloudSite, alice: Tenant, tunnel, tmp_path: Path
 ) -> None:
-    ctx, der = self_signed(tmp_path, "alice.example.test")
+    ctx, der = self_signed(tmp_path, "app.alice.homes.test")
     with serve("alice-home", ctx, der) as svc:
         port = alice.home["port_base"]
         proc = tunnel(alice, port, svc.port)
         r = alice.api.post(f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings",
-                           json={"host": "Alice.Example.test", "tunnel_port": port}, timeout=10)  # fmt: skip
+                           json={"host": "App.Alice.Homes.test", "tunnel_port": port}, timeout=10)  # fmt: skip
         assert r.status_code == 201, r.text
-        assert r.json()["host"] == "alice.example.test"
+        assert r.json()["host"] == "app.alice.homes.test"
         body, cert = wait_for(
-            lambda: tls_get(site.https_port, "alice.example.test"), timeout=15, what="edge route"
+            lambda: tls_get(site.https_port, "app.alice.homes.test"), timeout=15, what="edge route"
         )
         assert body == b"alice-home" and cert == der  # passthrough: the home's own certificate
         assert proc.poll() is None
@@ -239,12 +190,12 @@ def test_tunnel_into_own_range_reaches_the_home_service_through_the_https_edge(
         ).json()
         assert listed[0]["edge"] == "routed"
         r = alice.api.delete(
-            f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings/alice.example.test",
+            f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings/app.alice.homes.test",
             timeout=10,
         )
         assert r.status_code == 204
         wait_for(
-            lambda: tls_refused(site.https_port, "alice.example.test"),
+            lambda: tls_refused(site.https_port, "app.alice.homes.test"),
             timeout=10,
             what="route removed",
         )
@@ -258,10 +209,10 @@ def test_http_mapping_routes_plain_http_by_host_and_proxy_v2_delivers_the_client
         port = alice.home["port_base"] + 1
         tunnel(alice, port, svc.port)
         r = alice.api.post(f"{site.url}/api/homes/{slug}/proxy-mappings",
-                           json={"host": "plain.alice.test", "scheme": "http", "tunnel_port": port}, timeout=10)  # fmt: skip
+                           json={"host": "plain.alice.homes.test", "scheme": "http", "tunnel_port": port}, timeout=10)  # fmt: skip
         assert r.status_code == 201, r.text
         _, body = wait_for(
-            lambda: (res := http_get(site.http_port, "plain.alice.test"))[0] == 200 and res,
+            lambda: (res := http_get(site.http_port, "plain.alice.homes.test"))[0] == 200 and res,
             timeout=15,
         )
         assert body == b"alice-plain"
@@ -270,18 +221,20 @@ def test_http_mapping_routes_plain_http_by_host_and_proxy_v2_delivers_the_client
         port = alice.home["port_base"] + 2
         tunnel(alice, port, capture.port)
         r = alice.api.post(f"{site.url}/api/homes/{slug}/proxy-mappings",
-                           json={"host": "pp.alice.test", "tunnel_port": port, "proxy_protocol": True}, timeout=10)  # fmt: skip
+                           json={"host": "pp.alice.homes.test", "tunnel_port": port, "proxy_protocol": True}, timeout=10)  # fmt: skip
         assert r.status_code == 201, r.text
-        wait_for(lambda: any(m["host"] == "pp.alice.test" for m in _live(site)), timeout=15)
+        wait_for(
+            lambda: any(m["host"] == "pp.alice.homes.test" for m in live_routes(site)), timeout=15
+        )
         tls_refused(
-            site.https_port, "pp.alice.test"
+            site.https_port, "pp.alice.homes.test"
         )  # the capture hangs up; we only want its bytes
         header = capture.seen.get(timeout=10)
         assert header.startswith(PP2_SIGNATURE)
         assert header[16:20] == bytes([127, 0, 0, 1])  # IPv4 source address = the real client
     finally:
         capture.close()
-    for host in ("plain.alice.test", "pp.alice.test"):
+    for host in ("plain.alice.homes.test", "pp.alice.homes.test"):
         alice.api.delete(f"{site.url}/api/homes/{slug}/proxy-mappings/{host}", timeout=10)
 
 
@@ -323,7 +276,9 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
 ) -> None:
     slug = alice.home["slug"]
     r = alice.api.post(
-        f"{site.url}/api/homes/{slug}/proxy-mappings", json={"host": "mine.alice.test"}, timeout=10
+        f"{site.url}/api/homes/{slug}/proxy-mappings",
+        json={"host": "mine.alice.homes.test"},
+        timeout=10,
     )
     assert r.status_code == 201
     try:
@@ -333,17 +288,18 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
         )
         assert (
             bob.api.delete(
-                f"{site.url}/api/homes/{slug}/proxy-mappings/mine.alice.test", timeout=5
+                f"{site.url}/api/homes/{slug}/proxy-mappings/mine.alice.homes.test", timeout=5
             ).status_code
             == 404
         )
         assert bob.api.delete(f"{site.url}/api/homes/{slug}", timeout=5).status_code == 404
         r = bob.api.post(
             f"{site.url}/api/homes/{bob.home['slug']}/proxy-mappings",
-            json={"host": "mine.alice.test", "scheme": "http"},
+            json={"host": "mine.alice.homes.test", "scheme": "http"},
             timeout=5,
         )
-        assert r.status_code == 409 and r.json()["field"] == "host"
+        assert r.status_code == 403 and r.json()["field"] == "host"
+        assert "this home's names are under bob.homes.test" in r.json()["detail"]
         for method, path in (
             ("post", "proxy-mappings/sync"),
             ("get", "proxy-mappings/haproxy"),
@@ -354,7 +310,9 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
                 == 403
             )
     finally:
-        alice.api.delete(f"{site.url}/api/homes/{slug}/proxy-mappings/mine.alice.test", timeout=10)
+        alice.api.delete(
+            f"{site.url}/api/homes/{slug}/proxy-mappings/mine.alice.homes.test", timeout=10
+        )
 
 
 @pytest.mark.parametrize(
@@ -366,9 +324,9 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
         ({"host": "ünïcode.test"}, "host"),
         ({"host": ("a" * 60 + ".") * 4 + "abcde.test"}, "host"),  # 254 characters
         ({"host": "*.wild.test"}, "host"),
-        ({"host": "ok.test", "tunnel_port": 1024}, "tunnel_port"),
-        ({"host": "ok.test", "tunnel_port": 70000}, "tunnel_port"),
-        ({"host": "ok.test", "scheme": "ftp"}, "scheme"),
+        ({"host": "ok.alice.homes.test", "tunnel_port": 1024}, "tunnel_port"),
+        ({"host": "ok.alice.homes.test", "tunnel_port": 70000}, "tunnel_port"),
+        ({"host": "ok.alice.homes.test", "scheme": "ftp"}, "scheme"),
     ],
 )
 def test_bad_mapping_input_is_refused_naming_the_field_and_never_reaches_haproxy(
@@ -379,9 +337,9 @@ def test_bad_mapping_input_is_refused_naming_the_field_and_never_reaches_haproxy
     )
     assert r.status_code in (400, 409, 422), r.text
     assert r.json()["detail"].startswith(f"{field}:") or r.json().get("field") == field, r.json()
-    assert all(m["host"] != body["host"].lower() for m in _live(site))
+    assert all(m["host"] != body["host"].lower() for m in live_routes(site))
     maps = "".join(p.read_text() for p in (site.state / "haproxy" / "maps").iterdir())
-    assert "ok.test" not in maps and "reload" not in maps
+    assert "ok.alice.homes.test" not in maps and "reload" not in maps
 
 
 # --- faults ----------------------------------------------------------------------------------------
@@ -403,26 +361,31 @@ def _pid_of(site: CloudSite, name: str) -> int:
 def test_haproxy_killed_comes_back_with_every_route_without_a_sync(
     site: CloudSite, alice: Tenant, tunnel, tmp_path: Path
 ) -> None:
-    ctx, der = self_signed(tmp_path, "back.alice.test")
+    ctx, der = self_signed(tmp_path, "back.alice.homes.test")
     with serve("back", ctx, der) as svc:
         port = alice.home["port_base"] + 3
         tunnel(alice, port, svc.port)
         r = alice.api.post(f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings",
-                           json={"host": "back.alice.test", "tunnel_port": port}, timeout=10)  # fmt: skip
+                           json={"host": "back.alice.homes.test", "tunnel_port": port}, timeout=10)  # fmt: skip
         assert r.status_code == 201
-        wait_for(lambda: tls_get(site.https_port, "back.alice.test")[0] == b"back", timeout=15)
+        wait_for(
+            lambda: tls_get(site.https_port, "back.alice.homes.test")[0] == b"back", timeout=15
+        )
         # The map file follows the live map (a change is live first); HAProxy restarts from it.
         https_map = site.state / "haproxy" / "maps" / "https.map"
-        wait_for(lambda: "back.alice.test" in https_map.read_text(), timeout=10, what="map file")
+        wait_for(
+            lambda: "back.alice.homes.test" in https_map.read_text(), timeout=10, what="map file"
+        )
         old = _pid_of(site, "haproxy")
         os.killpg(old, signal.SIGKILL)
         wait_for(lambda: _pid_of(site, "haproxy") != old, timeout=30, what="haproxy restarted")
         body, _ = wait_for(
-            lambda: tls_get(site.https_port, "back.alice.test"), timeout=20, what="route back"
+            lambda: tls_get(site.https_port, "back.alice.homes.test"), timeout=20, what="route back"
         )
         assert body == b"back"
     alice.api.delete(
-        f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings/back.alice.test", timeout=10
+        f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings/back.alice.homes.test",
+        timeout=10,
     )
 
 
@@ -451,16 +414,18 @@ def test_worker_killed_with_a_provisioning_task_in_hand_finishes_it_after_restar
 def test_releasing_a_home_removes_its_mappings_routes_key_and_system_user(
     site: CloudSite, tmp_path: Path
 ) -> None:
-    erin = _tenant(site, tmp_path, "erin")
+    erin = tenant(site, tmp_path, "erin")
     slug = erin.home["slug"]
     r = erin.api.post(
-        f"{site.url}/api/homes/{slug}/proxy-mappings", json={"host": "erin.test"}, timeout=10
+        f"{site.url}/api/homes/{slug}/proxy-mappings", json={"host": "erin.homes.test"}, timeout=10
     )
     assert r.status_code == 201
-    wait_for(lambda: any(m["host"] == "erin.test" for m in _live(site)), timeout=15)
+    wait_for(lambda: any(m["host"] == "erin.homes.test" for m in live_routes(site)), timeout=15)
     assert erin.api.delete(f"{site.url}/api/homes/{slug}", timeout=10).status_code == 204
     wait_for(
-        lambda: all(m["host"] != "erin.test" for m in _live(site)), timeout=15, what="route removed"
+        lambda: all(m["host"] != "erin.homes.test" for m in live_routes(site)),
+        timeout=15,
+        what="route removed",
     )
     user = erin.home["ssh_username"]
     wait_for(

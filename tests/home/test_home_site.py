@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,35 @@ def entry(console: HomeSite, service) -> Iterator[dict]:
     last = created["tunnel"]
     if last.get("pid"):
         subprocess.run(["kill", str(last["pid"])], capture_output=True, check=False)
+
+
+def _status(console: HomeSite) -> dict:
+    r = console.api().get(f"{console.url}/api/status", timeout=10)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_the_worker_checks_the_link_and_check_now_gets_a_newer_result(
+    console: HomeSite, registered: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    first = wait_for(
+        lambda: (s := _status(console))["state"] != "unknown" and s,
+        timeout=30,
+        what="the check of the worker's start",
+    )
+    assert first["state"] == "ok", first
+    checks = {c["name"]: c for c in first["checks"]}
+    assert set(checks) == {"api", "token", "ssh"} and all(c["ok"] for c in checks.values())
+    ports = yaml.safe_load(registered[0].read_text())["ports"]
+    # The probe listens on the last free port, away from the one the next tunnel gets.
+    assert checks["ssh"]["detail"].endswith(f"port {ports['base'] + ports['count'] - 1}")
+    r = console.api().post(f"{console.url}/api/status/check", timeout=10)
+    assert r.status_code == 202 and r.json()["queued"], r.text
+    newer = wait_for(
+        lambda: not (s := _status(console))["queued"] and s, timeout=30, what="check now"
+    )
+    assert newer["state"] == "ok"
+    assert datetime.fromisoformat(newer["checked_at"]) > datetime.fromisoformat(first["checked_at"])
 
 
 def _open(console: HomeSite, entry: dict, open_: bool) -> None:

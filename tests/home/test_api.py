@@ -110,13 +110,18 @@ def test_the_api_answers_an_unavailable_dependency_with_503_and_its_reason(
     assert reason in json.loads(response.content)["detail"]
 
 
+def _page_for(user: Any, error: Exception) -> HttpResponse | None:
+    """What the pages' middleware answers when a view of `user` raised `error`."""
+    request = RequestFactory().post("/entries/1/delete/")
+    request.user = user
+    return ErrorPageMiddleware(HttpResponse).process_exception(request, error)
+
+
 @pytest.mark.parametrize(("error", "reason"), UNAVAILABLE)
 def test_a_page_shows_an_unavailable_dependency_as_a_503_page_with_its_reason(
     user: Any, error: Exception, reason: str
 ) -> None:
-    request = RequestFactory().post("/entries/1/delete/")
-    request.user = user
-    response = ErrorPageMiddleware(HttpResponse).process_exception(request, error)
+    response = _page_for(user, error)
     assert response is not None
     assert response.status_code == 503
     page = response.content.decode()
@@ -129,17 +134,13 @@ def test_a_page_shows_an_unavailable_dependency_as_a_503_page_with_its_reason(
 def test_a_domain_error_no_view_caught_is_a_page_with_its_own_status(
     user: Any, error: Exception, status: int
 ) -> None:
-    request = RequestFactory().post("/domains/1/renew/")
-    request.user = user
-    response = ErrorPageMiddleware(HttpResponse).process_exception(request, error)
+    response = _page_for(user, error)
     assert response is not None and response.status_code == status
     assert str(error) in response.content.decode()
 
 
 def test_an_unexpected_error_is_left_to_django(user: Any) -> None:
-    request = RequestFactory().get("/")
-    request.user = user
-    assert ErrorPageMiddleware(HttpResponse).process_exception(request, KeyError("x")) is None
+    assert _page_for(user, KeyError("x")) is None
 
 
 @pytest.mark.django_db(transaction=True)

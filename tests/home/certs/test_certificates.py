@@ -103,13 +103,7 @@ def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_r
         timeout=10,
     )
     assert r.status_code == 201, r.text
-    done = wait_for(
-        lambda: (
-            (d := _domain(api, console, r.json()["id"]))["job"]["state"] in ("done", "failed") and d
-        ),
-        timeout=90,
-        what="certificate job",
-    )
+    done = _finished(api, console, r.json()["id"])
     assert done["job"]["state"] == "done", done["job"]
     assert done["cert_status"] == "valid" and done["cert_expiry"]
     live = out / name
@@ -157,13 +151,7 @@ def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothi
         timeout=10,
     )
     assert r.status_code == 201, r.text
-    failed = wait_for(
-        lambda: (
-            (d := _domain(api, console, r.json()["id"]))["job"]["state"] in ("done", "failed") and d
-        ),
-        timeout=90,
-        what="certificate job",
-    )
+    failed = _finished(api, console, r.json()["id"])
     assert failed["job"]["state"] == "failed" and failed["cert_status"] == "failed"
     error = failed["job"]["error"]
     assert name in error and "DNS" in error and "\n" not in error

@@ -11,7 +11,7 @@ from functools import cache
 from django.conf import settings
 from publicsuffixlist import PublicSuffixList
 
-from workers.common.names import validate_hostname
+from workers.common.names import covers, validate_hostname
 
 RECORD_PREFIX = "_cloudathome"
 # Special-use names (RFC 6761) nobody may publish, whatever the operator configured.
@@ -29,11 +29,6 @@ def ancestors(name: str) -> list[str]:
     a.b.example.org -> b.example.org, example.org."""
     labels = name.split(".")
     return [".".join(labels[i:]) for i in range(1, len(labels) - 1)]
-
-
-def covers(owned: str, name: str) -> bool:
-    """An owned name covers itself and every name below it."""
-    return name == owned or name.endswith(f".{owned}")
 
 
 def nested(a: str, b: str) -> bool:

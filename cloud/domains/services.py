@@ -164,11 +164,20 @@ def claim_covering(home: Home, host: str) -> Claim:
     return claim
 
 
+def _not_ownable(home: Home, name: str) -> str | None:
+    """Why no home may own `name` as a custom domain, pointing at this home's own names."""
+    reason = rules.why_not_ownable(name)
+    label = rules.base_name(home.label)
+    if reason and label:
+        return f"{reason} (this home's names are under {label})"
+    return reason
+
+
 def _ownership_step(home: Home, host: str) -> str:
     label = rules.base_name(home.label)
-    reason = rules.why_not_ownable(host)
+    reason = _not_ownable(home, host)
     if reason:
-        return f"{reason} (this home's names are under {label})" if label else reason
+        return reason
     pending = home.domains.filter(name__in=[host, *rules.ancestors(host)]).order_by("-name").first()
     if pending is not None:
         return (
@@ -306,7 +315,7 @@ def domain_add(home: Home, name: str) -> Domain:
     """Ask to own a custom domain; it is checked a minute later (time to create the record)
     and then on the retry schedule, or at once on domain_verify."""
     name = _valid_name(name)
-    reason = rules.why_not_ownable(name)
+    reason = _not_ownable(home, name)
     if reason:
         raise Forbidden(reason, field="name")
     with transaction.atomic():

@@ -1,6 +1,6 @@
-"""The home's view of its link to the cloud: the loaded cloudlink.yaml, an API client, and
-the link check (API reachable, token valid, SSH preflight) that a periodic task runs and
-stores for the dashboard and `/api/status`."""
+"""The home's view of its link to the cloud: the loaded cloudlink.yaml, an API client, the
+link check (API reachable, token valid, SSH preflight) that a periodic task runs and stores
+for the dashboard and `/api/status`, and what the cloud says this home owns."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from home.cloudlink import config
 from home.cloudlink.client import CloudClient, CloudError
 from home.cloudlink.models import LinkCheck, LinkState
 from home.tunnels.models import Tunnel
+from workers.common.names import covers
 
 
 @functools.cache
@@ -137,3 +138,53 @@ def link_check_queue() -> LinkCheck:
             row.save()
             transaction.on_commit(lambda: tasks.link_check.delay())
     return row
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """What the cloud says of a name this home wants to publish: `base` (under the home's
+    base domain), `verified`, `unverified` or `failed` (a custom domain and its last check),
+    or `refused` (no home may own it, or it is taken); with the TXT record to create."""
+
+    status: str
+    reason: str = ""
+    record_name: str = ""
+    record_value: str = ""
+
+    @property
+    def owned(self) -> bool:
+        return self.status in ("base", "verified")
+
+
+def name_ownership(name: str) -> Ownership:
+    """Ask the cloud whether this home owns `name`; when no custom domain of the home covers
+    it, ask for `name` itself to be one (the cloud then shows the record that proves it)."""
+    slug = link().home_slug
+    client = cloud()
+    base = client.home(slug).get("base_domain")
+    if base and covers(base, name):
+        return Ownership("base", f"under this home's base domain {base}")
+    covering = [d for d in client.domains(slug) if covers(d["name"], name)]
+    if not covering:
+        try:
+            covering = [client.add_domain(slug, name)]
+        except CloudError as exc:
+            if exc.status in (400, 403, 409, 422):
+                return Ownership("refused", str(exc))
+            raise
+    found = next((d for d in covering if d["status"] == "verified"), covering[0])
+    return Ownership(
+        found["status"],
+        found["reason"] or ("" if found["status"] == "verified" else "not checked yet"),
+        found["verification"]["name"],
+        found["verification"]["value"],
+    )
+
+
+def name_verify(name: str) -> None:
+    """Ask the cloud to check the record of the custom domain covering `name` now."""
+    slug = link().home_slug
+    client = cloud()
+    for domain in client.domains(slug):
+        if covers(domain["name"], name):
+            client.verify_domain(slug, domain["name"])

@@ -30,7 +30,7 @@ from workers.local.procs import wait_for
 
 pytestmark = pytest.mark.browser
 
-DOMAIN = "shop.browser.test"
+DOMAIN = "shop.shopkeeper.homes.test"  # under the base domain: no DNS proof needed
 CONSOLE_PASSWORD = "Console-pass-3"
 
 

@@ -41,3 +41,8 @@ def validate_hostname(host: str, field: str = "host") -> str:
         # RFC 1123 section 2.1: a name must not look like a dotted-decimal address.
         raise ValueError(f"{field}: the last label is all digits, which reads as an IP address")
     return host
+
+
+def covers(owned: str, name: str) -> bool:
+    """An owned name covers itself and every name below it (both already validated)."""
+    return name == owned or name.endswith(f".{owned}")

@@ -19,9 +19,12 @@ def test_demo_runs_every_step_verifies_the_page_and_leaves_no_home_user_behind()
         )  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         out = done.stdout
-        assert re.search(r"All 10 steps passed in [\d.]+ s: shop\.demo\.test served through the edge, "
+        assert re.search(r"All 11 steps passed in [\d.]+ s: shop\.demo\.test served through the edge, "
                          r"certificate issued by Pebble", out), out  # fmt: skip
         for label in ("cloud UI", "Home Console", "Flower", "the site"):
             assert f"  {label}" in out
         assert "  ssh_username : demo00_alice" in out
+        assert "its names    : alice.homes.demo.test and every name below it" in out
+        assert "· waiting for the TXT record _cloudathome.shop.demo.test" in out
+        assert "· name owned (verified)" in out
         assert not [u.pw_name for u in pwd.getpwall() if u.pw_name.startswith("demo00_")]

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from home.tunnels import ssh
 from workers.bench import report as benchreport
 from workers.bench import tools as bt
-from workers.local.pebble import pebble_server
+from workers.local.pebble import mock_dns, pebble_server
 from workers.local.procs import free_port, wait_for
 from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
 
@@ -192,6 +192,8 @@ class Bench:
             "CLOUDATHOME_PORT_STRIDE": "10",
             "CLOUDATHOME_PORTS_PER_HOME": "10",
             "CLOUDATHOME_HOME_SLOTS": str(self.plan.provision_homes + self.plan.registrations + 4),
+            # The bench home (user "bench") owns bench.test and every *.bench.test it maps.
+            "CLOUDATHOME_BASE_DOMAIN": "test",
         }))  # fmt: skip
         admin = cloud.api(cloud.token("admin", cloud.admin_password))
         password = secrets.token_urlsafe(12)
@@ -506,7 +508,9 @@ class Bench:
         homes, per_home = self.plan.scale_homes, self.plan.scale_mappings_per_home
         total = homes * per_home
         log(f"· scale: a cloud site with {homes} homes (single-account) and {total} mappings")
+        dns = self.stack.enter_context(mock_dns(self.root / "scale-dns"))
         cloud = self.stack.enter_context(start_cloud(self.root / "scale", {
+            "CLOUDATHOME_DNS_RESOLVERS": dns.resolver,
             "CLOUDATHOME_SSH_MODE": "single-account",
             "CLOUDATHOME_HOME_SLOTS": str(homes),
             "CLOUDATHOME_PORT_STRIDE": "10",
@@ -518,7 +522,7 @@ class Bench:
         probe_port = SCALE_PORT_BASE + per_home - 1 if per_home < 10 else SCALE_PORT_BASE + 9
         self.stack.enter_context(bt.nginx_server(self.root / "scale-nginx", [probe_port]))
         fill = _SCALE_FILL.format(homes=homes, per_home=per_home, key=_public_key(),
-                                  probe_port=probe_port)  # fmt: skip
+                                  probe_port=probe_port, dns=dns.management_url)  # fmt: skip
         started = time.monotonic()
         info = json.loads(shell(cloud, fill).strip().splitlines()[-1])
         bulk_s = time.monotonic() - started
@@ -730,6 +734,13 @@ ProxyMapping.objects.bulk_create(rows, batch_size=1000)
 cfg = edge.sshd_config()
 lines = [sshd.key_line(h.public_key, list(h.ports), sshd.TAG_PREFIX + h.identity) for h in homes]
 write_atomic(cfg.keys_dir / str(cfg.account), "".join(line + "\\n" for line in lines), 0o644)
+# The first home proves scale.test, as a user would with its TXT record, to map change*.scale.test.
+import requests
+from cloud.domains import services as names
+domain = names.domain_add(homes[0], "scale.test")
+requests.post("{dns}/set-txt", json={{"host": domain.record_name + ".", "value": domain.token}},
+              timeout=10).raise_for_status()
+names.domain_check(domain.pk)
 _, token = ApiToken.issue(homes[0].owner, "bench")
 print(json.dumps({{"token": token, "slug": homes[0].slug}}))
 """

@@ -26,5 +26,5 @@ def test_demo_runs_every_step_verifies_the_page_and_leaves_no_home_user_behind()
         assert "  ssh_username : demo00_alice" in out
         assert "its names    : alice.homes.demo.test and every name below it" in out
         assert "· waiting for the TXT record _cloudathome.shop.demo.test" in out
-        assert "· name owned (verified)" in out
+        assert "· creating _cloudathome.shop.demo.test TXT " in out
         assert not [u.pw_name for u in pwd.getpwall() if u.pw_name.startswith("demo00_")]

@@ -24,7 +24,14 @@ from django.utils import timezone
 from home.certs import acme
 from home.certs.models import CertStatus, Challenge, Domain, JobState
 from home.cloudlink.client import CloudError
-from home.cloudlink.services import Ownership, cloud, link, name_ownership, name_verify
+from home.cloudlink.services import (
+    Ownership,
+    cloud,
+    link,
+    name_ownership,
+    name_verify,
+    names_ownership,
+)
 from home.tunnels import services as tunnels
 from home.tunnels.models import Tunnel
 from workers.celery import TransientError
@@ -300,15 +307,21 @@ def _owned(domain: Domain) -> bool:
 
 
 def certificates_waiting() -> list[int]:
-    """Beat: ask the cloud again for every domain waiting for its proof; the ones it now
-    says this home owns go back to the queue (their certificate follows by itself)."""
+    """Beat: what the cloud says of every domain's name, so the console shows a custom domain
+    that lost its proof; the domains waiting for theirs that the cloud now says this home owns
+    go back to the queue (their certificate follows by itself)."""
+    domains = [d for d in Domain.objects.all() if d.ownership or d.job_state == JobState.WAITING]
+    if not domains:
+        return []  # no job has asked about any name yet: the first one will
+    waiting = {d.name for d in domains if d.job_state == JobState.WAITING}
+    try:
+        owners = names_ownership([d.name for d in domains], add=waiting)
+    except CloudError as exc:
+        log.warning("cannot ask the cloud who owns the names: %s", exc)
+        return []
     resumed = []
-    for domain in Domain.objects.filter(job_state=JobState.WAITING):
-        try:
-            owner = name_ownership(domain.name)
-        except CloudError as exc:
-            log.warning("cannot ask the cloud about %s: %s", domain.name, exc)
-            continue
+    for domain in domains:
+        owner = owners[domain.name]
         _record_ownership(domain, owner)
         if owner.owned and Domain.objects.filter(pk=domain.pk, job_state=JobState.WAITING).update(
             job_state=JobState.PENDING, job_step="waiting for a worker", job_updated=timezone.now()

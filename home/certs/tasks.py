@@ -27,8 +27,8 @@ def certificates_recover() -> int:
 
 @shared_task(name="home.certs.tasks.certificates_waiting")
 def certificates_waiting() -> int:
-    """Beat: the domains waiting for their DNS proof that the cloud now says this home owns
-    get their certificate run."""
+    """Beat: refresh what the cloud says of every domain's name; the ones waiting for their
+    DNS proof that this home now owns get their certificate run."""
     resumed = services.certificates_waiting()
     for pk in resumed:
         certificate_issue.delay(pk)

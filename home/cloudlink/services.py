@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +90,12 @@ def _checks() -> list[Check]:
         checks.append(Check("token", False, str(exc)))
     else:
         checks.append(Check("api", True, "reachable"))
-        checks.append(Check("token", True, f"home {home['slug']} is {home['status']}"))
+        owns = (
+            f"; it owns {home['base_domain']} and the names below"
+            if home.get("base_domain")
+            else ""
+        )
+        checks.append(Check("token", True, f"home {home['slug']} is {home['status']}{owns}"))
     # The last free port, not the first: tunnel_reserve hands out the first, and a tunnel
     # spawned there while the probe holds it would fail its forward.
     port = Tunnel.objects.free_port(reversed(current.ports.range))
@@ -156,29 +162,46 @@ class Ownership:
         return self.status in ("base", "verified")
 
 
-def name_ownership(name: str) -> Ownership:
-    """Ask the cloud whether this home owns `name`; when no custom domain of the home covers
-    it, ask for `name` itself to be one (the cloud then shows the record that proves it)."""
+def names_ownership(names: Iterable[str], add: Collection[str] = ()) -> dict[str, Ownership]:
+    """Ask the cloud (two calls, whatever the count) whether this home owns each name; a
+    name of `add` that no custom domain of the home covers is asked for as one (the cloud
+    then shows the record that proves it)."""
     slug = link().home_slug
     client = cloud()
     base = client.home(slug).get("base_domain")
-    if base and covers(base, name):
-        return Ownership("base", f"under this home's base domain {base}")
-    covering = [d for d in client.domains(slug) if covers(d["name"], name)]
-    if not covering:
-        try:
-            covering = [client.add_domain(slug, name)]
-        except CloudError as exc:
-            if exc.status in (400, 403, 409, 422):
-                return Ownership("refused", str(exc))
-            raise
-    found = next((d for d in covering if d["status"] == "verified"), covering[0])
-    return Ownership(
-        found["status"],
-        found["reason"] or ("" if found["status"] == "verified" else "not checked yet"),
-        found["verification"]["name"],
-        found["verification"]["value"],
-    )
+    domains = client.domains(slug)
+    found: dict[str, Ownership] = {}
+    for name in names:
+        if base and covers(base, name):
+            found[name] = Ownership("base", f"under this home's base domain {base}")
+            continue
+        covering = [d for d in domains if covers(d["name"], name)]
+        if not covering and name not in add:
+            found[name] = Ownership(
+                "failed", "no custom domain of this home on the cloud covers it"
+            )
+            continue
+        if not covering:
+            try:
+                covering = [client.add_domain(slug, name)]
+            except CloudError as exc:
+                if exc.status in (400, 403, 409, 422):
+                    found[name] = Ownership("refused", str(exc))
+                    continue
+                raise
+            domains.extend(covering)
+        best = next((d for d in covering if d["status"] == "verified"), covering[0])
+        found[name] = Ownership(
+            best["status"],
+            best["reason"] or ("" if best["status"] == "verified" else "not checked yet"),
+            best["verification"]["name"],
+            best["verification"]["value"],
+        )
+    return found
+
+
+def name_ownership(name: str) -> Ownership:
+    return names_ownership([name], add={name})[name]
 
 
 def name_verify(name: str) -> None:

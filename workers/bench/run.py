@@ -30,9 +30,16 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from home.tunnels import ssh
 from workers.bench import report as benchreport
 from workers.bench import tools as bt
-from workers.local.pebble import mock_dns, pebble_server
+from workers.local.pebble import MockDns, mock_dns, pebble_server
 from workers.local.procs import free_port, wait_for
-from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
+from workers.local.sites import (
+    CloudSite,
+    HomeSite,
+    prove_domain,
+    register_home,
+    start_cloud,
+    start_home,
+)
 
 SECTIONS = ("data", "control", "recovery", "scale", "certs")
 STATE_BASE = Path("/var/lib/cloudathome-bench")
@@ -151,6 +158,7 @@ class Main:
     tunnel_port: int  # the product's ssh -R lands here: the edge + tunnel path
     tunnel: ssh.ProcessHandle
     home_api: requests.Session
+    dns: MockDns
 
 
 class Bench:
@@ -186,14 +194,14 @@ class Bench:
         self.user_prefix = prefix
         self.stack.callback(remove_home_users, prefix)
         log("· starting the cloud site (HAProxy, sshd, web, worker, beat)")
+        dns = self.stack.enter_context(mock_dns(self.root / "dns"))  # the cloud's and Pebble's
         cloud = self.stack.enter_context(start_cloud(self.root / "cloud", {
             "CLOUDATHOME_SSH_USER_PREFIX": prefix,
             "CLOUDATHOME_PORT_BASE": str(MAIN_PORT_BASE),
             "CLOUDATHOME_PORT_STRIDE": "10",
             "CLOUDATHOME_PORTS_PER_HOME": "10",
             "CLOUDATHOME_HOME_SLOTS": str(self.plan.provision_homes + self.plan.registrations + 4),
-            # The bench home (user "bench") owns bench.test and every *.bench.test it maps.
-            "CLOUDATHOME_BASE_DOMAIN": "test",
+            "CLOUDATHOME_DNS_RESOLVERS": dns.resolver,
         }))  # fmt: skip
         admin = cloud.api(cloud.token("admin", cloud.admin_password))
         password = secrets.token_urlsafe(12)
@@ -211,9 +219,11 @@ class Bench:
         )
         home_api = cloud.api(str(link["auth_token"]))
         self.stack.callback(self._release, cloud, home_api, str(link["home_slug"]), prefix)
+        log("· proving bench.test (its TXT record), so the bench home may map *.bench.test")
+        prove_domain(cloud, home_api, str(link["home_slug"]), dns, "bench.test")
         handle = self.spawn_tunnel(link, tunnel_port, direct_port, self.root / "tunnel.log")
         main = Main(cloud, admin, prefix, config, link, nginx, direct_port, edge_port,
-                    tunnel_port, handle, home_api)  # fmt: skip
+                    tunnel_port, handle, home_api, dns)  # fmt: skip
         for host, port in (("edge.bench.test", edge_port), ("tunnel.bench.test", tunnel_port)):
             self.create_mapping(main, host, port)
             if bt.time_until(bt.routable(cloud.https_port, host), 20) is None:
@@ -418,7 +428,7 @@ class Bench:
     def console(self, want_certs: bool, want_recovery: bool) -> dict[str, Any]:
         m = self.main()
         pebble = self.stack.enter_context(
-            pebble_server(self.root / "pebble", m.cloud.http_port, m.cloud.https_port)
+            pebble_server(self.root / "pebble", m.cloud.http_port, m.cloud.https_port, dns=m.dns)
         )
         log("· starting the Home Console (web, worker, beat) against the local Pebble")
         password = secrets.token_urlsafe(12)

@@ -18,6 +18,7 @@ from tests.support.sites import CloudSite, cloud_site
 from tests.support.tenants import Tenant, live_routes, tenant
 from workers.local.pebble import MockDns, mock_dns
 from workers.local.procs import wait_for
+from workers.local.sites import prove_domain
 
 PUBLIC_HOST = "cloud.example.test"
 RESERVED = "status.example.test"
@@ -79,10 +80,7 @@ def _shell(site: CloudSite, code: str) -> str:
 
 
 def _proven(site: CloudSite, dns: MockDns, who: Tenant, name: str) -> dict:
-    r = who.api.post(who.url(site, "/domains"), json={"name": name}, timeout=10)
-    assert r.status_code == 201, r.text
-    dns.add_txt(r.json()["verification"]["name"], r.json()["verification"]["value"])
-    return _verify(site, who, name, until="verified")
+    return prove_domain(site, who.api, who.home["slug"], dns, name)
 
 
 # --- the base domain -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from workers.common.files import fsync_dir, write_atomic
+from workers.common.names import validate_hostname
 
 Scheme = Literal["https", "http"]
 SCHEMES: tuple[Scheme, ...] = ("https", "http")
@@ -41,7 +42,6 @@ MAX_REQUEST_BYTES = 14 * 1024
 # A unix socket path longer than sun_path (108 bytes with the NUL) cannot be bound.
 _MAX_SOCKET_PATH = 107
 
-_LABEL = re.compile(r"[a-z0-9-]{1,63}")
 # Paths are pasted into haproxy.cfg and into CLI commands, where spaces, quotes, '#', ',', ';'
 # and parentheses all mean something; the state dir is ours to choose, so keep it plain.
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
@@ -59,39 +59,6 @@ class EdgeError(Exception):
 
 class EdgeUnavailable(EdgeError):
     """The Runtime API cannot be reached (HAProxy is not running); map files are still written."""
-
-
-def validate_hostname(host: str) -> str:
-    """Return `host` lower-cased if it is an RFC 1123 hostname we route; raise ValueError if not."""
-    if not isinstance(host, str):
-        raise ValueError("host: must be a string")
-    if not host:
-        raise ValueError("host: must not be empty")
-    if not host.isascii():
-        raise ValueError("host: must be ASCII (write internationalized names in their xn-- form)")
-    host = host.lower()
-    if len(host) > 253:
-        raise ValueError(f"host: {len(host)} characters, at most 253 allowed")
-    if "*" in host:
-        raise ValueError("host: wildcards are not allowed")
-    if host.endswith("."):
-        raise ValueError("host: must not end with a dot")
-    labels = host.split(".")
-    if len(labels) < 2:
-        raise ValueError("host: needs at least two labels (name.tld)")
-    for label in labels:
-        if not label:
-            raise ValueError("host: has an empty label")
-        if len(label) > 63:
-            raise ValueError(f"host: label {label[:20]!r}... is longer than 63 characters")
-        if not _LABEL.fullmatch(label):
-            raise ValueError(f"host: label {label!r} may only contain a-z, 0-9 and '-'")
-        if label.startswith("-") or label.endswith("-"):
-            raise ValueError(f"host: label {label!r} must not start or end with '-'")
-    if labels[-1].isdigit():
-        # RFC 1123 section 2.1: a name must not look like a dotted-decimal address.
-        raise ValueError("host: the last label is all digits, which reads as an IP address")
-    return host
 
 
 def validate_port(port: int, field: str = "port") -> int:

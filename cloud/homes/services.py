@@ -18,6 +18,7 @@ from cloud.edge import haproxy, sshd
 from cloud.edge import services as edge
 from cloud.homes.models import Home, HomeStatus, ProxyMapping, Scheme
 from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
+from workers.common.names import validate_hostname
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def mapping_create(
 ) -> ProxyMapping:
     """Validate, store, and let the edge sync route it (no reload)."""
     try:
-        host = haproxy.validate_hostname(host)
+        host = validate_hostname(host)
     except ValueError as exc:
         raise invalid_from(exc, "host") from None
     if scheme not in Scheme.values:
@@ -254,11 +255,15 @@ def mapping_create(
 
 def mapping_delete(home: Home, host: str, scheme: str | None = None) -> None:
     """Delete the host's mappings of this home (only the one of `scheme` when given)."""
+    try:
+        host = validate_hostname(host)
+    except ValueError:
+        raise NotFound("no such mapping", field="host") from None  # never stored, so none
     with transaction.atomic():
-        rows = ProxyMapping.objects.filter(home=home, host=host.lower())
+        rows = ProxyMapping.objects.filter(home=home, host=host)
         if scheme is not None:
             rows = rows.filter(scheme=scheme)
         deleted, _ = rows.delete()
         if not deleted:
             raise NotFound("no such mapping", field="host")
-        _after_commit_edge_update(host.lower())
+        _after_commit_edge_update(host)

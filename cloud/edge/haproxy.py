@@ -14,13 +14,12 @@ import re
 import resource
 import socket
 import subprocess
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from workers.common.files import fsync_dir, write_atomic
+from workers.common.files import write_atomic
 from workers.common.names import validate_hostname
 
 Scheme = Literal["https", "http"]
@@ -295,34 +294,11 @@ def write_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> Path:
         if not cfg.map_path(scheme).exists():
             write_atomic(cfg.map_path(scheme), _MAP_HEADER)
     text = render_config(cfg, nofile_limit)
-    with _staged(cfg.config_path, text, 0o640) as staged:
-        try:
-            check_config(cfg, staged)
-        except EdgeError as exc:
-            raise EdgeError(f"{cfg.config_path} left as it was: {exc}") from None
-    return cfg.config_path
-
-
-@contextlib.contextmanager
-def _staged(path: Path, text: str, mode: int) -> Iterator[Path]:
-    """Write `text` to a temp file beside `path`, yield it, and rename it over `path` on success.
-
-    Same directory so the rename is atomic; fsync before it so that a crash leaves either the old
-    or the new file, never an empty one.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(text)
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+        write_atomic(cfg.config_path, text, 0o640, check=lambda staged: check_config(cfg, staged))
+    except EdgeError as exc:
+        raise EdgeError(f"{cfg.config_path} left as it was: {exc}") from None
+    return cfg.config_path
 
 
 def _cli_word(field: str, word: str) -> str:

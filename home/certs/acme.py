@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from home.certs.responder import ChallengeResponder, challenge_certificate
-from workers.common.files import fsync_dir, write_atomic
+from workers.common.files import fsync_dir, symlink_atomic, write_atomic
 from workers.common.names import validate_hostname
 
 logger = logging.getLogger(__name__)
@@ -473,7 +473,6 @@ def write_certificate(out_dir: Path, domain: str, cert: IssuedCert) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     live = out_dir / domain
     version = Path(tempfile.mkdtemp(prefix=f".{domain}.", dir=out_dir))
-    link = out_dir / f".{domain}.link-{secrets.token_hex(6)}"
     try:
         version.chmod(0o755)
         for name, text, mode in (
@@ -484,8 +483,6 @@ def write_certificate(out_dir: Path, domain: str, cert: IssuedCert) -> Path:
         ):
             write_atomic(version / name, text.encode("ascii"), mode, replace=False)
         fsync_dir(version)
-        # Relative, so the tree stays valid when out_dir is mounted elsewhere (containers).
-        os.symlink(version.name, link)
         previous: Path | None = None
         if live.is_symlink():
             previous = out_dir / os.readlink(live)
@@ -494,12 +491,10 @@ def write_certificate(out_dir: Path, domain: str, cert: IssuedCert) -> Path:
             # certificate, once; from then on every swap is atomic.
             previous = out_dir / f".{domain}.replaced-{secrets.token_hex(6)}"
             live.rename(previous)
-        os.replace(link, live)
-        fsync_dir(out_dir)
+        # Relative, so the tree stays valid when out_dir is mounted elsewhere (containers).
+        symlink_atomic(version.name, live)
     except BaseException:
         shutil.rmtree(version, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            link.unlink()
         raise
     if (
         previous is not None

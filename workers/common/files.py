@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -19,12 +20,26 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, replace: bool = True) -> None:
+def _temporary(path: Path) -> Path:
+    # Beside `path`, so the final rename or link stays within one file system.
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+def write_atomic(
+    path: Path,
+    data: bytes | str,
+    mode: int = 0o644,
+    replace: bool = True,
+    check: Callable[[Path], None] | None = None,
+) -> None:
     """Write `data` to a fresh temporary file beside `path` created with `mode`, fsync it,
     then move it into place. With `replace=False` the last step is link(), which raises
-    FileExistsError instead of overwriting a file that appeared meanwhile."""
+    FileExistsError instead of overwriting a file that appeared meanwhile.
+
+    `check(temporary)` runs on the complete file before it moves: whatever it raises stops the
+    write with `path` left as it was (HAProxy validates a staged config this way)."""
     raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = _temporary(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         try:
@@ -35,6 +50,8 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, replace: bool
             os.fsync(fd)
         finally:
             os.close(fd)
+        if check is not None:
+            check(tmp)
         if replace:
             os.replace(tmp, path)
         else:
@@ -43,3 +60,16 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o644, replace: bool
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_dir(path.parent)
+
+
+def symlink_atomic(target: str | Path, link: Path) -> None:
+    """Point `link` at `target` with one rename: a reader follows the old target or the new,
+    never a missing link."""
+    tmp = _temporary(link)
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(link.parent)

@@ -16,9 +16,7 @@ import ipaddress
 import os
 import pwd
 import re
-import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from workers.common.files import fsync_dir, symlink_atomic, write_atomic
+from workers.common.processes import stop_user_processes
 
 # DESIGN section 2: a PTY session whose command only blocks makes sshd set TCP_NODELAY on the
 # connection. The `[ -t 0 ]` guard stops a PTY-less session from leaking its sleep to init,
@@ -42,6 +41,9 @@ SSHD_LINK_NAME = "cloudathome-sshd"
 PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd refuses to start as root without it
 HOME_SHELL = "/bin/sh"  # ForceCommand runs through the account's shell
 HOME_DIR = "/"  # exists everywhere, root-owned: a home has nothing to write or read there
+# The UIDs of homes' system users: a range of their own, since `useradd --system` ran out of
+# UIDs after 882 homes (DESIGN section 2).
+HOME_UID_RANGE = (62000, 62999)
 TAG_PREFIX = "cloudathome:"
 
 MAX_KEY_TEXT = 16 * 1024
@@ -212,7 +214,7 @@ class SshdConfig:
     # single-account: the service account every home logs in as.
     account: str | None = None
     # system-users: UIDs and primary group reserved for homes; nothing else is ever touched.
-    uid_range: tuple[int, int] = (62000, 62999)
+    uid_range: tuple[int, int] = HOME_UID_RANGE
     group: str = "cloudathome-homes"
     # None: PAM only when sshd does not run as root (see pam_enabled).
     use_pam: bool | None = None
@@ -533,8 +535,9 @@ class SystemUsers:
             if existing is None:
                 return
             for _attempt in range(3):
-                # A live tunnel keeps the home's ports bound and makes userdel refuse.
-                _end_processes_of(existing.pw_uid)
+                # A live tunnel keeps the home's ports bound and makes userdel refuse. The
+                # UID was checked to be a home of ours: all it runs are that home's sessions.
+                stop_user_processes(existing.pw_uid)
                 result = _run(["userdel", name])
                 if result.returncode in (0, _USERDEL_NO_USER):
                     return
@@ -699,45 +702,3 @@ def _getgid(group: str) -> int | None:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         return None
-
-
-def _pids_of(uid: int) -> list[int]:
-    return [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and uid in (_uids_of(int(entry.name)) or ())
-    ]
-
-
-def _uids_of(pid: int) -> tuple[int, ...] | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:  # gone meanwhile
-        return None
-    for line in status.splitlines():
-        if line.startswith("Uid:"):
-            return tuple(int(part) for part in line.split()[1:])
-    return None
-
-
-def _end_processes_of(uid: int, timeout: float = 5.0) -> None:
-    """Stop the sessions of a home's own UID (sshd's unprivileged child, its sh and sleep).
-
-    Only called for a UID checked to be in our reserved range and group, so every process
-    running as it is one of that home's sessions. A pidfd pins each process before the UID is
-    read again, so a recycled PID is never signalled.
-    """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _pids_of(uid):
-            with contextlib.suppress(OSError):
-                pidfd = os.pidfd_open(pid)
-                try:
-                    if uid in (_uids_of(pid) or ()):
-                        signal.pidfd_send_signal(pidfd, sig)
-                finally:
-                    os.close(pidfd)
-        deadline = time.monotonic() + timeout
-        while _pids_of(uid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not _pids_of(uid):
-            return

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from tests.support.sites import (
     register_home,
     scratch_database,
 )
+from workers.common.processes import stop_process
 from workers.local.pebble import PebbleInfo, pebble_server
 from workers.local.procs import wait_for
 
@@ -75,13 +74,14 @@ def _close_every_tunnel(console: HomeSite) -> None:
 def _stop_ssh(pid: int | None) -> None:
     """Last resort for a tunnel the console failed to close: its recorded PID, and only
     while that PID is still an ssh process (never a recycled one)."""
-    try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-    except (OSError, TypeError):
-        return
-    if pid and argv0.endswith(b"ssh"):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+
+    def is_ssh() -> bool:
+        with contextlib.suppress(OSError):
+            return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"ssh")
+        return False
+
+    if pid:
+        stop_process(pid, timeout=5, is_ours=is_ssh)
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.common.processes import stop_processes
+
 
 @dataclass
 class Service:
@@ -24,7 +26,6 @@ class Service:
     argv: Sequence[str]
     env: dict[str, str] | None = None
     ready: Callable[[], bool] | None = None
-    stop_signal: int = signal.SIGTERM
 
 
 @dataclass
@@ -96,18 +97,12 @@ class Supervisor:
         return code
 
     def stop(self) -> None:
-        for service, proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, service.stop_signal)
-        deadline = time.monotonic() + 15
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        """Stop every process with its group, all at once and in bounded time, then reap them."""
+        # poll() first: a PID reaped already may belong to someone else by now.
+        running = [proc.pid for _, proc in reversed(self.procs) if proc.poll() is None]
+        stop_processes(running, timeout=15, group=True)
+        for _, proc in self.procs:
+            proc.wait()
         self.procs.clear()
 
 

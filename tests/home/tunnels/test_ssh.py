@@ -23,6 +23,7 @@ import pytest
 from home.keys import generate_keypair
 from home.tunnels import ssh
 from tests.support.net import Service, http_get, serve
+from workers.common.processes import processes_of_user, stop_user_processes
 from workers.local.procs import free_port, port_open, running, wait_for
 
 SSHD = "/usr/sbin/sshd"
@@ -36,19 +37,6 @@ class Sshd:
     client_key: Path
     known_hosts: Path
     log: Path
-
-
-def _uid_processes(uid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            status = (entry / "status").read_text()
-            line = next(x for x in status.splitlines() if x.startswith("Uid:"))
-            if int(line.split()[1]) == uid:
-                pids.append(int(entry.name))
-    return pids
 
 
 @contextlib.contextmanager
@@ -68,10 +56,8 @@ def system_user() -> Iterator[str]:
         # Its sessions end once the clients are gone; anything left under this fresh uid was
         # started by this test's sshd, so stopping it by PID is stopping our own.
         with contextlib.suppress(TimeoutError):
-            wait_for(lambda: not _uid_processes(uid), timeout=10, what=f"{name}'s processes")
-        for pid in _uid_processes(uid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not processes_of_user(uid), timeout=10, what=f"{name}'s processes")
+        stop_user_processes(uid)
         subprocess.run(["userdel", name], check=True, capture_output=True)
 
 

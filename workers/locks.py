@@ -63,12 +63,22 @@ def exclusive(url: str, name: str, timeout: float = 120, wait: float = 30) -> It
     key = f"cloudathome:lock:{name}"
     lock = client.lock(key, timeout=timeout, blocking_timeout=wait)
     token = _holder()
-    if not lock.acquire(token=token) and not (
-        _break_if_stale(client, key) and lock.acquire(token=token, blocking=False)
-    ):
+    try:
+        acquired = lock.acquire(token=token) or (
+            _break_if_stale(client, key) and lock.acquire(token=token, blocking=False)
+        )
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise TransientError(f"lock {name}: Redis is not reachable ({exc})") from exc
+    if not acquired:
         raise TransientError(f"lock {name} is held by another run")
     try:
         yield
     finally:
-        with contextlib.suppress(redis.exceptions.LockError):
+        # Lost meanwhile (expired, or Redis went away): the work is done, and the key, if any,
+        # expires by itself.
+        with contextlib.suppress(
+            redis.exceptions.LockError,
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+        ):
             lock.release()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from workers.common.errors import ServiceUnavailable
 from workers.common.files import write_atomic
 from workers.common.names import validate_hostname
 
@@ -52,8 +53,9 @@ _VALUE = re.compile(r"([0-9]{1,5})(:pp)?")
 _MAP_HEADER = "# Written by cloud.edge.haproxy; the edge rewrites this file on every sync.\n"
 
 
-class EdgeError(Exception):
-    """HAProxy refused a command, answered something unexpected, or its config is invalid."""
+class EdgeError(ServiceUnavailable):
+    """HAProxy refused a command, answered something unexpected, or its config is invalid;
+    an API call that meets one answers 503 with this message."""
 
 
 class EdgeUnavailable(EdgeError):

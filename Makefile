@@ -35,7 +35,7 @@ lint: python-deps
 	DJANGO_SETTINGS_MODULE=home.settings CLOUDATHOME_STATE_DIR=$$(mktemp -d) $(BIN)/mypy home
 
 test-cloud: python-deps
-	$(BIN)/pytest tests/cloud -p no:cacheprovider
+	$(BIN)/pytest tests/cloud tests/workers -p no:cacheprovider
 
 test-home: python-deps
 	$(BIN)/pytest tests/home -p no:cacheprovider

@@ -18,33 +18,18 @@ from tests.support.net import Service, self_signed, serve
 from tests.support.sites import (
     CloudSite,
     HomeSite,
-    cloud_site,
     home_site,
     register_home,
     scratch_database,
 )
 from workers.common.processes import stop_process
-from workers.local.pebble import PebbleInfo, pebble_server
+from workers.local.pebble import PebbleInfo
 from workers.local.procs import wait_for
 
 pytestmark = pytest.mark.browser
 
 DOMAIN = "shop.browser.test"
 CONSOLE_PASSWORD = "Console-pass-3"
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[CloudSite]:
-    with cloud_site() as site:
-        yield site
-
-
-@pytest.fixture(scope="module")
-def pebble(cloud: CloudSite, root: Path) -> Iterator[PebbleInfo]:
-    with pebble_server(
-        root / "pebble", http_port=cloud.http_port, tls_port=cloud.https_port
-    ) as info:
-        yield info
 
 
 def _close_every_tunnel(console: HomeSite) -> None:

@@ -44,11 +44,12 @@ def system_user() -> Iterator[str]:
     """A throwaway login for the tunnel: shell /bin/sh (ForceCommand runs through it), no
     home, password field "*" (no password, but not "locked" as sshd without PAM reads "!")."""
     name = f"cahtun_{secrets.token_hex(4)}"
+    useradd = "useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh"
     subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/bin/sh", "--no-user-group", "--gid", "nogroup", "--password", "*", name],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [*useradd.split(), "--no-user-group", "--gid", "nogroup", "--password", "*", name],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield name
     finally:
@@ -357,9 +358,10 @@ def test_start_time_is_read_past_a_process_name_with_spaces_and_parens(tmp_path:
         start = ssh.start_time_of(proc.pid)
         assert start is not None
         boot = next(
-            int(x.split()[1]) for x in Path("/proc/stat").read_text().splitlines()
+            int(x.split()[1])
+            for x in Path("/proc/stat").read_text().splitlines()
             if x.startswith("btime")
-        )  # fmt: skip
+        )
         started_at = boot + start / os.sysconf("SC_CLK_TCK")
         assert abs(started_at - time.time()) < 10
         assert ssh.is_running(ssh.ProcessHandle(proc.pid, start))

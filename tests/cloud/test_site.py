@@ -39,6 +39,18 @@ class Tenant:
     home: dict
 
 
+def _ready(cloud: CloudSite, api: requests.Session, slug: str, timeout: float) -> dict:
+    """The home once its provisioning is done."""
+    return wait_for(
+        lambda: (
+            (h := api.get(f"{cloud.url}/api/homes/{slug}", timeout=5).json())["status"] == "ready"
+            and h
+        ),
+        timeout=timeout,
+        what=f"home {slug} provisioned",
+    )
+
+
 def _tenant(cloud: CloudSite, tmp: Path, name: str, staff: bool = False) -> Tenant:
     password = f"pw-{name}-Secret9"
     cloud.create_user(name, password, active=True, staff=staff)
@@ -49,14 +61,7 @@ def _tenant(cloud: CloudSite, tmp: Path, name: str, staff: bool = False) -> Tena
     r = api.post(f"{cloud.url}/api/homes", json={"public_key": public_key}, timeout=10)
     assert r.status_code == 201, r.text
     slug = r.json()["slug"]
-    home = wait_for(
-        lambda: (
-            (h := api.get(f"{cloud.url}/api/homes/{slug}", timeout=5).json())["status"] == "ready"
-            and h
-        ),
-        timeout=30,
-        what="home provisioning",
-    )
+    home = _ready(cloud, api, slug, timeout=30)
     return Tenant(name, password, token, api, key, public_key, home)
 
 
@@ -484,14 +489,7 @@ def test_worker_killed_with_a_provisioning_task_in_hand_finishes_it_after_restar
         os.killpg(worker, signal.SIGKILL)
     slug = r.json()["slug"]
     wait_for(lambda: _pid_of(cloud, "worker") != worker, timeout=30, what="worker restarted")
-    home = wait_for(
-        lambda: (
-            (h := api.get(f"{cloud.url}/api/homes/{slug}", timeout=5).json())["status"] == "ready"
-            and h
-        ),
-        timeout=60,
-        what="provisioning after restart",
-    )
+    home = _ready(cloud, api, slug, timeout=60)
     assert home["ssh_username"].endswith("_dave")
     assert (cloud.state / "ssh" / "keys" / home["ssh_username"]).exists()
 

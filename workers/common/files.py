@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -20,9 +20,18 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _temporary(path: Path) -> Path:
-    # Beside `path`, so the final rename or link stays within one file system.
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+@contextlib.contextmanager
+def _beside(path: Path) -> Iterator[Path]:
+    """A fresh temporary name beside `path` (one file system, so the last rename or link is
+    atomic); whatever is left under it afterwards is removed, and on success the directory is
+    synced so the move is durable."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    fsync_dir(path.parent)
 
 
 def write_atomic(
@@ -39,9 +48,9 @@ def write_atomic(
     `check(temporary)` runs on the complete file before it moves: whatever it raises stops the
     write with `path` left as it was (HAProxy validates a staged config this way)."""
     raw = data.encode() if isinstance(data, str) else data
-    tmp = _temporary(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
+    with _beside(path) as tmp:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, mode)
         try:
             os.fchmod(fd, mode)  # the umask must not loosen or tighten what we ask for
             view = memoryview(raw)
@@ -56,20 +65,11 @@ def write_atomic(
             os.replace(tmp, path)
         else:
             os.link(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    fsync_dir(path.parent)
 
 
 def symlink_atomic(target: str | Path, link: Path) -> None:
     """Point `link` at `target` with one rename: a reader follows the old target or the new,
     never a missing link."""
-    tmp = _temporary(link)
-    os.symlink(target, tmp)
-    try:
+    with _beside(link) as tmp:
+        os.symlink(target, tmp)
         os.replace(tmp, link)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    fsync_dir(link.parent)

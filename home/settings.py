@@ -10,6 +10,7 @@ from workers.common.conf import database, env, envint, redis_url, secret_key, st
 # Django reads settings as module globals: the shared base is star-imported (its __all__ lists
 # what it exports) and the names used below are imported by name as well.
 from workers.common.settings import *  # noqa: F403
+from workers.common.settings import MIDDLEWARE as SHARED_MIDDLEWARE
 from workers.common.settings import SHARED_APPS, allowed_hosts, templates
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -23,9 +24,12 @@ INSTALLED_APPS = [
     *SHARED_APPS,
     "home.accounts",
     "home.cloudlink",
+    "home.certs",
     "home.tunnels",
-    "home.domains",
 ]
+
+# Pages get the reasons of a failing dependency as a 503 page, not a 500 (home.errors).
+MIDDLEWARE = [*SHARED_MIDDLEWARE, "home.errors.ErrorPageMiddleware"]
 
 ROOT_URLCONF = "home.urls"
 WSGI_APPLICATION = "home.wsgi.application"
@@ -56,3 +60,6 @@ ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
 ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
 RENEW_DAYS = envint("CLOUDATHOME_RENEW_DAYS", 30, 0, 36500)
 RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
+
+# The link check (cloud API, token, SSH preflight) behind the dashboard and /api/status.
+LINK_CHECK_SECONDS = envint("CLOUDATHOME_LINK_CHECK_SECONDS", 60, 5, 86400)

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,35 @@ def entry(console: HomeSite, service) -> Iterator[dict]:
         subprocess.run(["kill", str(last["pid"])], capture_output=True, check=False)
 
 
+def _status(console: HomeSite) -> dict:
+    r = console.api().get(f"{console.url}/api/status", timeout=10)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_the_worker_checks_the_link_and_check_now_gets_a_newer_result(
+    console: HomeSite, registered: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    first = wait_for(
+        lambda: (s := _status(console))["state"] != "unknown" and s,
+        timeout=30,
+        what="the check of the worker's start",
+    )
+    assert first["state"] == "ok", first
+    checks = {c["name"]: c for c in first["checks"]}
+    assert set(checks) == {"api", "token", "ssh"} and all(c["ok"] for c in checks.values())
+    ports = yaml.safe_load(registered[0].read_text())["ports"]
+    # The probe listens on the last free port, away from the one the next tunnel gets.
+    assert checks["ssh"]["detail"].endswith(f"port {ports['base'] + ports['count'] - 1}")
+    r = console.api().post(f"{console.url}/api/status/check", timeout=10)
+    assert r.status_code == 202 and r.json()["queued"], r.text
+    newer = wait_for(
+        lambda: not (s := _status(console))["queued"] and s, timeout=30, what="check now"
+    )
+    assert newer["state"] == "ok"
+    assert datetime.fromisoformat(newer["checked_at"]) > datetime.fromisoformat(first["checked_at"])
+
+
 def _open(console: HomeSite, entry: dict, open_: bool) -> None:
     r = console.api().post(
         f"{console.url}/api/proxy-entries/{entry['id']}/tunnel", json={"open": open_}, timeout=10
@@ -271,7 +301,7 @@ def test_a_stale_pid_that_now_belongs_to_an_unrelated_process_is_never_killed(
             # The database says our tunnel runs as this PID, started at another time: a recycled PID.
             _manage(
                 site,
-                "from home.domains.models import ProxyEntry as P; t = P.objects.get(pk="
+                "from home.tunnels.models import ProxyEntry as P; t = P.objects.get(pk="
                 f"{entry['id']}).tunnel; type(t).objects.filter(pk=t.pk).update(pid={sleeper.pid}, "
                 "start_time=1, state='open', desired_open=False)",
             )

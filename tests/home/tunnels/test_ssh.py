@@ -44,12 +44,15 @@ def system_user() -> Iterator[str]:
     """A throwaway login for the tunnel: shell /bin/sh (ForceCommand runs through it), no
     home, password field "*" (no password, but not "locked" as sshd without PAM reads "!")."""
     name = f"cahtun_{secrets.token_hex(4)}"
-    useradd = "useradd --system --no-create-home --home-dir /nonexistent --shell /bin/sh"
-    subprocess.run(
-        [*useradd.split(), "--no-user-group", "--gid", "nogroup", "--password", "*", name],
-        check=True,
-        capture_output=True,
-    )
+    options = {
+        "--home-dir": "/nonexistent",
+        "--shell": "/bin/sh",
+        "--gid": "nogroup",
+        "--password": "*",
+    }
+    flags = ["--system", "--no-create-home", "--no-user-group"]
+    argv = ["useradd", *flags, *(arg for pair in options.items() for arg in pair), name]
+    subprocess.run(argv, check=True, capture_output=True)
     try:
         yield name
     finally:

@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from home.certs.models import CertStatus, Domain, JobState
 from home.certs.services import certificates_due, renew_backoff
-from home.domains.models import CertStatus, Domain, JobState
 
 pytestmark = pytest.mark.django_db
 

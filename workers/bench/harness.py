@@ -31,7 +31,7 @@ from workers.local.sites import (
 
 NAMES = ("direct.bench.test", "edge.bench.test", "tunnel.bench.test", "probe.scale.test")
 # Above Linux's ephemeral range (32768-60999), so no outgoing connection can hold a tunnel port.
-MAIN_PORT_BASE = 61000
+MAIN_PORTS = range(61000, 65536)
 HAPROXY, SSHD = "/usr/sbin/haproxy", "/usr/sbin/sshd"
 
 
@@ -123,6 +123,16 @@ def sshd_pids(cloud: CloudSite) -> tuple[list[int], list[int]]:
     sshd = [p for p in below if bt.exe(p) == SSHD]
     sessions = {c for p in sshd for c in bt.descendants(p)}
     return [p for p in sshd if p not in sessions], sorted(sessions)
+
+
+def free_port_range(size: int, within: range) -> int:
+    """The lowest base (a multiple of 100) in `within` of `size` ports nobody listens on:
+    another bench or test suite on this machine may hold the others."""
+    busy = bt.listening_ports()
+    for base in range(within.start, within.stop - size + 1, 100):
+        if busy.isdisjoint(range(base, base + size)):
+            return base
+    raise RuntimeError(f"no {size} free ports in {within.start}-{within.stop - 1}")
 
 
 def users_with(prefix: str, part: str = "") -> list[str]:
@@ -220,12 +230,13 @@ class Bench:
         self.user_prefix = prefix
         self.stack.callback(remove_new_users, prefix, set(users_with(prefix)))
         log("· starting the cloud site (HAProxy, sshd, web, worker, beat)")
+        slots = self.plan.provision_homes + self.plan.registrations + 4
         settings = {
             "CLOUDATHOME_SSH_USER_PREFIX": prefix,
-            "CLOUDATHOME_PORT_BASE": str(MAIN_PORT_BASE),
+            "CLOUDATHOME_PORT_BASE": str(free_port_range(slots * 10, MAIN_PORTS)),
             "CLOUDATHOME_PORT_STRIDE": "10",
             "CLOUDATHOME_PORTS_PER_HOME": "10",
-            "CLOUDATHOME_HOME_SLOTS": str(self.plan.provision_homes + self.plan.registrations + 4),
+            "CLOUDATHOME_HOME_SLOTS": str(slots),
         }
         cloud = self.stack.enter_context(start_cloud(self.root / "cloud", settings))
         admin = cloud.api(cloud.token("admin", cloud.admin_password))

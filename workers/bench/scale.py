@@ -13,11 +13,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from workers.bench import tools as bt
-from workers.bench.harness import Bench, check, haproxy_pids, in_ms, log, users_with
+from workers.bench.harness import (
+    Bench,
+    check,
+    free_port_range,
+    haproxy_pids,
+    in_ms,
+    log,
+    users_with,
+)
 from workers.local.procs import wait_for
 from workers.local.sites import CloudSite, start_cloud
 
-SCALE_PORT_BASE = 20000
+# Only the first home's ports are ever bound (nginx, for the probe): they are below the
+# ephemeral range and above the test suites' sites (tests.support.sites.port_base).
+SCALE_PORTS = range(30000, 32768)
 PROBE = "probe.scale.test"
 
 
@@ -43,7 +53,7 @@ def _edge(bench: Bench) -> dict[str, Any]:
         "CLOUDATHOME_HOME_SLOTS": str(homes),
         "CLOUDATHOME_PORT_STRIDE": "10",
         "CLOUDATHOME_PORTS_PER_HOME": "10",
-        "CLOUDATHOME_PORT_BASE": str(SCALE_PORT_BASE),
+        "CLOUDATHOME_PORT_BASE": str(free_port_range(10, SCALE_PORTS)),
         "CLOUDATHOME_SSH_USER_PREFIX": "bs",
     }
     cloud = bench.stack.enter_context(start_cloud(bench.root / "scale", settings))
@@ -183,7 +193,7 @@ def _runtime_api_ms(cloud: CloudSite) -> dict[str, float]:
     sock = cloud.state / "haproxy" / "admin.sock"
     target = cloud.state / "haproxy" / "maps" / "https.map"
     began = time.monotonic()
-    bt.haproxy_quiet(sock, f"add map {target} runtime-probe.scale.test {SCALE_PORT_BASE}")
+    bt.haproxy_quiet(sock, f"add map {target} runtime-probe.scale.test {SCALE_PORTS.start}")
     added = time.monotonic()
     bt.haproxy_quiet(sock, f"del map {target} runtime-probe.scale.test")
     deleted = time.monotonic()

@@ -315,6 +315,18 @@ def _stat_fields(pid: int) -> list[str] | None:
     return data[data.rfind(")") + 2 :].split()
 
 
+def listening_ports() -> set[int]:
+    """TCP ports something listens on, any address, from the kernel's tables."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 def start_time(pid: int) -> int | None:
     """Field 22 of /proc/<pid>/stat: with the PID, names one process for good."""
     fields = _stat_fields(pid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tempfile.mkdtemp(prefix="run-", dir=STATE_BASE))
         root.chmod(0o755)
     plan = QUICK if args.quick else FULL
+    # SIGTERM unwinds like Ctrl-C: every site and tunnel started so far is stopped on the way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     log(f"cloudathome bench: state in {root} ({'quick' if plan.quick else 'full'} run)")
     try:
         results = run(root, plan, args.only)

@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         STATE_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="run-", dir=STATE_BASE))
         root.chmod(0o755)
+    # SIGTERM unwinds like Ctrl-C: every site started so far is stopped on the way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     print(f"cloudathome demo: state in {root}\n", flush=True)
     try:
         return walkthrough(root, keep_running=not args.exit)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import pwd
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.support.sites import state_root
+from tests.support.sites import run_bounded, state_root
 from workers.local.sites import cli
 
 
@@ -27,7 +26,7 @@ def test_quick_bench_measures_every_section_and_writes_the_report(tmp_path: Path
     out = tmp_path / "docs"
     with state_root() as root:
         argv = cli("bench", "--quick", "--out", str(out), "--state", str(root / "bench"))
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
+        done = run_bounded(argv, timeout=90)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "performance.json").read_text())
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import pwd
 import re
-import subprocess
 
-from tests.support.sites import state_root
+from tests.support.sites import run_bounded, state_root
 from workers.local.sites import cli
 
 
 def test_demo_runs_every_step_verifies_the_page_and_leaves_no_home_user_behind() -> None:
     with state_root() as root:
         argv = cli("demo", "--exit", "--state", str(root / "demo"))
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        done = run_bounded(argv, timeout=300)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         out = done.stdout
         passed = r"All 10 steps passed in [\d.]+ s: shop\.demo\.test served through the edge, "

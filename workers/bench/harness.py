@@ -9,7 +9,7 @@ import pwd
 import secrets
 import signal
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,17 +69,16 @@ FULL = Plan(
     provision_homes=100,
     latency_seconds=5,
 )
-QUICK = Plan(
+QUICK = replace(
+    FULL,
     quick=True,
     wrk_seconds=1,
     repeats=1,
-    connections=8,
     mappings=10,
     registrations=1,
     recoveries=1,
     certificates=1,
     scale_homes=50,
-    scale_mappings_per_home=10,
     scale_changes=3,
     provision_homes=5,
     latency_seconds=1,

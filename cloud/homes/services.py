@@ -327,7 +327,8 @@ def homes_seed(
     extra = [SEED_ACCOUNT.format(n) for n in range(accounts)]
     with transaction.atomic():
         seeded = _seed_accounts(owners + extra)
-        gone = [user for name, user in seeded.items() if name not in {*owners, *extra}]
+        wanted = {*owners, *extra}
+        gone = [user for name, user in seeded.items() if name not in wanted]
         _release_seeded(list(Home.objects.filter(owner__in=gone)))
         User.objects.filter(pk__in=[user.pk for user in gone]).delete()
         placed = _seed_homes([seeded[name] for name in owners], key)

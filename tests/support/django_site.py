@@ -1,6 +1,8 @@
 """In-process Django for one site's tests: its settings module, a throwaway state dir unless
 the caller chose one, and a fast password hasher. Each suite's conftest calls prepare() when
-it is imported and setup() from pytest_configure."""
+it is imported and setup() from pytest_configure. DATABASE_URL selects PostgreSQL
+(pytest-django creates test_<name>). Sites that tests start as real processes never see these
+variables (workers.local.sites gives each only its own)."""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ __all__ = [
     "cloud_site",
     "home_site",
     "register_home",
+    "run_bounded",
     "scratch_database",
     "state_root",
 ]
@@ -46,6 +47,26 @@ def state_root() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def run_bounded(
+    argv: list[str], timeout: float, grace: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run a command that starts whole sites (demo, bench). Past `timeout` it gets SIGTERM and
+    `grace` seconds to stop every site it started, then SIGKILL: a slow run fails with its
+    output instead of leaving processes behind (subprocess.run's timeout would SIGKILL it)."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                out, err = proc.communicate(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            err += f"\n(stopped: still running after {timeout:g} s)"
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @contextlib.contextmanager

@@ -75,18 +75,19 @@ def running(
         )
     try:
         if ready is not None:
-
-            def check() -> object:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{argv[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-                    )
-                return ready()
-
             try:
-                wait_for(check, timeout=timeout, what=f"{argv[0]} to be ready")
+                # An exit ends the wait at once: wait_for would take an exception for "not yet".
+                wait_for(
+                    lambda: proc.poll() is not None or ready(),
+                    timeout=timeout,
+                    what=f"{argv[0]} to be ready",
+                )
             except TimeoutError as exc:
                 raise TimeoutError(f"{exc}\n--- {log} ---\n{log.read_text()[-3000:]}") from exc
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{argv[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+                )
         yield proc
     finally:
         stop_pid(proc)

@@ -1,12 +1,23 @@
-"""Two tenants for the modules of the cloud suite that define a `site` fixture: alice and
-bob, each with a ready home on that module's site."""
+"""The cloud suite runs against cloud.settings (tests.support.django_site); two tenants for
+the modules that define a `site` fixture: alice and bob, each with a ready home on it."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.support import django_site
 from tests.support.sites import CloudSite
 from tests.support.tenants import Tenant, tenant
+
+_STATE = django_site.prepare("cloud.settings")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    django_site.setup()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    django_site.cleanup(_STATE)
 
 
 @pytest.fixture(scope="module")

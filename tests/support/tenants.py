@@ -39,16 +39,20 @@ def tenant(site: CloudSite, tmp: Path, name: str, staff: bool = False, **claim: 
     public_key = keygen(key)
     r = api.post(f"{site.url}/api/homes", json={"public_key": public_key, **claim}, timeout=10)
     assert r.status_code == 201, r.text
-    slug = r.json()["slug"]
-    home = wait_for(
+    home = ready_home(site, api, r.json()["slug"], timeout=30)
+    return Tenant(name, password, token, api, key, public_key, home)
+
+
+def ready_home(site: CloudSite, api: requests.Session, slug: str, timeout: float) -> dict:
+    """The home once its provisioning is done."""
+    return wait_for(
         lambda: (
             (h := api.get(f"{site.url}/api/homes/{slug}", timeout=5).json())["status"] == "ready"
             and h
         ),
-        timeout=30,
-        what="home provisioning",
+        timeout=timeout,
+        what=f"home {slug} provisioned",
     )
-    return Tenant(name, password, token, api, key, public_key, home)
 
 
 def live_routes(site: CloudSite) -> list[dict]:

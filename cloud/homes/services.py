@@ -385,6 +385,8 @@ def _release_seeded(released: list[Home]) -> None:
         if home.identity:
             accounts.remove(home.identity)
     ProxyMapping.objects.filter(home__in=released).delete()
+    for home in released:
+        names.home_names_release(home)
     Home.objects.filter(pk__in=[h.pk for h in released]).update(owner=None, **_FREE_SLOT)
 
 

@@ -1,5 +1,5 @@
 """The cloud suite runs against cloud.settings (tests.support.django_site); two tenants for
-the modules that define a `site` fixture: alice and bob, each with a ready home on it."""
+the module's cloud: alice and bob, each with a ready home on it."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="module")
-def alice(site: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    return tenant(site, tmp_path_factory.mktemp("alice"), "alice")
+def alice(cloud: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
+    return tenant(cloud, tmp_path_factory.mktemp("alice"), "alice")
 
 
 @pytest.fixture(scope="module")
-def bob(site: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    return tenant(site, tmp_path_factory.mktemp("bob"), "bob")
+def bob(cloud: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
+    return tenant(cloud, tmp_path_factory.mktemp("bob"), "bob")

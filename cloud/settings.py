@@ -126,3 +126,19 @@ PORTS_PER_HOME = envint("CLOUDATHOME_PORTS_PER_HOME", 10, 1, 1000)
 SSH_MODE = env("CLOUDATHOME_SSH_MODE", "system-users" if os.geteuid() == 0 else "single-account")
 SSH_ACCOUNT = env("CLOUDATHOME_SSH_ACCOUNT", getpass.getuser())
 SSH_USER_PREFIX = env("CLOUDATHOME_SSH_USER_PREFIX", "home")
+
+# --- Floods (issue 11): what one client may take of the edge, the SSH endpoint and the
+# control plane. Defaults live beside the code that applies them (cloud.edge).
+from cloud.edge.haproxy import EdgeLimits as _EdgeLimits  # noqa: E402
+
+_edge = _EdgeLimits()
+EDGE_MAXCONN = envint("CLOUDATHOME_EDGE_MAXCONN", 20000, 1)
+EDGE_LIMITS = _EdgeLimits(
+    source_conn=envint("CLOUDATHOME_EDGE_SOURCE_CONN", _edge.source_conn, 1),
+    source_rate=envint("CLOUDATHOME_EDGE_SOURCE_RATE", _edge.source_rate, 1),
+    route_conn=envint("CLOUDATHOME_EDGE_ROUTE_CONN", _edge.route_conn, 1),
+    hello_timeout_s=envint("CLOUDATHOME_EDGE_HELLO_TIMEOUT", _edge.hello_timeout_s, 1, 60),
+    request_timeout_s=envint("CLOUDATHOME_EDGE_REQUEST_TIMEOUT", _edge.request_timeout_s, 1, 300),
+    idle_timeout_s=envint("CLOUDATHOME_EDGE_IDLE_TIMEOUT", _edge.idle_timeout_s, 1, 86400),
+)
+# --- end Floods

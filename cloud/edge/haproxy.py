@@ -16,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -125,6 +125,52 @@ class SyncResult:
         )
 
 
+def _positive(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{field}: must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What one client address and one route may take of the edge, so that a flood from one
+    source, or aimed at one home from many, leaves the capacity other homes need.
+
+    The defaults leave room for a NAT'd office: a browser opens at most 6 connections per
+    host and an office of 40 people behind one address needs ~240 at once.
+    """
+
+    # Concurrent connections of one source (an IPv4 address, an IPv6 /64).
+    source_conn: int = 256
+    # New connections of one source in any 10 s (a page of 30 requests costs 6-30).
+    source_rate: int = 600
+    # Concurrent connections to one route (one tunnel port), from all sources together.
+    route_conn: int = 2000
+    # A ClientHello must be complete within this; then it is refused.
+    hello_timeout_s: int = 3
+    # The whole request head on :80 within this (slowloris), and the idle time between
+    # keep-alive requests.
+    request_timeout_s: int = 5
+    # A connection with no byte in either direction for this long is closed (TLS passthrough
+    # cannot tell a handshake that stalls from an idle WebSocket; both must ping within it).
+    idle_timeout_s: int = 300
+
+    def __post_init__(self) -> None:
+        for name in (
+            "source_conn",
+            "source_rate",
+            "route_conn",
+            "hello_timeout_s",
+            "request_timeout_s",
+            "idle_timeout_s",
+        ):
+            _positive(name, getattr(self, name))
+        if self.route_conn < self.source_conn:
+            raise ValueError(
+                f"route_conn: {self.route_conn} is below source_conn {self.source_conn};"
+                " one source could then fill a route by itself"
+            )
+
+
 @dataclass
 class EdgeConfig:
     """Where the edge keeps its files and what it listens on; every path derives from state_dir."""
@@ -133,9 +179,11 @@ class EdgeConfig:
     https_port: int = 443
     http_port: int = 80
     bind: str = "0.0.0.0"  # noqa: S104 - the edge is the public entry point
-    maxconn: int = 4096
+    # Far above route_conn, so the per-route and per-source caps are what a flood meets.
+    maxconn: int = 20000
     hard_stop_after_s: int = 30
     haproxy_bin: str = "haproxy"
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
@@ -155,14 +203,8 @@ class EdgeConfig:
             ipaddress.ip_address(self.bind)
         except ValueError:
             raise ValueError(f"bind: {self.bind!r} is not an IP address") from None
-        if isinstance(self.maxconn, bool) or not isinstance(self.maxconn, int) or self.maxconn < 1:
-            raise ValueError(f"maxconn: must be a positive integer, got {self.maxconn!r}")
-        if (
-            isinstance(self.hard_stop_after_s, bool)
-            or not isinstance(self.hard_stop_after_s, int)
-            or self.hard_stop_after_s < 1
-        ):
-            raise ValueError("hard_stop_after_s: must be a positive integer")
+        _positive("maxconn", self.maxconn)
+        _positive("hard_stop_after_s", self.hard_stop_after_s)
 
     @property
     def haproxy_dir(self) -> Path:
@@ -191,6 +233,16 @@ class EdgeConfig:
         return self.maps_dir / f"{scheme}.map"
 
 
+def _fd_reserve() -> int:
+    return 100 + 4 * (os.cpu_count() or 1)
+
+
+def nofile_wanted(cfg: EdgeConfig) -> int:
+    """Open files HAProxy needs for cfg.maxconn: two per proxied connection plus a reserve for
+    its threads, listeners and sockets."""
+    return 2 * cfg.maxconn + _fd_reserve()
+
+
 def effective_maxconn(cfg: EdgeConfig, nofile_limit: int | None = None) -> int:
     """cfg.maxconn lowered so HAProxy's file descriptors fit the hard RLIMIT_NOFILE.
 
@@ -202,14 +254,50 @@ def effective_maxconn(cfg: EdgeConfig, nofile_limit: int | None = None) -> int:
         nofile_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if nofile_limit == resource.RLIM_INFINITY or nofile_limit < 0:
         return cfg.maxconn
-    reserve = 100 + 4 * (os.cpu_count() or 1)
-    return max(1, min(cfg.maxconn, (nofile_limit - reserve) // 2))
+    return max(1, min(cfg.maxconn, (nofile_limit - _fd_reserve()) // 2))
+
+
+def raise_nofile(cfg: EdgeConfig) -> str | None:
+    """Raise this process's RLIMIT_NOFILE (the HAProxy it starts inherits it) to what
+    cfg.maxconn needs, as far as it may; None when it fits, else the line saying what is short.
+
+    The soft limit goes up to the hard one; the hard limit only with CAP_SYS_RESOURCE (root
+    outside a container), up to fs.nr_open.
+    """
+    wanted = nofile_wanted(cfg)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    reach = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft != resource.RLIM_INFINITY and soft < reach:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (reach, hard))
+    allowed = effective_maxconn(cfg, hard)
+    if allowed >= cfg.maxconn:
+        return None
+    line = (
+        f"edge: the open-file limit ({hard}) allows HAProxy maxconn {allowed} of {cfg.maxconn};"
+        f" raise the hard limit to {wanted} (ulimit -Hn, systemd LimitNOFILE=, compose ulimits)"
+    )
+    if allowed <= cfg.limits.route_conn:
+        line += (
+            f". At or below the per-route cap ({cfg.limits.route_conn}) a flood at one home"
+            " can take every connection"
+        )
+    return line
 
 
 def render_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> str:
     """The whole haproxy.cfg for `cfg`. Routes live in the map files, never in this text."""
     https_map = cfg.map_path("https")
     http_map = cfg.map_path("http")
+    lim = cfg.limits
+    # One check for the caps of a source, run on every new connection before anything is read:
+    # an IPv6 client usually holds a whole /64, so that is one source.
+    source_rules = f"""\
+    tcp-request connection track-sc0 src,ipmask(32,64) table st_source
+    tcp-request connection reject if {{ sc0_conn_cur gt {lim.source_conn} }} || {{ sc0_conn_rate gt {lim.source_rate} }}"""
     return f"""\
 # Generated by cloud.edge.haproxy; edit the code, not this file.
 global
@@ -224,24 +312,35 @@ defaults
     log global
     option dontlognull
     timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout tunnel 1h
+    timeout client {lim.idle_timeout_s}s
+    timeout server {lim.idle_timeout_s}s
+    timeout tunnel {lim.idle_timeout_s}s
     timeout client-fin 10s
     timeout server-fin 10s
+
+# Per source address: concurrent connections and new connections in 10 s, over :443 and :80.
+backend st_source
+    stick-table type ipv6 size 200k expire 60s store conn_cur,conn_rate(10s)
+
+# Per route (the tunnel port a name maps to): concurrent connections from every source.
+backend st_route
+    stick-table type integer size 100k expire 60s store conn_cur
 
 # TLS passes through untouched: the home's own service terminates it with its own certificate.
 frontend fe_https
     mode tcp
     option tcplog
     bind {cfg.bind}:{cfg.https_port}
-    tcp-request inspect-delay 5s
+{source_rules}
+    tcp-request inspect-delay {lim.hello_timeout_s}s
     tcp-request content reject unless {{ req.ssl_hello_type 1 }}
     tcp-request content set-var(sess.route) req.ssl_sni,lower,map({https_map})
     # add(0) casts the port to an integer so that the range check below is numeric; an unknown
     # name leaves the variable unset and the check rejects the connection.
     tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
     tcp-request content reject unless {{ var(sess.port) -m int 1:65535 }}
+    tcp-request content track-sc1 var(sess.port) table st_route
+    tcp-request content reject if {{ sc1_conn_cur gt {lim.route_conn} }}
     tcp-request content set-dst-port var(sess.port)
     use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_https
@@ -252,11 +351,16 @@ frontend fe_http
     option httplog
     option forwardfor
     bind {cfg.bind}:{cfg.http_port}
-    timeout http-request 10s
-    timeout http-keep-alive 10s
+{source_rules}
+    timeout http-request {lim.request_timeout_s}s
+    timeout http-keep-alive {lim.request_timeout_s}s
+    # req.hdr() would take the last of several names ("Host: a.example, b.example"): refuse.
+    http-request deny deny_status 400 if {{ req.hdr_cnt(host) gt 1 }}
     http-request set-var(txn.route) req.hdr(host),host_only,lower,map({http_map})
     http-request set-var(txn.port) var(txn.route),field(1,:),add(0)
     http-request deny deny_status 404 unless {{ var(txn.port) -m int 1:65535 }}
+    http-request track-sc1 var(txn.port) table st_route
+    http-request deny deny_status 503 if {{ sc1_conn_cur gt {lim.route_conn} }}
     http-request set-dst-port var(txn.port)
     use_backend be_http_pp if {{ var(txn.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_http

@@ -23,6 +23,8 @@ def edge_config() -> haproxy.EdgeConfig:
         https_port=settings.HTTPS_PORT,
         http_port=settings.HTTP_PORT,
         bind=settings.EDGE_BIND,
+        maxconn=settings.EDGE_MAXCONN,
+        limits=settings.EDGE_LIMITS,
     )
 
 
@@ -109,8 +111,12 @@ def ssh_host_key() -> str:
 
 
 def haproxy_prepare() -> list[str]:
-    """Install a checked haproxy.cfg (and empty maps on first run); the argv to run it."""
+    """Raise the open-file limit HAProxy inherits, install a checked haproxy.cfg rendered for
+    it (and empty maps on first run); the argv to run it."""
     cfg = edge_config()
+    short = haproxy.raise_nofile(cfg)
+    if short:
+        log.warning("%s", short)
     haproxy.write_config(cfg)
     return haproxy.config_command(cfg)
 

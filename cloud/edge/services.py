@@ -35,6 +35,10 @@ def sshd_config() -> sshd.SshdConfig:
         listen=settings.SSH_BIND,
         mode=cast(sshd.Mode, settings.SSH_MODE),
         account=settings.SSH_ACCOUNT,
+        source_startups=settings.SSH_SOURCE_STARTUPS,
+        login_grace_s=settings.SSH_LOGIN_GRACE,
+        max_startups=settings.SSH_MAX_STARTUPS,
+        home_sessions=settings.SSH_HOME_SESSIONS,
     )
 
 

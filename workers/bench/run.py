@@ -728,7 +728,8 @@ rows[0].host = "probe.scale.test"
 rows[0].tunnel_port = {probe_port}
 ProxyMapping.objects.bulk_create(rows, batch_size=1000)
 cfg = edge.sshd_config()
-lines = [sshd.key_line(h.public_key, list(h.ports), sshd.TAG_PREFIX + h.identity) for h in homes]
+lines = [sshd.key_line(h.public_key, list(h.ports), h.identity, cfg.forced_command)
+         for h in homes]
 write_atomic(cfg.keys_dir / str(cfg.account), "".join(line + "\\n" for line in lines), 0o644)
 _, token = ApiToken.issue(homes[0].owner, "bench")
 print(json.dumps({{"token": token, "slug": homes[0].slug}}))

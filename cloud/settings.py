@@ -140,6 +140,8 @@ EDGE_LIMITS = _Edge(
     hello_timeout_s=envint("CLOUDATHOME_EDGE_HELLO_TIMEOUT", _Edge.hello_timeout_s, 1, 60),
     request_timeout_s=envint("CLOUDATHOME_EDGE_REQUEST_TIMEOUT", _Edge.request_timeout_s, 1, 300),
     idle_timeout_s=envint("CLOUDATHOME_EDGE_IDLE_TIMEOUT", _Edge.idle_timeout_s, 1, 86400),
+    web_source_conn=envint("CLOUDATHOME_WEB_SOURCE_CONN", _Edge.web_source_conn, 1),
+    web_source_rate=envint("CLOUDATHOME_WEB_SOURCE_RATE", _Edge.web_source_rate, 1),
 )
 SSH_SOURCE_STARTUPS = envint("CLOUDATHOME_SSH_SOURCE_STARTUPS", _Sshd.source_startups, 1)
 SSH_LOGIN_GRACE = envint("CLOUDATHOME_SSH_LOGIN_GRACE", _Sshd.login_grace_s, 1, 600)

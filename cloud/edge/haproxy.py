@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import re
 import resource
@@ -153,6 +154,10 @@ class EdgeLimits:
     # A connection with no byte in either direction for this long is closed (TLS passthrough
     # cannot tell a handshake that stalls from an idle WebSocket; both must ping within it).
     idle_timeout_s: int = 300
+    # The control plane, per source: concurrent connections, and requests in any 10 s (over
+    # it: 429). A page of 30 parallel requests, or a script creating mappings, stays under.
+    web_source_conn: int = 100
+    web_source_rate: int = 600
 
     def __post_init__(self) -> None:
         for name in (
@@ -162,6 +167,8 @@ class EdgeLimits:
             "hello_timeout_s",
             "request_timeout_s",
             "idle_timeout_s",
+            "web_source_conn",
+            "web_source_rate",
         ):
             _positive(name, getattr(self, name))
         if self.route_conn < self.source_conn:
@@ -184,6 +191,11 @@ class EdgeConfig:
     hard_stop_after_s: int = 30
     haproxy_bin: str = "haproxy"
     limits: EdgeLimits = field(default_factory=EdgeLimits)
+    # The control plane's public port (None: HAProxy does not front it). gunicorn listens only
+    # on web_socket; web_threads is how many requests it serves at once, the rest wait here.
+    web_port: int | None = None
+    web_bind: str = "0.0.0.0"  # noqa: S104 - the control plane is public
+    web_threads: int = 8
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
@@ -205,6 +217,15 @@ class EdgeConfig:
             raise ValueError(f"bind: {self.bind!r} is not an IP address") from None
         _positive("maxconn", self.maxconn)
         _positive("hard_stop_after_s", self.hard_stop_after_s)
+        _positive("web_threads", self.web_threads)
+        if self.web_port is not None:
+            validate_port(self.web_port, "web_port")
+            if self.web_port in (self.https_port, self.http_port):
+                raise ValueError("web_port: must differ from https_port and http_port")
+            try:
+                ipaddress.ip_address(self.web_bind)
+            except ValueError:
+                raise ValueError(f"web_bind: {self.web_bind!r} is not an IP address") from None
 
     @property
     def haproxy_dir(self) -> Path:
@@ -221,6 +242,11 @@ class EdgeConfig:
     @property
     def pid_path(self) -> Path:
         return self.haproxy_dir / "haproxy.pid"
+
+    @property
+    def web_socket(self) -> Path:
+        """Where gunicorn listens: a unix socket in a folder only the site's account enters."""
+        return self.state_dir / "web" / "gunicorn.sock"
 
     @property
     def maps_dir(self) -> Path:
@@ -365,6 +391,7 @@ frontend fe_http
     use_backend be_http_pp if {{ var(txn.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_http
 
+{_web_section(cfg)}
 # One server per backend for every route: the address is pinned to loopback (where sshd listens
 # for the tunnels) and, having no port, it takes the destination port set from the map above.
 backend be_https
@@ -385,6 +412,46 @@ backend be_http_pp
     mode http
     http-reuse never
     server tunnel 127.0.0.1 send-proxy-v2
+"""
+
+
+def _web_section(cfg: EdgeConfig) -> str:
+    if cfg.web_port is None:
+        return ""
+    lim = cfg.limits
+    too_many = json.dumps(
+        {"detail": "too many requests from your address; retry in 10 seconds"}
+    ).replace('"', '\\"')
+    busy = json.dumps(
+        {"detail": "the control plane is busy or restarting; retry in a few seconds"}
+    ).replace('"', '\\"')
+    return f"""
+# The control plane. gunicorn has a few threads and listens only on a unix socket: HAProxy
+# reads each request whole (head and body) before a thread sees it, and queues the rest, so
+# slow clients cost HAProxy a connection each, never a thread.
+backend st_web_source
+    stick-table type ipv6 size 100k expire 60s store conn_cur,http_req_rate(10s)
+
+frontend fe_web
+    mode http
+    option httplog
+    bind {cfg.web_bind}:{cfg.web_port}
+    tcp-request connection track-sc0 src,ipmask(32,64) table st_web_source
+    tcp-request connection reject if {{ sc0_conn_cur gt {lim.web_source_conn} }}
+    timeout http-request {lim.request_timeout_s}s
+    timeout http-keep-alive {lim.request_timeout_s}s
+    option http-buffer-request
+    http-request deny deny_status 429 content-type application/json string "{too_many}" hdr Retry-After 10 if {{ sc0_http_req_rate gt {lim.web_source_rate} }}
+    # The one address Django may trust: whatever the client sent is replaced.
+    http-request set-header X-Forwarded-For %[src]
+    default_backend be_web
+
+backend be_web
+    mode http
+    timeout queue 10s
+    http-error status 503 content-type application/json string "{busy}"
+    http-error status 504 content-type application/json string "{busy}"
+    server web unix@{cfg.web_socket} maxconn {cfg.web_threads}
 """
 
 
@@ -428,6 +495,7 @@ def write_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> Path:
     maps are left alone because they hold the routes a restarted HAProxy must come back with.
     """
     cfg.maps_dir.mkdir(parents=True, exist_ok=True)
+    cfg.web_socket.parent.mkdir(mode=0o700, exist_ok=True)
     for scheme in SCHEMES:
         if not cfg.map_path(scheme).exists():
             write_atomic(cfg.map_path(scheme), _MAP_HEADER)

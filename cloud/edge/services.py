@@ -12,6 +12,7 @@ from django.conf import settings
 from cloud.edge import haproxy, sshd
 from cloud.homes.models import HomeStatus, ProxyMapping
 from workers.celery import TransientError
+from workers.common.supervise import WEB_THREADS
 from workers.locks import exclusive, redis_client
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ def edge_config() -> haproxy.EdgeConfig:
         bind=settings.EDGE_BIND,
         maxconn=settings.EDGE_MAXCONN,
         limits=settings.EDGE_LIMITS,
+        web_port=settings.WEB_PORT,
+        web_bind=settings.WEB_BIND,
+        web_threads=WEB_THREADS,
     )
 
 

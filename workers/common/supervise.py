@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 # Requests gunicorn serves at once (2 workers x 4 threads); HAProxy queues the rest.
 WEB_THREADS = 8
 

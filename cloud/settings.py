@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from datetime import timedelta
 from pathlib import Path
 
 from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
@@ -142,6 +143,7 @@ EDGE_LIMITS = _Edge(
     idle_timeout_s=envint("CLOUDATHOME_EDGE_IDLE_TIMEOUT", _Edge.idle_timeout_s, 1, 86400),
     web_source_conn=envint("CLOUDATHOME_WEB_SOURCE_CONN", _Edge.web_source_conn, 1),
     web_source_rate=envint("CLOUDATHOME_WEB_SOURCE_RATE", _Edge.web_source_rate, 1),
+    signup_rate=envint("CLOUDATHOME_SIGNUP_RATE", _Edge.signup_rate, 1),
 )
 SSH_SOURCE_STARTUPS = envint("CLOUDATHOME_SSH_SOURCE_STARTUPS", _Sshd.source_startups, 1)
 SSH_LOGIN_GRACE = envint("CLOUDATHOME_SSH_LOGIN_GRACE", _Sshd.login_grace_s, 1, 600)
@@ -149,3 +151,20 @@ SSH_MAX_STARTUPS = envint("CLOUDATHOME_SSH_MAX_STARTUPS", _Sshd.max_startups, 2)
 # Twice the tunnels a home can open: its stale sessions linger ~16 s after a network blip.
 SSH_HOME_SESSIONS = envint("CLOUDATHOME_SSH_HOME_SESSIONS", 2 * PORTS_PER_HOME, 1)
 # --- end Floods
+
+# --- Floods (issue 11): password guessing throttled by django-axes, per username and per
+# client address; the shape of its 429 is the site's own (workers.common.throttle).
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_FAILURE_LIMIT = envint("CLOUDATHOME_LOGIN_FAILURES", 10, 1)
+AXES_COOLOFF_TIME = timedelta(seconds=envint("CLOUDATHOME_LOGIN_COOLOFF", 900, 1))
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "workers.common.throttle.lockout_response"
+AXES_VERBOSE = False
+AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_behind_haproxy"
+# --- end Floods (accounts)

@@ -3,6 +3,7 @@ on one machine (DESIGN section 6). `cloudlink.yaml` is loaded (and checked) at s
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
@@ -104,3 +105,21 @@ ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
 ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
 RENEW_DAYS = envint("CLOUDATHOME_RENEW_DAYS", 30, 0, 36500)
 RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
+
+# --- Floods (issue 11): password guessing throttled by django-axes, per username and per
+# client address; the shape of its 429 is the site's own (workers.common.throttle).
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_FAILURE_LIMIT = envint("CLOUDATHOME_LOGIN_FAILURES", 10, 1)
+AXES_COOLOFF_TIME = timedelta(seconds=envint("CLOUDATHOME_LOGIN_COOLOFF", 900, 1))
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "workers.common.throttle.lockout_response"
+AXES_VERBOSE = False
+# The console faces its clients itself (127.0.0.1 by default): REMOTE_ADDR is theirs.
+AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_address"
+# --- end Floods (accounts)

@@ -12,20 +12,63 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
+import requests
+from requests.adapters import HTTPAdapter
 
 from tests.support.sites import CloudSite, cloud_site
 from workers.bench.attack import closed_by_peer, connect_from
 from workers.local.procs import wait_for
 
 WEB_RATE = 100  # requests per source in any 10 s, lowered so a test crosses it quickly
+FAILURES = 5  # failed logins before a lock-out
+SIGNUPS = 5  # CLOUDATHOME_SIGNUP_RATE's default, per source and hour
 
 
 @pytest.fixture(scope="module")
 def site() -> Iterator[CloudSite]:
-    with cloud_site(extra_env={"CLOUDATHOME_WEB_SOURCE_RATE": str(WEB_RATE)}) as running_site:
+    settings = {
+        "CLOUDATHOME_WEB_SOURCE_RATE": str(WEB_RATE),
+        "CLOUDATHOME_LOGIN_FAILURES": str(FAILURES),
+    }
+    with cloud_site(extra_env=settings) as running_site:
         yield running_site
+
+
+class _FromAddress(HTTPAdapter):
+    def __init__(self, source: str) -> None:
+        self.source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def client(source: str) -> requests.Session:
+    """A browser or script at the loopback address `source`."""
+    session = requests.Session()
+    session.mount("http://", _FromAddress(source))
+    return session
+
+
+def token(site: CloudSite, source: str, username: str, password: str) -> requests.Response:
+    return client(source).post(
+        f"{site.url}/api/auth/token", json={"username": username, "password": password}, timeout=20
+    )
+
+
+def form(session: requests.Session, url: str, data: dict[str, str]) -> requests.Response:
+    session.get(url, timeout=20)
+    data = {**data, "csrfmiddlewaretoken": session.cookies.get("csrftoken", "")}
+    return session.post(url, data=data, headers={"Referer": url}, timeout=20)
+
+
+def assert_locked_out(r: requests.Response) -> None:
+    assert r.status_code == 429, r.text
+    assert int(r.headers["Retry-After"]) > 0
 
 
 def get(site: CloudSite, path: str, source: str) -> tuple[int, http.client.HTTPMessage, bytes]:
@@ -128,3 +171,121 @@ def test_a_page_of_30_parallel_requests_from_one_address_is_served_in_full(
     with ThreadPoolExecutor(30) as pool:
         statuses = list(pool.map(lambda path: get(site, path, "127.0.3.1")[0], paths[:30]))
     assert statuses == [200] * 30
+
+
+# --- accounts -----------------------------------------------------------------------------------
+
+
+def test_guessing_one_username_s_password_locks_it_out_from_every_address(site: CloudSite) -> None:
+    site.create_user("victim", "Victim-pass-42")
+    site.create_user("bystander", "Bystander-pass-42")
+    for i in range(FAILURES - 1):
+        assert token(site, f"127.0.1.{i + 1}", "victim", "wrong").status_code == 403
+    assert_locked_out(token(site, "127.0.1.50", "victim", "wrong"))  # the failure that locks
+    r = token(site, "127.0.1.100", "victim", "Victim-pass-42")  # even the right password
+    assert_locked_out(r)
+    assert r.json()["field"] == "username" and "retry in 15 minutes" in r.json()["detail"]
+    assert token(site, "127.0.1.101", "bystander", "Bystander-pass-42").status_code == 200
+
+
+def test_one_address_guessing_many_usernames_is_locked_out(site: CloudSite) -> None:
+    site.create_user("neighbour", "Neighbour-pass-42")
+    for i in range(FAILURES - 1):
+        assert token(site, "127.0.2.1", f"nobody{i}", "guess").status_code == 403
+    assert_locked_out(token(site, "127.0.2.1", "nobody-last", "guess"))
+    assert_locked_out(token(site, "127.0.2.1", "neighbour", "Neighbour-pass-42"))
+    assert token(site, "127.0.2.2", "neighbour", "Neighbour-pass-42").status_code == 200
+
+
+def test_the_login_page_locks_out_with_a_429_page(site: CloudSite) -> None:
+    site.create_user("webvictim", "Webvictim-pass-42")
+    browser = client("127.0.2.10")
+    for _ in range(FAILURES - 1):
+        r = form(browser, f"{site.url}/login/", {"username": "webvictim", "password": "wrong"})
+        assert r.status_code == 200 and "sessionid" not in r.cookies
+    r = form(browser, f"{site.url}/login/", {"username": "webvictim", "password": "wrong"})
+    assert_locked_out(r)
+    assert "Too many attempts" in r.text and "text/html" in r.headers["Content-Type"]
+
+
+def test_a_user_who_mistypes_a_few_times_then_logs_in_stays_under_the_limit(
+    site: CloudSite,
+) -> None:
+    site.create_user("typo", "Typo-pass-42")
+    for _ in range(3):
+        for _ in range(FAILURES - 2):
+            assert token(site, "127.0.2.20", "typo", "Typo-pass-4").status_code == 403
+        # A success clears the count (AXES_RESET_ON_SUCCESS).
+        assert token(site, "127.0.2.20", "typo", "Typo-pass-42").status_code == 200
+
+
+COUNT_HASHES = """
+import json
+from django.contrib.auth import get_user_model, hashers
+from django.test import RequestFactory
+from cloud.accounts import services
+from workers.common.errors import DomainError
+User = get_user_model()
+User.objects.create_user("hash-active", password="Active-pass-42")
+inactive = User.objects.create_user("hash-inactive", password="Inactive-pass-42")
+inactive.is_active = False
+inactive.save()
+calls = []
+original = hashers.PBKDF2PasswordHasher.encode
+def counting(self, *args, **kwargs):
+    calls.append(1)
+    return original(self, *args, **kwargs)
+hashers.PBKDF2PasswordHasher.encode = counting
+counts = {}
+for case, (username, password) in {
+    "unknown": ("hash-nobody", "x"),
+    "wrong": ("hash-active", "x"),
+    "inactive-wrong": ("hash-inactive", "x"),
+    "inactive-right": ("hash-inactive", "Inactive-pass-42"),
+    "right": ("hash-active", "Active-pass-42"),
+}.items():
+    calls.clear()
+    request = RequestFactory().post("/api/auth/token", REMOTE_ADDR="127.0.9.9",
+                                    HTTP_X_FORWARDED_FOR=f"127.0.9.{len(counts) + 1}")
+    try:
+        services.token_issue(request, username, password, "t")
+    except DomainError:
+        pass
+    counts[case] = len(calls)
+print(json.dumps(counts))
+"""
+
+
+def test_the_token_endpoint_hashes_once_whatever_the_account_s_state(site: CloudSite) -> None:
+    # Counted, not timed: 495 ms for an inactive account against 260 ms otherwise told which
+    # usernames exist, because the inactive path hashed twice.
+    done = site.manage("shell", "-c", COUNT_HASHES)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout.strip().splitlines()[-1])
+    assert counts == {
+        "unknown": 1,
+        "wrong": 1,
+        "inactive-wrong": 1,
+        "inactive-right": 1,
+        "right": 1,
+    }
+
+
+def test_sign_ups_from_one_address_are_capped_and_another_address_signs_up(
+    site: CloudSite,
+) -> None:
+    def signup(source: str, name: str) -> requests.Response:
+        password = "Signup-pass-42-x"
+        return form(client(source), f"{site.url}/signup/", {
+            "username": name, "email": f"{name}@example.com",
+            "password1": password, "password2": password,
+        })  # fmt: skip
+
+    for i in range(SIGNUPS):
+        r = signup("127.0.4.1", f"office{i}")
+        assert r.status_code == 200 and "waiting for approval" in r.text
+    r = signup("127.0.4.1", "office-over")
+    assert r.status_code == 429 and r.headers["Retry-After"] == "3600"
+    assert set(r.json()) == {"detail"}
+    r = signup("127.0.4.2", "elsewhere")
+    assert r.status_code == 200 and "waiting for approval" in r.text

@@ -28,7 +28,10 @@ def site_api(title: str, description: str, auth: Sequence[Any]) -> NinjaAPI:
 
     @api.exception_handler(DomainError)
     def on_domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
-        return error_response(api, request, exc.status, str(exc), exc.field)
+        response = error_response(api, request, exc.status, str(exc), exc.field)
+        if retry_after := getattr(exc, "retry_after", 0):
+            response["Retry-After"] = str(retry_after)
+        return response
 
     @api.exception_handler(ValidationError)
     def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:

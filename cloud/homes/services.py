@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from cloud.edge import haproxy, sshd
 from cloud.edge import services as edge
 from cloud.homes.models import Home, HomeStatus, ProxyMapping, Scheme
+from workers.celery import send_on_commit
 from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
 
 log = logging.getLogger(__name__)
@@ -40,19 +41,19 @@ def _ours(identity: str) -> bool:
 def _after_commit_provision(home_id: int) -> None:
     from cloud.homes import tasks
 
-    transaction.on_commit(lambda: tasks.home_provision.delay(home_id))
+    send_on_commit(tasks.home_provision, home_id)
 
 
 def _after_commit_edge_sync() -> None:
     from cloud.edge import tasks
 
-    transaction.on_commit(lambda: tasks.edge_sync.delay())
+    send_on_commit(tasks.edge_sync)
 
 
 def _after_commit_edge_update(host: str) -> None:
     from cloud.edge import tasks
 
-    transaction.on_commit(lambda: tasks.edge_update.delay(host))
+    send_on_commit(tasks.edge_update, host)
 
 
 def home_of(user: User, slug: str) -> Home:
@@ -132,7 +133,7 @@ def home_release(home: Home) -> None:
         )
         from cloud.homes import tasks
 
-        transaction.on_commit(lambda: tasks.home_finish_release.delay(home.pk))
+        send_on_commit(tasks.home_finish_release, home.pk)
 
 
 def home_finish_release(home_id: int) -> None:

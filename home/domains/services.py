@@ -17,6 +17,7 @@ from home.cloudlink.client import CloudError
 from home.cloudlink.services import cloud, link
 from home.domains.models import Challenge, Domain, JobState, ProxyEntry
 from home.tunnels import services as tunnels
+from workers.celery import send_on_commit
 from workers.common.errors import Conflict, Invalid, Unavailable, invalid_from
 from workers.common.names import validate_hostname
 
@@ -70,7 +71,7 @@ def domain_create(
             job_state=JobState.PENDING,
             job_step="waiting for a worker",
         )
-        transaction.on_commit(lambda: cert_tasks.certificate_issue.delay(domain.pk))
+        send_on_commit(cert_tasks.certificate_issue, domain.pk)
     return domain
 
 
@@ -99,7 +100,7 @@ def domain_renew(domain: Domain) -> None:
         )
         if not claimed:
             raise Conflict("a certificate job for this domain is already queued or running")
-        transaction.on_commit(lambda: cert_tasks.certificate_issue.delay(domain.pk, True))
+        send_on_commit(cert_tasks.certificate_issue, domain.pk, True)
     domain.refresh_from_db()
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from home.cloudlink.services import link
 from home.tunnels import ssh
 from home.tunnels.models import Tunnel, TunnelState
+from workers.celery import send_on_commit
 from workers.locks import exclusive
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def tunnel_set_desired(tunnel: Tunnel, open_: bool) -> None:
         retry_at=None,
         state=TunnelState.OPENING if open_ else tunnel.state,
     )
-    transaction.on_commit(lambda: tasks.tunnel_reconcile.delay(tunnel.pk))
+    send_on_commit(tasks.tunnel_reconcile, tunnel.pk)
 
 
 def _stop(tunnel: Tunnel) -> None:

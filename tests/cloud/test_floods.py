@@ -18,9 +18,11 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from tests.support.sites import CloudSite, cloud_site
+from tests.support.sites import CloudSite, cloud_site, state_root
+from tests.support.ssh import keygen
 from workers.bench.attack import closed_by_peer, connect_from
-from workers.local.procs import wait_for
+from workers.common.supervise import redis_service
+from workers.local.procs import running, stop_pid, wait_for
 
 WEB_RATE = 100  # requests per source in any 10 s, lowered so a test crosses it quickly
 FAILURES = 5  # failed logins before a lock-out
@@ -289,3 +291,57 @@ def test_sign_ups_from_one_address_are_capped_and_another_address_signs_up(
     assert set(r.json()) == {"detail"}
     r = signup("127.0.4.2", "elsewhere")
     assert r.status_code == 200 and "waiting for approval" in r.text
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+
+def test_with_redis_down_a_write_answers_a_json_503_and_applies_once_redis_is_back() -> None:
+    with state_root() as root:
+        broker = redis_service(root)
+        url = f"redis+socket://{root / 'redis.sock'}"
+        first = running(broker.argv, log=root / "redis-1.log", ready=broker.ready)
+        with first as redis_proc, cloud_site(extra_env={"REDIS_URL": url}) as site:
+            site.create_user("faulty", "Faulty-pass-42")
+            api = site.api(site.token("faulty", "Faulty-pass-42"))
+            r = api.post(
+                f"{site.url}/api/homes", json={"public_key": keygen(root / "id_faulty")}, timeout=20
+            )
+            assert r.status_code == 201, r.text
+            slug = r.json()["slug"]
+            home = wait_for(
+                lambda: (
+                    (h := api.get(f"{site.url}/api/homes/{slug}", timeout=10).json())["status"]
+                    == "ready"
+                    and h
+                ),
+                timeout=60,
+                what="the home provisioned",
+            )
+            stop_pid(redis_proc)
+            mapping = {
+                "host": "down.example.test",
+                "scheme": "https",
+                "tunnel_port": home["port_base"],
+            }
+            r = api.post(f"{site.url}/api/homes/{slug}/proxy-mappings", json=mapping, timeout=30)
+            assert r.status_code == 503, r.text
+            assert r.headers["Content-Type"].startswith("application/json")
+            assert r.headers["Retry-After"] == "60"
+            assert "saved" in r.json()["detail"] and "once it is back" in r.json()["detail"]
+            listed = api.get(f"{site.url}/api/homes/{slug}/proxy-mappings", timeout=10).json()
+            assert "down.example.test" in {m["host"] for m in listed}
+            with running(broker.argv, log=root / "redis-2.log", ready=broker.ready):
+                admin = site.api(site.token("admin", site.admin_password))
+                wait_for(
+                    lambda: (
+                        admin.post(
+                            f"{site.url}/api/admin/proxy-mappings/sync", timeout=20
+                        ).status_code
+                        == 200
+                    ),
+                    timeout=30,
+                    what="a sync once Redis is back",
+                )
+                live = admin.get(f"{site.url}/api/admin/proxy-mappings/haproxy", timeout=10)
+                assert "down.example.test" in {m["host"] for m in live.json()}

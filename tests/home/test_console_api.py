@@ -484,3 +484,19 @@ def test_the_open_tunnel_button_records_the_wish(
     assert response.status_code == 302
     assert Tunnel.objects.get().desired_open
     assert len(queued) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_the_broker_down_a_write_is_saved_and_answers_a_json_503_saying_so(
+    api: Api, settings: Any
+) -> None:
+    # The test settings' broker is a unix socket in a throwaway state dir where no Redis runs.
+    assert settings.REDIS_URL.startswith("redis+socket://")
+    domain = Domain.objects.create(name="nas.example.com", email="me@example.com", cert_dir="/c")
+    entry = _entry_in_db(domain)
+    response = api.post(f"/api/proxy-entries/{entry.pk}/tunnel", {"open": True})
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith("application/json")
+    assert "saved" in response.json()["detail"] and "once it is back" in response.json()["detail"]
+    assert response["Retry-After"] == "60"
+    assert Tunnel.objects.get().desired_open  # the desired state the supervisor applies

@@ -28,13 +28,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from home.tunnels import ssh
+from workers.bench import attack
 from workers.bench import report as benchreport
 from workers.bench import tools as bt
 from workers.local.pebble import pebble_server
 from workers.local.procs import free_port, wait_for
 from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
 
-SECTIONS = ("data", "control", "recovery", "scale", "certs")
+SECTIONS = ("data", "control", "recovery", "scale", "certs", "attack")
 STATE_BASE = Path("/var/lib/cloudathome-bench")
 NAMES = ("direct.bench.test", "edge.bench.test", "tunnel.bench.test", "probe.scale.test")
 # Above Linux's ephemeral range (32768-60999), so no outgoing connection can hold a tunnel port.
@@ -776,7 +777,8 @@ def machine() -> dict[str, Any]:
 
 
 def run(root: Path, plan: Plan, only: str | None) -> dict[str, Any]:
-    wanted = [only] if only else list(SECTIONS)
+    # The floods of "attack" take minutes: a quick run without --only leaves them out.
+    wanted = [only] if only else [s for s in SECTIONS if not (plan.quick and s == "attack")]
     results: dict[str, Any] = {
         "run": {"quick": plan.quick, "sections": wanted, "plan": asdict(plan),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine()},
@@ -797,11 +799,13 @@ def run(root: Path, plan: Plan, only: str | None) -> dict[str, Any]:
                 results["recovery"] = console["recovery"]
             if "certs" in console:
                 results["certificates"] = console["certs"]
+        if "attack" in wanted:
+            results["attack"] = attack.run(root, plan.quick, stack, log)
         log("· stopping everything")
         results["run"]["home_user_prefix"] = bench.user_prefix
     results["run"]["seconds"] = round(time.monotonic() - began, 1)
     results["run"]["loadavg_after"] = _loadavg()
-    results["targets"] = benchreport.targets(results)
+    results["targets"] = benchreport.targets(results) + results.get("attack", {}).get("targets", [])
     return results
 
 
@@ -837,5 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     written = benchreport.write_all(results, out)
     print()
     print(benchreport.table(results))
+    if "attack" in results:
+        print(attack.table(results["attack"]))
     log("\nwritten: " + ", ".join(str(p) for p in written))
     return 0

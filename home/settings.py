@@ -28,8 +28,8 @@ INSTALLED_APPS = [
     "workers.common.ui",
     "home.accounts",
     "home.cloudlink",
+    "home.certs",
     "home.tunnels",
-    "home.domains",
 ]
 
 MIDDLEWARE = [
@@ -41,6 +41,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "home.errors.ErrorPageMiddleware",
 ]
 
 ROOT_URLCONF = "home.urls"
@@ -105,6 +106,9 @@ ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
 ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
 RENEW_DAYS = envint("CLOUDATHOME_RENEW_DAYS", 30, 0, 36500)
 RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
+
+# The link check (cloud API, token, SSH preflight) behind the dashboard and /api/status.
+LINK_CHECK_SECONDS = envint("CLOUDATHOME_LINK_CHECK_SECONDS", 60, 5, 86400)
 
 # --- Floods (issue 11): password guessing throttled by django-axes, per username and per
 # client address; the shape of its 429 is the site's own (workers.common.throttle).

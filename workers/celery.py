@@ -8,10 +8,6 @@ import os
 from typing import Any
 
 from celery import Celery, Task
-from django.db import transaction
-from kombu.exceptions import OperationalError
-
-from workers.common.errors import QueueUnavailable
 
 
 class TransientError(Exception):
@@ -59,23 +55,3 @@ def make_app(site: str, settings_module: str, broker_url: str) -> Celery:
     }
     app.conf.update(conf)
     return app
-
-
-def send_on_commit(task: Task, *args: Any) -> None:
-    """Queue `task(*args)` once the current transaction commits (at once outside one).
-
-    With the broker unreachable the row written stays the desired state, which the periodic
-    reconcilers apply once the broker is back; the caller gets QueueUnavailable (a JSON 503
-    saying so) instead of an HTML 500. kombu gives up after ~0.6 s of retries.
-    """
-
-    def send() -> None:
-        try:
-            task.delay(*args)
-        except OperationalError as exc:
-            raise QueueUnavailable(
-                "saved, but the task queue (Redis) is unreachable: the change takes effect"
-                " once it is back and the periodic reconcilers run"
-            ) from exc
-
-    transaction.on_commit(send)

@@ -17,7 +17,6 @@ from django.db import IntegrityError, transaction
 from cloud.edge import haproxy, sshd
 from cloud.edge import services as edge
 from cloud.homes.models import Home, HomeStatus, ProxyMapping, Scheme
-from workers.celery import send_on_commit
 from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
 
 log = logging.getLogger(__name__)
@@ -41,19 +40,19 @@ def _ours(identity: str) -> bool:
 def _after_commit_provision(home_id: int) -> None:
     from cloud.homes import tasks
 
-    send_on_commit(tasks.home_provision, home_id)
+    transaction.on_commit(lambda: tasks.home_provision.delay(home_id))
 
 
 def _after_commit_edge_sync() -> None:
     from cloud.edge import tasks
 
-    send_on_commit(tasks.edge_sync)
+    transaction.on_commit(lambda: tasks.edge_sync.delay())
 
 
 def _after_commit_edge_update(host: str) -> None:
     from cloud.edge import tasks
 
-    send_on_commit(tasks.edge_update, host)
+    transaction.on_commit(lambda: tasks.edge_update.delay(host))
 
 
 def home_of(user: User, slug: str) -> Home:
@@ -133,7 +132,7 @@ def home_release(home: Home) -> None:
         )
         from cloud.homes import tasks
 
-        send_on_commit(tasks.home_finish_release, home.pk)
+        transaction.on_commit(lambda: tasks.home_finish_release.delay(home.pk))
 
 
 def home_finish_release(home_id: int) -> None:

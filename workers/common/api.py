@@ -7,10 +7,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from kombu.exceptions import OperationalError as QueueUnreachable
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Redoc, Swagger
 
+from workers.celery import TransientError
 from workers.common.errors import DomainError
 
 
@@ -31,6 +33,17 @@ def site_api(title: str, description: str, auth: Sequence[Any]) -> NinjaAPI:
         response = error_response(api, request, exc.status, str(exc), exc.field)
         if retry_after := getattr(exc, "retry_after", 0):
             response["Retry-After"] = str(retry_after)
+        return response
+
+    @api.exception_handler(TransientError)
+    def on_transient_error(request: HttpRequest, exc: TransientError) -> HttpResponse:
+        """A lock held by another run, a component restarting: worth a retry, never a 500."""
+        return error_response(api, request, 503, str(exc))
+
+    @api.exception_handler(QueueUnreachable)
+    def on_queue_unreachable(request: HttpRequest, exc: QueueUnreachable) -> HttpResponse:
+        response = error_response(api, request, 503, queue_unreachable_reason(exc))
+        response["Retry-After"] = "60"
         return response
 
     @api.exception_handler(ValidationError)
@@ -54,6 +67,15 @@ def site_api(title: str, description: str, auth: Sequence[Any]) -> NinjaAPI:
         return error_response(api, request, exc.status_code, str(exc))
 
     return api
+
+
+def queue_unreachable_reason(exc: Exception) -> str:
+    """Tasks are sent after the commit (kombu gives up after ~0.6 s of retries): the row is
+    saved, it is the desired state, and the periodic reconcilers apply it once Redis is back."""
+    return (
+        f"the change was saved, but the task queue cannot be reached ({exc}): it takes effect"
+        " once the queue is back and the periodic reconcilers run"
+    )
 
 
 def error_response(

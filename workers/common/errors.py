@@ -39,13 +39,6 @@ class Unavailable(DomainError):
     status = 502
 
 
-class QueueUnavailable(DomainError):
-    """The change is saved (it is the desired state) but its task could not be queued."""
-
-    status = 503
-    retry_after = 60
-
-
 def invalid_from(exc: ValueError, default_field: str) -> Invalid:
     """Validators raise ValueError('field: reason'); keep the field they named."""
     field, sep, reason = str(exc).partition(": ")

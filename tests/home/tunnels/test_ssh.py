@@ -56,11 +56,15 @@ def system_user() -> Iterator[str]:
     """A throwaway login for the tunnel: shell /bin/sh (ForceCommand runs through it), no
     home, password field "*" (no password, but not "locked" as sshd without PAM reads "!")."""
     name = f"cahtun_{secrets.token_hex(4)}"
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/bin/sh", "--no-user-group", "--gid", "nogroup", "--password", "*", name],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    options = {
+        "--home-dir": "/nonexistent",
+        "--shell": "/bin/sh",
+        "--gid": "nogroup",
+        "--password": "*",
+    }
+    flags = ["--system", "--no-create-home", "--no-user-group"]
+    argv = ["useradd", *flags, *(arg for pair in options.items() for arg in pair), name]
+    subprocess.run(argv, check=True, capture_output=True)
     try:
         yield name
     finally:
@@ -371,9 +375,10 @@ def test_start_time_is_read_past_a_process_name_with_spaces_and_parens(tmp_path:
         start = ssh.start_time_of(proc.pid)
         assert start is not None
         boot = next(
-            int(x.split()[1]) for x in Path("/proc/stat").read_text().splitlines()
+            int(x.split()[1])
+            for x in Path("/proc/stat").read_text().splitlines()
             if x.startswith("btime")
-        )  # fmt: skip
+        )
         started_at = boot + start / os.sysconf("SC_CLK_TCK")
         assert abs(started_at - time.time()) < 10
         assert ssh.is_running(ssh.ProcessHandle(proc.pid, start))

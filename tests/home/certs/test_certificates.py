@@ -76,8 +76,12 @@ def _live_hosts(cloud: CloudSite) -> set[str]:
 
 def _tunnel_processes(root: Path) -> int:
     """ssh processes of this console (their argv names its pinned known_hosts file)."""
-    found = subprocess.run(["pgrep", "-c", "-f", str(root / "certy" / "config" / "known_hosts")],
-                           capture_output=True, text=True, check=False)  # fmt: skip
+    found = subprocess.run(
+        ["pgrep", "-c", "-f", str(root / "certy" / "config" / "known_hosts")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return int(found.stdout.strip() or 0)
 
 
@@ -88,11 +92,18 @@ def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_r
     api = console.api()
     name = f"{challenge.replace('-', '')}.certy.test"
     out = root / "certs"
-    r = api.post(f"{console.url}/api/domains", json={"name": name, "email": "certy@example.com",
-                 "cert_dir": str(out), "challenge": challenge}, timeout=10)  # fmt: skip
+    r = api.post(
+        f"{console.url}/api/domains",
+        json={
+            "name": name,
+            "email": "certy@example.com",
+            "cert_dir": str(out),
+            "challenge": challenge,
+        },
+        timeout=10,
+    )
     assert r.status_code == 201, r.text
-    done = wait_for(lambda: (d := _domain(api, console, r.json()["id"]))["job"]["state"] in ("done", "failed") and d,
-                    timeout=90, what="certificate job")  # fmt: skip
+    done = _finished(api, console, r.json()["id"])
     assert done["job"]["state"] == "done", done["job"]
     assert done["cert_status"] == "valid" and done["cert_expiry"]
     live = out / name
@@ -100,11 +111,27 @@ def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_r
     roots = root / f"roots-{challenge}.pem"
     roots.write_text("".join(pebble.roots()))
     chain = live / "chain.pem"
-    verified = subprocess.run(["openssl", "verify", "-CAfile", str(roots), "-untrusted", str(chain), str(live / "cert.pem")],
-                              capture_output=True, text=True, check=False)  # fmt: skip
+    verified = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(roots),
+            "-untrusted",
+            str(chain),
+            str(live / "cert.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    text = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(live / "cert.pem")],
-                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    text = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(live / "cert.pem")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"DNS:{name}" in text
     # The temporary mapping and tunnel are gone.
     assert name not in _live_hosts(cloud)
@@ -124,8 +151,7 @@ def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothi
         timeout=10,
     )
     assert r.status_code == 201, r.text
-    failed = wait_for(lambda: (d := _domain(api, console, r.json()["id"]))["job"]["state"] in ("done", "failed") and d,
-                      timeout=90, what="certificate job")  # fmt: skip
+    failed = _finished(api, console, r.json()["id"])
     assert failed["job"]["state"] == "failed" and failed["cert_status"] == "failed"
     error = failed["job"]["error"]
     assert name in error and "DNS" in error and "\n" not in error
@@ -135,8 +161,11 @@ def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothi
 
 
 def _issue(console: HomeSite, api: requests.Session, name: str, out: Path, **extra: object) -> dict:
-    r = api.post(f"{console.url}/api/domains", json={"name": name, "email": "certy@example.com",
-                 "cert_dir": str(out), **extra}, timeout=10)  # fmt: skip
+    r = api.post(
+        f"{console.url}/api/domains",
+        json={"name": name, "email": "certy@example.com", "cert_dir": str(out), **extra},
+        timeout=10,
+    )
     assert r.status_code == 201, r.text
     return dict(r.json())
 
@@ -144,8 +173,9 @@ def _issue(console: HomeSite, api: requests.Session, name: str, out: Path, **ext
 def _finished(api: requests.Session, console: HomeSite, domain_id: int) -> dict:
     return wait_for(
         lambda: (d := _domain(api, console, domain_id))["job"]["state"] in ("done", "failed") and d,
-        timeout=90, what="certificate job",
-    )  # fmt: skip
+        timeout=90,
+        what="certificate job",
+    )
 
 
 def _due(console: HomeSite) -> list[int]:
@@ -174,8 +204,13 @@ def test_due_certificates_are_renewed_by_the_beat_task_and_a_second_run_does_not
     marks = root / "renew-marks"
     marks.mkdir()
     name = "renew.certy.test"
-    domain = _issue(console, api, name, root / "certs-renew",
-                    post_renew_command=["/usr/bin/mktemp", f"{marks}/reloaded.XXXXXX"])  # fmt: skip
+    domain = _issue(
+        console,
+        api,
+        name,
+        root / "certs-renew",
+        post_renew_command=["/usr/bin/mktemp", f"{marks}/reloaded.XXXXXX"],
+    )
     first = _finished(api, console, domain["id"])
     assert first["job"]["state"] == "done", first["job"]
     assert len(list(marks.iterdir())) == 1  # the service was told about its first certificate
@@ -183,10 +218,14 @@ def test_due_certificates_are_renewed_by_the_beat_task_and_a_second_run_does_not
     wait_for(lambda: domain["id"] in _due(console), timeout=30, interval=1, what="certificate due")
     assert _run_renewals(console) >= 1
     renewed = wait_for(
-        lambda: (d := _domain(api, console, domain["id"]))["cert_expiry"] != first["cert_expiry"]
-        and d["job"]["state"] == "done" and d,
-        timeout=90, what="renewal",
-    )  # fmt: skip
+        lambda: (
+            (d := _domain(api, console, domain["id"]))["cert_expiry"] != first["cert_expiry"]
+            and d["job"]["state"] == "done"
+            and d
+        ),
+        timeout=90,
+        what="renewal",
+    )
     assert renewed["cert_status"] == "valid"
     assert len(list(marks.iterdir())) == 2  # the post-renewal command ran again
     assert _run_renewals(console) == 0
@@ -207,12 +246,17 @@ def test_a_worker_killed_mid_flow_leaves_nothing_behind_and_the_flow_can_be_retr
     # Freeze the worker as soon as the flow registered its temporary mapping, then kill it.
     wait_for(
         lambda: "mapping registered" in _domain(api, console, domain["id"])["job"]["step"],
-        timeout=60, interval=0.01, what="temporary mapping",
-    )  # fmt: skip
+        timeout=60,
+        interval=0.01,
+        what="temporary mapping",
+    )
     os.killpg(worker, signal.SIGSTOP)
     os.killpg(worker, signal.SIGKILL)
-    failed = wait_for(lambda: (d := _domain(api, console, domain["id"]))["job"]["state"] == "failed" and d,
-                      timeout=60, what="the restarted worker to recover")  # fmt: skip
+    failed = wait_for(
+        lambda: (d := _domain(api, console, domain["id"]))["job"]["state"] == "failed" and d,
+        timeout=60,
+        what="the restarted worker to recover",
+    )
     assert "worker stopped" in failed["job"]["error"]
     wait_for(lambda: name not in _live_hosts(cloud), timeout=15, what="temporary mapping removed")
     assert _tunnel_processes(root) == 0

@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from home.domains.models import Domain, ProxyEntry
+from home.certs.models import Domain
+from home.tunnels.models import ProxyEntry
 
 
 class EntryInline(admin.TabularInline):
@@ -27,12 +28,3 @@ class DomainAdmin(admin.ModelAdmin):
         "created",
     )
     inlines = [EntryInline]
-
-
-@admin.register(ProxyEntry)
-class ProxyEntryAdmin(admin.ModelAdmin):
-    list_display = ("hostname", "home_port", "proxy_protocol", "domain", "tunnel", "created")
-    list_select_related = ("domain", "tunnel")
-    search_fields = ("hostname",)
-    # The tunnel port is the cloud mapping's: changing it here would not move the mapping.
-    readonly_fields = ("tunnel",)

@@ -1,15 +1,20 @@
-"""In/Out schemas of the domains and proxy-entries API, and the certificate job's step list
-that the API and the domain page both show."""
+"""In/Out schemas of the domains API, and the certificate job's step list that the API and
+the domain page both show."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from ninja import Field, Schema
+from ninja import Field, Path, Schema
 
-from home.domains.models import Domain, JobState, ProxyEntry
+from home.certs.models import Domain, JobState
+from home.tunnels.schemas import EntryOut, entry_out
+
+# A path id (domains, proxy entries), bounded so an absurd id is a 422 naming the parameter,
+# not a database overflow.
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 StepStatus = Literal["done", "current", "todo", "failed"]
 
@@ -74,30 +79,6 @@ class JobOut(Schema):
     steps: list[StepOut]
 
 
-class TunnelOut(Schema):
-    desired: Literal["open", "closed"]
-    state: str
-    pid: int | None
-    since: dt.datetime | None
-    last_error: str
-
-
-class EntryIn(Schema):
-    hostname: str | None = Field(None, max_length=253, description="Defaults to the domain's name.")
-    home_port: int = Field(..., ge=1, le=65535, description="Your HTTPS service on 127.0.0.1.")
-    proxy_protocol: bool = False
-
-
-class EntryOut(Schema):
-    id: int
-    domain: int
-    hostname: str
-    home_port: int
-    proxy_protocol: bool
-    tunnel_port: int
-    tunnel: TunnelOut
-
-
 class DomainOut(Schema):
     id: int
     name: str
@@ -110,35 +91,6 @@ class DomainOut(Schema):
     cert_expiry: dt.datetime | None
     job: JobOut
     entries: list[EntryOut]
-
-
-class TunnelIn(Schema):
-    open: bool
-
-
-class CheckOut(Schema):
-    name: str
-    ok: bool
-    detail: str
-
-
-def entry_out(entry: ProxyEntry) -> EntryOut:
-    tunnel = entry.tunnel
-    return EntryOut(
-        id=entry.pk,
-        domain=entry.domain_id,
-        hostname=entry.hostname,
-        home_port=entry.home_port,
-        proxy_protocol=entry.proxy_protocol,
-        tunnel_port=tunnel.remote_port,
-        tunnel=TunnelOut(
-            desired="open" if tunnel.desired_open else "closed",
-            state=tunnel.state,
-            pid=tunnel.pid,
-            since=tunnel.since,
-            last_error=tunnel.last_error,
-        ),
-    )
 
 
 def domain_out(domain: Domain) -> DomainOut:

@@ -1,11 +1,9 @@
-"""Domains (with their certificate and the job that issues it) and the HTTPS proxy entries
-that publish a home service under a hostname through a tunnel."""
+"""Domains: the name, its certificate and the job that issues and renews it (the state
+people look at: state, current step, reason)."""
 
 from __future__ import annotations
 
 from django.db import models
-
-from home.tunnels.models import Tunnel
 
 
 class Challenge(models.TextChoices):
@@ -55,19 +53,3 @@ class Domain(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-
-class ProxyEntry(models.Model):
-    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="entries")
-    hostname = models.CharField(max_length=253, unique=True)
-    home_port = models.PositiveIntegerField()
-    proxy_protocol = models.BooleanField(default=False)
-    tunnel = models.OneToOneField(Tunnel, on_delete=models.PROTECT, related_name="entry")
-    created = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        ordering = ["hostname"]
-        verbose_name_plural = "proxy entries"
-
-    def __str__(self) -> str:
-        return f"{self.hostname} -> 127.0.0.1:{self.home_port}"

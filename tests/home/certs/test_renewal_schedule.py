@@ -8,8 +8,8 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from home.certs.models import CertStatus, Domain, JobState
 from home.certs.services import certificates_due, renew_backoff
-from home.domains.models import CertStatus, Domain, JobState
 
 pytestmark = pytest.mark.django_db
 
@@ -36,10 +36,20 @@ def test_only_certificates_inside_the_window_are_due(settings) -> None:
 
 def test_a_failed_renewal_waits_for_its_backoff_before_beat_tries_again(settings) -> None:
     settings.RENEW_DAYS = 30
-    waiting = _domain("waiting.example.test", 10, job_state=JobState.FAILED, renew_failures=1,
-                      renew_after=timezone.now() + renew_backoff(1))  # fmt: skip
-    retry = _domain("retry.example.test", 10, job_state=JobState.FAILED, renew_failures=3,
-                    renew_after=timezone.now() - dt.timedelta(minutes=1))  # fmt: skip
+    waiting = _domain(
+        "waiting.example.test",
+        10,
+        job_state=JobState.FAILED,
+        renew_failures=1,
+        renew_after=timezone.now() + renew_backoff(1),
+    )
+    retry = _domain(
+        "retry.example.test",
+        10,
+        job_state=JobState.FAILED,
+        renew_failures=3,
+        renew_after=timezone.now() - dt.timedelta(minutes=1),
+    )
     due = certificates_due()
     assert retry.pk in due and waiting.pk not in due
 

@@ -328,7 +328,9 @@ def test_with_redis_down_a_write_answers_a_json_503_and_applies_once_redis_is_ba
             assert r.status_code == 503, r.text
             assert r.headers["Content-Type"].startswith("application/json")
             assert r.headers["Retry-After"] == "60"
-            assert "was saved" in r.json()["detail"] and "once the queue is back" in r.json()["detail"]
+            assert (
+                "was saved" in r.json()["detail"] and "once the queue is back" in r.json()["detail"]
+            )
             listed = api.get(f"{site.url}/api/homes/{slug}/proxy-mappings", timeout=10).json()
             assert "down.example.test" in {m["host"] for m in listed}
             with running(broker.argv, log=root / "redis-2.log", ready=broker.ready):

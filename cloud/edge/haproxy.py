@@ -455,6 +455,9 @@ frontend fe_web
     http-request deny deny_status 429 content-type application/json string "{slow_down}" hdr Retry-After 3600 if {{ sc1_http_req_rate gt {lim.signup_rate} }}
     # The one address Django may trust: whatever the client sent is replaced.
     http-request set-header X-Forwarded-For %[src]
+    # A password check costs ~0.3 s of CPU: they get a few threads of their own, so guessing
+    # from any number of addresses queues behind itself instead of stalling every page.
+    use_backend be_web_auth if {{ method POST }} {{ path /login/ /admin/login/ /api/auth/token /signup/ }}
     default_backend be_web
 
 backend be_web
@@ -463,6 +466,13 @@ backend be_web
     http-error status 503 content-type application/json string "{busy}"
     http-error status 504 content-type application/json string "{busy}"
     server web unix@{cfg.web_socket} maxconn {cfg.web_threads}
+
+backend be_web_auth
+    mode http
+    timeout queue 10s
+    http-error status 503 content-type application/json string "{busy}"
+    http-error status 504 content-type application/json string "{busy}"
+    server web unix@{cfg.web_socket} maxconn {max(1, cfg.web_threads // 4)}
 """
 
 

@@ -237,7 +237,7 @@ class SshdConfig:
     # or IPv6 /64), each for at most login_grace_s; max_startups from all sources together,
     # sshd dropping 30% of new ones from half of it on (a reconnect storm of every home).
     source_startups: int = 20
-    login_grace_s: int = 10
+    login_grace_s: int = 20
     max_startups: int = 400
     # Concurrent sessions (so connections: one each) of one home: enough for one tunnel per
     # port, twice over while the stale sessions of a dead network are being dropped.

@@ -12,15 +12,13 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
 from tests.support.sites import CloudSite, cloud_site, state_root
 from tests.support.ssh import keygen
-from workers.bench.attack import closed_by_peer, connect_from
+from workers.bench.attack import closed_by_peer, connect_from, from_address
 from workers.common.supervise import redis_service
 from workers.local.procs import running, stop_pid, wait_for
 
@@ -39,25 +37,8 @@ def site() -> Iterator[CloudSite]:
         yield running_site
 
 
-class _FromAddress(HTTPAdapter):
-    def __init__(self, source: str) -> None:
-        self.source = source
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self.source, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def client(source: str) -> requests.Session:
-    """A browser or script at the loopback address `source`."""
-    session = requests.Session()
-    session.mount("http://", _FromAddress(source))
-    return session
-
-
 def token(site: CloudSite, source: str, username: str, password: str) -> requests.Response:
-    return client(source).post(
+    return from_address(source).post(
         f"{site.url}/api/auth/token", json={"username": username, "password": password}, timeout=20
     )
 
@@ -201,7 +182,7 @@ def test_one_address_guessing_many_usernames_is_locked_out(site: CloudSite) -> N
 
 def test_the_login_page_locks_out_with_a_429_page(site: CloudSite) -> None:
     site.create_user("webvictim", "Webvictim-pass-42")
-    browser = client("127.0.2.10")
+    browser = from_address("127.0.2.10")
     for _ in range(FAILURES - 1):
         r = form(browser, f"{site.url}/login/", {"username": "webvictim", "password": "wrong"})
         assert r.status_code == 200 and "sessionid" not in r.cookies
@@ -278,7 +259,7 @@ def test_sign_ups_from_one_address_are_capped_and_another_address_signs_up(
 ) -> None:
     def signup(source: str, name: str) -> requests.Response:
         password = "Signup-pass-42-x"
-        return form(client(source), f"{site.url}/signup/", {
+        return form(from_address(source), f"{site.url}/signup/", {
             "username": name, "email": f"{name}@example.com",
             "password1": password, "password2": password,
         })  # fmt: skip

@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := haproxy openssh-server openssh-client redis-server postgresql-client pebble \
 	chromium python3-venv python3-dev iproute2 procps wrk nginx-light curl ca-certificates
 
-.PHONY: setup system-packages python-deps lint test test-cloud test-home demo run clean
+.PHONY: setup system-packages python-deps lint test test-cloud test-home test-workers demo run clean
 
 setup: system-packages python-deps
 
@@ -40,9 +40,14 @@ test-cloud: python-deps
 test-home: python-deps
 	$(BIN)/pytest tests/home -p no:cacheprovider
 
-# Every test: lint and types, then the two sites' suites side by side (2 cores).
+# What workers/ holds, the demo and the benchmark among it (both sites as real processes).
+test-workers: python-deps
+	$(BIN)/pytest tests/workers -p no:cacheprovider
+
+# Every test: lint and types, then the suites two at a time (2 cores): the third starts when
+# the first one done frees its core.
 test: setup lint
-	$(MAKE) -j2 --output-sync=target test-cloud test-home
+	$(MAKE) -j2 --output-sync=target test-cloud test-home test-workers
 
 # The main job: both sites, the whole walkthrough, verified (Ctrl-C stops it).
 demo: setup

@@ -13,11 +13,10 @@ from kombu.exceptions import OperationalError as QueueUnreachable
 
 from home.cloudlink.client import CloudError
 from home.cloudlink.config import ConfigError
-from workers.celery import TransientError
 from workers.common.api import queue_unreachable_reason
 from workers.common.errors import DomainError
 
-# TransientError is the API's already (workers.common.api); the pages need it here too.
+# TransientError needs no entry: it is a DomainError answering 503 (workers.common.errors).
 UNAVAILABLE = (ConfigError, QueueUnreachable, CloudError)
 
 
@@ -50,7 +49,7 @@ class ErrorPageMiddleware:
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
         if isinstance(exc, DomainError):
             status, reason = exc.status, str(exc)
-        elif isinstance(exc, (*UNAVAILABLE, TransientError)):
+        elif isinstance(exc, UNAVAILABLE):
             status, reason = 503, unavailable_reason(exc)
         else:
             return None

@@ -22,7 +22,6 @@ from tests.support.net import self_signed, serve, tls_get, tls_refused
 from tests.support.sites import (
     CloudSite,
     HomeSite,
-    cloud_site,
     home_site,
     register_home,
     scratch_database,
@@ -30,11 +29,8 @@ from tests.support.sites import (
 from tests.support.ssh import keygen
 from workers.local.procs import stop_pid, wait_for
 
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[CloudSite]:
-    with cloud_site(extra_env={"CLOUDATHOME_HOME_SLOTS": "3"}) as site:
-        yield site
+# Three slots, so that a test can fill them all.
+CLOUD_ENV = {"CLOUDATHOME_HOME_SLOTS": "3"}
 
 
 @pytest.fixture(scope="module")

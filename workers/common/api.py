@@ -12,7 +12,6 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Redoc, Swagger
 
-from workers.celery import TransientError
 from workers.common.errors import DomainError
 
 
@@ -30,15 +29,12 @@ def site_api(title: str, description: str, auth: Sequence[Any]) -> NinjaAPI:
 
     @api.exception_handler(DomainError)
     def on_domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
+        """Each at its status; a component of ours that cannot answer (ServiceUnavailable:
+        TransientError, EdgeError) is a 503 with the reason, never a 500."""
         response = error_response(api, request, exc.status, str(exc), exc.field)
         if retry_after := getattr(exc, "retry_after", 0):
             response["Retry-After"] = str(retry_after)
         return response
-
-    @api.exception_handler(TransientError)
-    def on_transient_error(request: HttpRequest, exc: TransientError) -> HttpResponse:
-        """A lock held by another run, a component restarting: worth a retry, never a 500."""
-        return error_response(api, request, 503, str(exc))
 
     @api.exception_handler(QueueUnreachable)
     def on_queue_unreachable(request: HttpRequest, exc: QueueUnreachable) -> HttpResponse:

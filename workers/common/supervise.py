@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.common.processes import stop_processes
+
 # Requests gunicorn serves at once (2 workers x 4 threads); HAProxy queues the rest.
 WEB_THREADS = 8
 
@@ -27,7 +29,6 @@ class Service:
     argv: Sequence[str]
     env: dict[str, str] | None = None
     ready: Callable[[], bool] | None = None
-    stop_signal: int = signal.SIGTERM
 
 
 @dataclass
@@ -99,18 +100,12 @@ class Supervisor:
         return code
 
     def stop(self) -> None:
-        for service, proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, service.stop_signal)
-        deadline = time.monotonic() + 15
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        """Stop every process with its group, all at once and in bounded time, then reap them."""
+        # poll() first: a PID reaped already may belong to someone else by now.
+        running = [proc.pid for _, proc in reversed(self.procs) if proc.poll() is None]
+        stop_processes(running, timeout=15, group=True)
+        for _, proc in self.procs:
+            proc.wait()
         self.procs.clear()
 
 
@@ -118,11 +113,23 @@ def redis_service(state: Path) -> Service:
     """A private Redis on a unix socket (0700) in the state dir, used when REDIS_URL is unset."""
     sock = state / "redis.sock"
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    argv = [
-        binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-        "--save", "", "--appendonly", "no", "--dir", str(state), "--daemonize", "no",
-    ]  # fmt: skip
+    # No TCP, a private socket, nothing written to disk, no fork.
+    options = {
+        "--port": "0",
+        "--unixsocket": str(sock),
+        "--unixsocketperm": "700",
+        "--save": "",
+        "--appendonly": "no",
+        "--dir": str(state),
+        "--daemonize": "no",
+    }
+    argv = [binary, *_flags(options)]
     return Service("redis", argv, ready=sock.exists)
+
+
+def _flags(options: dict[str, str]) -> list[str]:
+    """{"--name": "value"} as argv: ["--name", "value"]."""
+    return [part for option in options.items() for part in option]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -148,10 +155,9 @@ def unix_socket_open(path: Path) -> bool:
 
 def web_service(wsgi: str, bind: str, env: dict[str, str]) -> Service:
     """gunicorn serving `wsgi` on `bind`: "host:port", or "unix:<path>" (behind HAProxy)."""
-    argv = python_module(
-        "gunicorn", wsgi, "--bind", bind, "--workers", "2", "--threads", str(WEB_THREADS // 2),
-        "--access-logfile", "-",
-    )  # fmt: skip
+    options = {"--bind": bind, "--workers": "2", "--threads": str(WEB_THREADS // 2)}
+    options["--access-logfile"] = "-"
+    argv = python_module("gunicorn", wsgi, *_flags(options))
     if bind.startswith("unix:"):
         path = Path(bind.removeprefix("unix:"))
         return Service("web", argv, env=env, ready=lambda: unix_socket_open(path))

@@ -18,27 +18,12 @@ import requests
 from tests.support.sites import (
     CloudSite,
     HomeSite,
-    cloud_site,
     home_site,
     register_home,
     scratch_database,
 )
-from workers.local.pebble import PebbleInfo, pebble_server
+from workers.local.pebble import PebbleInfo
 from workers.local.procs import wait_for
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[CloudSite]:
-    with cloud_site() as site:
-        yield site
-
-
-@pytest.fixture(scope="module")
-def pebble(cloud: CloudSite, root: Path) -> Iterator[PebbleInfo]:
-    with pebble_server(
-        root / "pebble", http_port=cloud.http_port, tls_port=cloud.https_port
-    ) as info:
-        yield info
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +70,24 @@ def _tunnel_processes(root: Path) -> int:
     return int(found.stdout.strip() or 0)
 
 
+def _issue(console: HomeSite, api: requests.Session, name: str, out: Path, **extra: object) -> dict:
+    r = api.post(
+        f"{console.url}/api/domains",
+        json={"name": name, "email": "certy@example.com", "cert_dir": str(out), **extra},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _finished(api: requests.Session, console: HomeSite, domain_id: int) -> dict:
+    return wait_for(
+        lambda: (d := _domain(api, console, domain_id))["job"]["state"] in ("done", "failed") and d,
+        timeout=90,
+        what="certificate job",
+    )
+
+
 @pytest.mark.parametrize("challenge", ["http-01", "tls-alpn-01"])
 def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_root(
     cloud: CloudSite, console: HomeSite, pebble: PebbleInfo, root: Path, challenge: str
@@ -92,18 +95,7 @@ def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_r
     api = console.api()
     name = f"{challenge.replace('-', '')}.certy.test"
     out = root / "certs"
-    r = api.post(
-        f"{console.url}/api/domains",
-        json={
-            "name": name,
-            "email": "certy@example.com",
-            "cert_dir": str(out),
-            "challenge": challenge,
-        },
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
-    done = _finished(api, console, r.json()["id"])
+    done = _finished(api, console, _issue(console, api, name, out, challenge=challenge)["id"])
     assert done["job"]["state"] == "done", done["job"]
     assert done["cert_status"] == "valid" and done["cert_expiry"]
     live = out / name
@@ -111,19 +103,9 @@ def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_r
     roots = root / f"roots-{challenge}.pem"
     roots.write_text("".join(pebble.roots()))
     chain = live / "chain.pem"
+    verify = ["openssl", "verify", "-CAfile", str(roots), "-untrusted", str(chain)]
     verified = subprocess.run(
-        [
-            "openssl",
-            "verify",
-            "-CAfile",
-            str(roots),
-            "-untrusted",
-            str(chain),
-            str(live / "cert.pem"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+        [*verify, str(live / "cert.pem")], capture_output=True, text=True, check=False
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     text = subprocess.run(
@@ -145,37 +127,13 @@ def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothi
     pebble.set_servfail(name)
     api = console.api()
     out = root / "certs-fail"
-    r = api.post(
-        f"{console.url}/api/domains",
-        json={"name": name, "email": "certy@example.com", "cert_dir": str(out)},
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
-    failed = _finished(api, console, r.json()["id"])
+    failed = _finished(api, console, _issue(console, api, name, out)["id"])
     assert failed["job"]["state"] == "failed" and failed["cert_status"] == "failed"
     error = failed["job"]["error"]
     assert name in error and "DNS" in error and "\n" not in error
     assert name not in _live_hosts(cloud)
     assert not (out / name).exists()
     assert _tunnel_processes(root) == 0
-
-
-def _issue(console: HomeSite, api: requests.Session, name: str, out: Path, **extra: object) -> dict:
-    r = api.post(
-        f"{console.url}/api/domains",
-        json={"name": name, "email": "certy@example.com", "cert_dir": str(out), **extra},
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-def _finished(api: requests.Session, console: HomeSite, domain_id: int) -> dict:
-    return wait_for(
-        lambda: (d := _domain(api, console, domain_id))["job"]["state"] in ("done", "failed") and d,
-        timeout=90,
-        what="certificate job",
-    )
 
 
 def _due(console: HomeSite) -> list[int]:

@@ -13,6 +13,7 @@ __all__ = [
     "AUTHENTICATION_BACKENDS",
     "AUTH_PASSWORD_VALIDATORS",
     "AXES_COOLOFF_TIME",
+    "AXES_DISABLE_ACCESS_LOG",
     "AXES_FAILURE_LIMIT",
     "AXES_LOCKOUT_CALLABLE",
     "AXES_LOCKOUT_PARAMETERS",
@@ -79,6 +80,8 @@ AXES_COOLOFF_TIME = timedelta(seconds=envint("CLOUDATHOME_LOGIN_COOLOFF", 900, 1
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "workers.common.throttle.lockout_response"
 AXES_VERBOSE = False
+# Failures are what throttling needs; a row per successful login would only grow.
+AXES_DISABLE_ACCESS_LOG = True
 
 
 def templates(directory: Path) -> list[dict[str, Any]]:

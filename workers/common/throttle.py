@@ -54,8 +54,10 @@ def record_failure(request: HttpRequest, username: str) -> None:
 
 def record_success(request: HttpRequest, user: AbstractBaseUser) -> None:
     """A token issued is a login: it clears the failures counted against it (and sets
-    last_login), as the login page does."""
-    user_logged_in.send(sender=type(user), request=request, user=user)
+    last_login), as the login page does. Only when there are failures to clear: each of those
+    writes waits for SQLite's one write lock, which the worker holds now and then."""
+    if AxesProxyHandler.get_failures(request, {"username": user.get_username()}):
+        user_logged_in.send(sender=type(user), request=request, user=user)
 
 
 def lockout_response(

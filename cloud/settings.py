@@ -7,7 +7,17 @@ import getpass
 import os
 from pathlib import Path
 
-from workers.common.conf import database, env, envint, redis_url, secret_key, state_dir
+from workers.common.conf import (
+    database,
+    env,
+    envhostname,
+    envint,
+    envlist,
+    host_ports,
+    redis_url,
+    secret_key,
+    state_dir,
+)
 
 # Django reads settings as module globals: the shared base is star-imported (its __all__ lists
 # what it exports) and the names used below are imported by name as well.
@@ -27,6 +37,7 @@ INSTALLED_APPS = [
     "cloud.accounts",
     "cloud.homes",
     "cloud.edge",
+    "cloud.domains",
 ]
 
 ROOT_URLCONF = "cloud.urls"
@@ -88,3 +99,9 @@ SSH_HOME_SESSIONS = envint("CLOUDATHOME_SSH_HOME_SESSIONS", 2 * PORTS_PER_HOME, 
 
 # Only HAProxy reaches gunicorn (a unix socket): the client address is the one it forwards.
 AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_behind_haproxy"
+# Names homes may publish (DESIGN section 4): one label per home under the base domain (one
+# wildcard DNS record), custom domains proven by a TXT record looked up on these resolvers
+# (`host:port`, comma separated; empty: the system's), and names nobody may own.
+BASE_DOMAIN = envhostname("CLOUDATHOME_BASE_DOMAIN")
+DNS_RESOLVERS = host_ports("CLOUDATHOME_DNS_RESOLVERS", default_port=53)
+RESERVED_NAMES = envlist("CLOUDATHOME_RESERVED_NAMES")

@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from ninja import Router
 
 from cloud.accounts.auth import current_user
+from cloud.domains import services as names
 from cloud.edge import services as edge
 from cloud.homes import services
 from cloud.homes.models import Home
@@ -30,6 +31,7 @@ def home_out(home: Home) -> HomeOut:
         ssh_host_key=edge.ssh_host_key(),
         port_base=home.port_base,
         port_count=home.port_count,
+        base_domain=names.base_domain(home),
     )
 
 
@@ -37,7 +39,7 @@ def home_out(home: Home) -> HomeOut:
 def claim_home(request: HttpRequest, body: HomeIn) -> tuple[int, HomeOut]:
     """Claim a home slot with an SSH public key; provisioning continues in the background
     (status goes from `provisioning` to `ready` or `failed`)."""
-    return 201, home_out(services.home_claim(current_user(request), body.public_key))
+    return 201, home_out(services.home_claim(current_user(request), body.public_key, body.label))
 
 
 @router.get("", response=list[HomeOut])

@@ -17,7 +17,7 @@ from home.cloudlink.client import CloudError
 from home.cloudlink.services import cloud, link
 from home.tunnels import ssh
 from home.tunnels.models import ProxyEntry, Tunnel, TunnelState
-from workers.common.errors import Conflict, Invalid, Unavailable, invalid_from
+from workers.common.errors import Conflict, Forbidden, Invalid, Unavailable, invalid_from
 from workers.common.names import validate_hostname
 from workers.locks import exclusive
 
@@ -210,6 +210,8 @@ def entry_create(
         cloud().create_mapping(slug, hostname, "https", tunnel.remote_port, proxy_protocol)
     except CloudError as exc:
         tunnel.delete()
+        if exc.status == 403:  # a name this home does not own: the cloud names the step
+            raise Forbidden(str(exc), field="hostname") from None
         if exc.status in (400, 409, 422):
             raise Invalid(str(exc), field="hostname") from None
         raise Unavailable(f"the cloud refused the mapping: {exc}") from None

@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,54 +24,8 @@ from tests.support.net import (
 )
 from tests.support.sites import CloudSite
 from tests.support.ssh import client_options, keygen, known_hosts
+from tests.support.tenants import Tenant, live_routes, ready_home, tenant
 from workers.local.procs import stop_pid, wait_for
-
-
-@dataclass
-class Tenant:
-    username: str
-    password: str
-    token: str
-    api: requests.Session
-    key: Path
-    public_key: str
-    home: dict
-
-
-def _ready(cloud: CloudSite, api: requests.Session, slug: str, timeout: float) -> dict:
-    """The home once its provisioning is done."""
-    return wait_for(
-        lambda: (
-            (h := api.get(f"{cloud.url}/api/homes/{slug}", timeout=5).json())["status"] == "ready"
-            and h
-        ),
-        timeout=timeout,
-        what=f"home {slug} provisioned",
-    )
-
-
-def _tenant(cloud: CloudSite, tmp: Path, name: str, staff: bool = False) -> Tenant:
-    password = f"pw-{name}-Secret9"
-    cloud.create_user(name, password, active=True, staff=staff)
-    token = cloud.token(name, password)
-    api = cloud.api(token)
-    key = tmp / f"{name}_key"
-    public_key = keygen(key)
-    r = api.post(f"{cloud.url}/api/homes", json={"public_key": public_key}, timeout=10)
-    assert r.status_code == 201, r.text
-    slug = r.json()["slug"]
-    home = _ready(cloud, api, slug, timeout=30)
-    return Tenant(name, password, token, api, key, public_key, home)
-
-
-@pytest.fixture(scope="module")
-def alice(cloud: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    return _tenant(cloud, tmp_path_factory.mktemp("alice"), "alice")
-
-
-@pytest.fixture(scope="module")
-def bob(cloud: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    return _tenant(cloud, tmp_path_factory.mktemp("bob"), "bob")
 
 
 @pytest.fixture(scope="module")
@@ -116,13 +69,6 @@ def _map(cloud: CloudSite, tenant: Tenant, body: dict) -> requests.Response:
     """POST a proxy mapping for the tenant's home."""
     url = f"{cloud.url}/api/homes/{tenant.home['slug']}/proxy-mappings"
     return tenant.api.post(url, json=body, timeout=10)
-
-
-def _live(cloud: CloudSite) -> list[dict]:
-    admin = cloud.api(cloud.token("admin", cloud.admin_password))
-    r = admin.get(f"{cloud.url}/api/admin/proxy-mappings/haproxy", timeout=10)
-    assert r.status_code == 200, r.text
-    return list(r.json())
 
 
 # --- accounts ----------------------------------------------------------------------------------
@@ -237,15 +183,15 @@ def test_malformed_or_huge_public_keys_are_refused_naming_the_field(
 def test_tunnel_into_own_range_reaches_the_home_service_through_the_https_edge(
     cloud: CloudSite, alice: Tenant, tunnel, tmp_path: Path
 ) -> None:
-    ctx, der = self_signed(tmp_path, "alice.example.test")
+    ctx, der = self_signed(tmp_path, "app.alice.homes.test")
     with serve("alice-home", ctx, der) as svc:
         port = alice.home["port_base"]
         proc = tunnel(alice, port, svc.port)
-        r = _map(cloud, alice, {"host": "Alice.Example.test", "tunnel_port": port})
+        r = _map(cloud, alice, {"host": "App.Alice.Homes.test", "tunnel_port": port})
         assert r.status_code == 201, r.text
-        assert r.json()["host"] == "alice.example.test"
+        assert r.json()["host"] == "app.alice.homes.test"
         body, cert = wait_for(
-            lambda: tls_get(cloud.https_port, "alice.example.test"), timeout=15, what="edge route"
+            lambda: tls_get(cloud.https_port, "app.alice.homes.test"), timeout=15, what="edge route"
         )
         assert body == b"alice-home" and cert == der  # passthrough: the home's own certificate
         assert proc.poll() is None
@@ -254,12 +200,12 @@ def test_tunnel_into_own_range_reaches_the_home_service_through_the_https_edge(
         ).json()
         assert listed[0]["edge"] == "routed"
         r = alice.api.delete(
-            f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings/alice.example.test",
+            f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings/app.alice.homes.test",
             timeout=10,
         )
         assert r.status_code == 204
         wait_for(
-            lambda: tls_refused(cloud.https_port, "alice.example.test"),
+            lambda: tls_refused(cloud.https_port, "app.alice.homes.test"),
             timeout=10,
             what="route removed",
         )
@@ -272,10 +218,12 @@ def test_http_mapping_routes_plain_http_by_host_and_proxy_v2_delivers_the_client
     with serve("alice-plain") as svc:
         port = alice.home["port_base"] + 1
         tunnel(alice, port, svc.port)
-        r = _map(cloud, alice, {"host": "plain.alice.test", "scheme": "http", "tunnel_port": port})
+        r = _map(
+            cloud, alice, {"host": "plain.alice.homes.test", "scheme": "http", "tunnel_port": port}
+        )
         assert r.status_code == 201, r.text
         _, body = wait_for(
-            lambda: (res := http_get(cloud.http_port, "plain.alice.test"))[0] == 200 and res,
+            lambda: (res := http_get(cloud.http_port, "plain.alice.homes.test"))[0] == 200 and res,
             timeout=15,
         )
         assert body == b"alice-plain"
@@ -283,18 +231,20 @@ def test_http_mapping_routes_plain_http_by_host_and_proxy_v2_delivers_the_client
     try:
         port = alice.home["port_base"] + 2
         tunnel(alice, port, capture.port)
-        pp_route = {"host": "pp.alice.test", "tunnel_port": port, "proxy_protocol": True}
+        pp_route = {"host": "pp.alice.homes.test", "tunnel_port": port, "proxy_protocol": True}
         r = _map(cloud, alice, pp_route)
         assert r.status_code == 201, r.text
-        wait_for(lambda: any(m["host"] == "pp.alice.test" for m in _live(cloud)), timeout=15)
+        wait_for(
+            lambda: any(m["host"] == "pp.alice.homes.test" for m in live_routes(cloud)), timeout=15
+        )
         # The capture hangs up; we only want its bytes.
-        tls_refused(cloud.https_port, "pp.alice.test")
+        tls_refused(cloud.https_port, "pp.alice.homes.test")
         header = capture.seen.get(timeout=10)
         assert header.startswith(PP2_SIGNATURE)
         assert header[16:20] == bytes([127, 0, 0, 1])  # IPv4 source address = the real client
     finally:
         capture.close()
-    for host in ("plain.alice.test", "pp.alice.test"):
+    for host in ("plain.alice.homes.test", "pp.alice.homes.test"):
         alice.api.delete(f"{cloud.url}/api/homes/{slug}/proxy-mappings/{host}", timeout=10)
 
 
@@ -349,7 +299,9 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
 ) -> None:
     slug = alice.home["slug"]
     r = alice.api.post(
-        f"{cloud.url}/api/homes/{slug}/proxy-mappings", json={"host": "mine.alice.test"}, timeout=10
+        f"{cloud.url}/api/homes/{slug}/proxy-mappings",
+        json={"host": "mine.alice.homes.test"},
+        timeout=10,
     )
     assert r.status_code == 201
     try:
@@ -360,17 +312,18 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
         )
         assert (
             bob.api.delete(
-                f"{cloud.url}/api/homes/{slug}/proxy-mappings/mine.alice.test", timeout=5
+                f"{cloud.url}/api/homes/{slug}/proxy-mappings/mine.alice.homes.test", timeout=5
             ).status_code
             == 404
         )
         assert bob.api.delete(f"{cloud.url}/api/homes/{slug}", timeout=5).status_code == 404
         r = bob.api.post(
             f"{cloud.url}/api/homes/{bob.home['slug']}/proxy-mappings",
-            json={"host": "mine.alice.test", "scheme": "http"},
+            json={"host": "mine.alice.homes.test", "scheme": "http"},
             timeout=5,
         )
-        assert r.status_code == 409 and r.json()["field"] == "host"
+        assert r.status_code == 403 and r.json()["field"] == "host"
+        assert "this home's names are under bob.homes.test" in r.json()["detail"]
         for method, path in (
             ("post", "proxy-mappings/sync"),
             ("get", "proxy-mappings/haproxy"),
@@ -381,7 +334,9 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
                 == 403
             )
     finally:
-        alice.api.delete(f"{cloud.url}/api/homes/{slug}/proxy-mappings/mine.alice.test", timeout=10)
+        alice.api.delete(
+            f"{cloud.url}/api/homes/{slug}/proxy-mappings/mine.alice.homes.test", timeout=10
+        )
 
 
 @pytest.mark.parametrize(
@@ -393,9 +348,9 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
         ({"host": "ünïcode.test"}, "host"),
         ({"host": ("a" * 60 + ".") * 4 + "abcde.test"}, "host"),  # 254 characters
         ({"host": "*.wild.test"}, "host"),
-        ({"host": "ok.test", "tunnel_port": 1024}, "tunnel_port"),
-        ({"host": "ok.test", "tunnel_port": 70000}, "tunnel_port"),
-        ({"host": "ok.test", "scheme": "ftp"}, "scheme"),
+        ({"host": "ok.alice.homes.test", "tunnel_port": 1024}, "tunnel_port"),
+        ({"host": "ok.alice.homes.test", "tunnel_port": 70000}, "tunnel_port"),
+        ({"host": "ok.alice.homes.test", "scheme": "ftp"}, "scheme"),
     ],
 )
 def test_bad_mapping_input_is_refused_naming_the_field_and_never_reaches_haproxy(
@@ -406,9 +361,9 @@ def test_bad_mapping_input_is_refused_naming_the_field_and_never_reaches_haproxy
     )
     assert r.status_code in (400, 409, 422), r.text
     assert r.json()["detail"].startswith(f"{field}:") or r.json().get("field") == field, r.json()
-    assert all(m["host"] != body["host"].lower() for m in _live(cloud))
+    assert all(m["host"] != body["host"].lower() for m in live_routes(cloud))
     maps = "".join(p.read_text() for p in (cloud.state / "haproxy" / "maps").iterdir())
-    assert "ok.test" not in maps and "reload" not in maps
+    assert "ok.alice.homes.test" not in maps and "reload" not in maps
 
 
 # --- faults ----------------------------------------------------------------------------------------
@@ -445,31 +400,38 @@ def test_a_stopped_haproxy_makes_the_admin_api_answer_503_with_the_reason(
         assert reply.status_code == 503, reply.text
         assert reply.headers["Content-Type"].startswith("application/json")
         assert "no complete reply within" in reply.json()["detail"]
-    _live(cloud)  # which asserts a 200: HAProxy answers again once it runs
+    live_routes(cloud)  # which asserts a 200: HAProxy answers again once it runs
 
 
 def test_haproxy_killed_comes_back_with_every_route_without_a_sync(
     cloud: CloudSite, alice: Tenant, tunnel, tmp_path: Path
 ) -> None:
-    ctx, der = self_signed(tmp_path, "back.alice.test")
+    ctx, der = self_signed(tmp_path, "back.alice.homes.test")
     with serve("back", ctx, der) as svc:
         port = alice.home["port_base"] + 3
         tunnel(alice, port, svc.port)
-        r = _map(cloud, alice, {"host": "back.alice.test", "tunnel_port": port})
+        r = _map(cloud, alice, {"host": "back.alice.homes.test", "tunnel_port": port})
         assert r.status_code == 201
-        wait_for(lambda: tls_get(cloud.https_port, "back.alice.test")[0] == b"back", timeout=15)
+        wait_for(
+            lambda: tls_get(cloud.https_port, "back.alice.homes.test")[0] == b"back", timeout=15
+        )
         # The map file follows the live map (a change is live first); HAProxy restarts from it.
         https_map = cloud.state / "haproxy" / "maps" / "https.map"
-        wait_for(lambda: "back.alice.test" in https_map.read_text(), timeout=10, what="map file")
+        wait_for(
+            lambda: "back.alice.homes.test" in https_map.read_text(), timeout=10, what="map file"
+        )
         old = _pid_of(cloud, "haproxy")
         os.killpg(old, signal.SIGKILL)
         wait_for(lambda: _pid_of(cloud, "haproxy") != old, timeout=30, what="haproxy restarted")
         body, _ = wait_for(
-            lambda: tls_get(cloud.https_port, "back.alice.test"), timeout=20, what="route back"
+            lambda: tls_get(cloud.https_port, "back.alice.homes.test"),
+            timeout=20,
+            what="route back",
         )
         assert body == b"back"
     alice.api.delete(
-        f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings/back.alice.test", timeout=10
+        f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings/back.alice.homes.test",
+        timeout=10,
     )
 
 
@@ -489,7 +451,7 @@ def test_worker_killed_with_a_provisioning_task_in_hand_finishes_it_after_restar
         os.killpg(worker, signal.SIGKILL)
     slug = r.json()["slug"]
     wait_for(lambda: _pid_of(cloud, "worker") != worker, timeout=30, what="worker restarted")
-    home = _ready(cloud, api, slug, timeout=60)
+    home = ready_home(cloud, api, slug, timeout=60)
     assert home["ssh_username"].endswith("_dave")
     assert (cloud.state / "ssh" / "keys" / home["ssh_username"]).exists()
 
@@ -497,16 +459,16 @@ def test_worker_killed_with_a_provisioning_task_in_hand_finishes_it_after_restar
 def test_releasing_a_home_removes_its_mappings_routes_key_and_system_user(
     cloud: CloudSite, tmp_path: Path
 ) -> None:
-    erin = _tenant(cloud, tmp_path, "erin")
+    erin = tenant(cloud, tmp_path, "erin")
     slug = erin.home["slug"]
     r = erin.api.post(
-        f"{cloud.url}/api/homes/{slug}/proxy-mappings", json={"host": "erin.test"}, timeout=10
+        f"{cloud.url}/api/homes/{slug}/proxy-mappings", json={"host": "erin.homes.test"}, timeout=10
     )
     assert r.status_code == 201
-    wait_for(lambda: any(m["host"] == "erin.test" for m in _live(cloud)), timeout=15)
+    wait_for(lambda: any(m["host"] == "erin.homes.test" for m in live_routes(cloud)), timeout=15)
     assert erin.api.delete(f"{cloud.url}/api/homes/{slug}", timeout=10).status_code == 204
     wait_for(
-        lambda: all(m["host"] != "erin.test" for m in _live(cloud)),
+        lambda: all(m["host"] != "erin.homes.test" for m in live_routes(cloud)),
         timeout=15,
         what="route removed",
     )

@@ -133,7 +133,7 @@ def console(root: Path, registered, home_db: str) -> Iterator[HomeSite]:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    ctx, der = self_signed(tmp_path_factory.mktemp("svc"), "www.homer.test")
+    ctx, der = self_signed(tmp_path_factory.mktemp("svc"), "www.homer.homes.test")
     with serve("homer-service", ctx, der) as svc:
         yield svc
 
@@ -150,7 +150,7 @@ def entry(console: HomeSite, service) -> Iterator[dict]:
     r = api.post(
         f"{console.url}/api/domains",
         json={
-            "name": "www.homer.test",
+            "name": "www.homer.homes.test",
             "email": "homer@example.com",
             "cert_dir": str(console.state / "certs"),
         },
@@ -160,7 +160,7 @@ def entry(console: HomeSite, service) -> Iterator[dict]:
     domain = r.json()["id"]
     r = api.post(
         f"{console.url}/api/domains/{domain}/proxy-entries",
-        json={"hostname": "www.homer.test", "home_port": service.port},
+        json={"hostname": "www.homer.homes.test", "home_port": service.port},
         timeout=15,
     )
     assert r.status_code == 201, r.text
@@ -221,7 +221,7 @@ def test_open_tunnel_publishes_the_service_through_the_cloud_edge(
     assert state["tunnel"]["pid"] and state["tunnel"]["since"]
     entry["tunnel"] = state["tunnel"]
     body, cert = wait_for(
-        lambda: tls_get(cloud.https_port, "www.homer.test"), timeout=15, what="edge route"
+        lambda: tls_get(cloud.https_port, "www.homer.homes.test"), timeout=15, what="edge route"
     )
     assert body == b"homer-service" and cert == service.cert_der
 
@@ -236,7 +236,7 @@ def test_a_killed_tunnel_comes_back_within_10_seconds_without_a_click(
     )
     os.kill(before["tunnel"]["pid"], signal.SIGKILL)
     body, _ = wait_for(
-        lambda: tls_get(cloud.https_port, "www.homer.test"),
+        lambda: tls_get(cloud.https_port, "www.homer.homes.test"),
         timeout=10,
         interval=0.2,
         what="traffic back",
@@ -265,7 +265,7 @@ def test_tunnel_survives_a_console_restart_and_close_still_stops_it(
     assert console.proc is not None
     stop_pid(console.proc)
     assert os.path.exists(f"/proc/{pid}")
-    assert tls_get(cloud.https_port, "www.homer.test")[0] == b"homer-service"
+    assert tls_get(cloud.https_port, "www.homer.homes.test")[0] == b"homer-service"
     config, _ = registered
     with home_site(root / "homer", config, home_db, "Console-pass-1") as again:
         api = again.api()
@@ -278,7 +278,7 @@ def test_tunnel_survives_a_console_restart_and_close_still_stops_it(
         )
         wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10, what="ssh stopped")
         wait_for(
-            lambda: tls_refused(cloud.https_port, "www.homer.test"),
+            lambda: tls_refused(cloud.https_port, "www.homer.homes.test"),
             timeout=10,
             what="edge no longer reaches",
         )

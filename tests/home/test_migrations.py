@@ -131,7 +131,11 @@ def test_a_database_of_the_old_domains_app_counts_the_recreated_schema_as_applie
         (m.app_label, m.name)
         for m, _ in executor.migration_plan(executor.loader.graph.leaf_nodes())
     }
-    assert plan == {("certs", "0002_move_tables"), ("tunnels", "0002_proxyentry")}
+    assert plan == {
+        ("certs", "0002_move_tables"),
+        ("certs", "0003_ownership"),
+        ("tunnels", "0002_proxyentry"),
+    }
 
 
 def test_upgrading_keeps_every_domain_entry_tunnel_and_relation(

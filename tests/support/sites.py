@@ -119,6 +119,8 @@ def cloud_site(
             "CLOUDATHOME_SSH_MODE": ssh_mode,
             "CLOUDATHOME_SSH_USER_PREFIX": prefix,
             "CLOUDATHOME_PORT_BASE": str(port_base()),
+            # Every home owns <its user>.homes.test and the names below it.
+            "CLOUDATHOME_BASE_DOMAIN": "homes.test",
             **(extra_env or {}),
         }
         try:

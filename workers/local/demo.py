@@ -1,7 +1,9 @@
-"""`cloudathome demo`: both sites on this machine, a sample home HTTPS service and a local
-ACME server (Pebble), through the whole walkthrough of the original README, verified with a
-real TLS client, then a summary of where everything runs. Needs root (the cloud's sshd
-gives each home its own system user)."""
+"""`cloudathome demo`: both sites on this machine, a sample home HTTPS service, a local DNS
+server and a local ACME server (Pebble), through the whole walkthrough of the original
+README: the home owns its name under the cloud's base domain, proves a custom domain with a
+DNS TXT record, gets its certificate and serves a page, verified with a real TLS client,
+then a summary of where everything runs. Needs root (the cloud's sshd gives each home its
+own system user)."""
 
 from __future__ import annotations
 
@@ -23,13 +25,14 @@ from typing import Any, TypeVar
 
 import requests
 
-from workers.local.pebble import PebbleInfo, pebble_server
+from workers.local.pebble import MockDns, PebbleInfo, mock_dns, pebble_server
 from workers.local.procs import wait_for
 from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
 
 T = TypeVar("T")
 USER, PASSWORD, EMAIL = "alice", "Alice-demo-2026", "alice@example.com"
-HOSTNAME = "shop.demo.test"
+HOSTNAME = "shop.demo.test"  # a custom domain, proven with a TXT record
+BASE_DOMAIN = "homes.demo.test"  # the operator's: one wildcard DNS record in real life
 PREFIX = "demo"  # the demo's SSH identities: demo00_alice
 PAGE = b"<h1>Hello from a service running at home</h1>\n"
 STATE_BASE = Path("/var/lib/cloudathome-demo")
@@ -115,7 +118,20 @@ def approve(cloud: CloudSite) -> None:
         raise RuntimeError(done.stderr.strip())
 
 
-def issue_certificate(home: HomeSite, api: requests.Session, cert_root: Path) -> dict[str, Any]:
+def base_domain(cloud: CloudSite) -> str:
+    api = cloud.api(cloud.token(USER, PASSWORD))
+    homes = api.get(f"{cloud.url}/api/homes", timeout=10).json()
+    name = homes[0]["base_domain"] if homes else None
+    if not name:
+        raise RuntimeError("the home has no name under the base domain")
+    return str(name)
+
+
+def issue_certificate(
+    home: HomeSite, api: requests.Session, dns: MockDns, cert_root: Path
+) -> dict[str, Any]:
+    """Add the domain on the console; when it waits for its proof, create the TXT record it
+    shows (what the user does at their DNS provider) and ask for a check."""
     body = {"name": HOSTNAME, "email": EMAIL, "cert_dir": str(cert_root)}
     r = api.post(f"{home.url}/api/domains", json=body, timeout=10)
     r.raise_for_status()
@@ -128,6 +144,13 @@ def issue_certificate(home: HomeSite, api: requests.Session, cert_root: Path) ->
         if step and step not in seen:
             seen.append(step)
             print(f"       · {step}", flush=True)
+            record = domain["ownership"]["record"]
+            if domain["job"]["state"] == "waiting" and record:
+                print(f"       · creating {record['name']} TXT {record['value']}", flush=True)
+                dns.add_txt(record["name"], record["value"])
+                api.post(
+                    f"{home.url}/api/domains/{domain_id}/verify", timeout=10
+                ).raise_for_status()
         return domain if domain["job"]["state"] in ("done", "failed") else None
 
     domain = wait_for(finished, timeout=180, interval=0.2, what="the certificate")
@@ -187,9 +210,19 @@ def walkthrough(root: Path, keep_running: bool) -> int:
         def started(context: contextlib.AbstractContextManager[T]) -> Callable[[], T]:
             return lambda: stack.enter_context(context)
 
+        dns = steps.run(
+            "start a local DNS server (pebble-challtestsrv) for the cloud and the CA",
+            started(mock_dns(root / "dns")),
+        )
+        cloud_settings = {
+            "CLOUDATHOME_SSH_USER_PREFIX": PREFIX,
+            "CLOUDATHOME_BASE_DOMAIN": BASE_DOMAIN,
+            "CLOUDATHOME_DNS_RESOLVERS": dns.resolver,
+        }
         cloud = steps.run(
-            "start the cloud site (HAProxy, sshd, web, worker, beat, Flower, Redis)",
-            started(start_cloud(root / "cloud", {"CLOUDATHOME_SSH_USER_PREFIX": PREFIX})),
+            f"start the cloud site with the base domain {BASE_DOMAIN} "
+            "(HAProxy, sshd, web, worker, beat, Flower, Redis)",
+            started(start_cloud(root / "cloud", cloud_settings)),
         )
         steps.run(f"sign up {USER} at /signup/ (inactive until approved)", lambda: signup(cloud))
         steps.run(f"approve {USER} (as an administrator)", lambda: approve(cloud))
@@ -204,9 +237,10 @@ def walkthrough(root: Path, keep_running: bool) -> int:
             "\n".join(f"       {line}" for line in registered.stdout.splitlines()[-5:]), flush=True
         )
         stack.callback(release_home, cloud)
+        print(f"         its names    : {base_domain(cloud)} and every name below it", flush=True)
         pebble = steps.run(
             "start a local ACME server (Pebble) validating through the edge",
-            started(pebble_server(root / "pebble", cloud.http_port, cloud.https_port)),
+            started(pebble_server(root / "pebble", cloud.http_port, cloud.https_port, dns=dns)),
         )
         console_password = PASSWORD
         acme = {
@@ -219,8 +253,9 @@ def walkthrough(root: Path, keep_running: bool) -> int:
         )
         api = home.api()
         domain = steps.run(
-            f"add the domain {HOSTNAME} and issue its certificate through the tunnel",
-            lambda: issue_certificate(home, api, root / "certs"),
+            f"add the custom domain {HOSTNAME}, prove it with its TXT record, "
+            "issue its certificate through the tunnel",
+            lambda: issue_certificate(home, api, dns, root / "certs"),
         )
         port = steps.run(
             "start the sample HTTPS service at home with that certificate",

@@ -17,6 +17,7 @@ from typing import Any
 
 import requests
 
+from workers.local.pebble import MockDns
 from workers.local.procs import free_port, running, wait_for
 
 
@@ -133,6 +134,25 @@ def start_cloud(root: Path, settings: dict[str, str] | None = None) -> Iterator[
         )
         site.proc = proc
         yield site
+
+
+def prove_domain(
+    cloud: CloudSite, api: requests.Session, slug: str, dns: MockDns, name: str
+) -> dict[str, Any]:
+    """A custom domain proven as its user would: add it to the home, create the TXT record
+    the cloud shows (in `dns`, the cloud's resolver), ask for a check, wait until verified."""
+    home = f"{cloud.url}/api/homes/{slug}"
+    r = api.post(f"{home}/domains", json={"name": name}, timeout=10)
+    r.raise_for_status()
+    record = r.json()["verification"]
+    dns.add_txt(record["name"], record["value"])
+    api.post(f"{home}/domains/{name}/verify", timeout=10).raise_for_status()
+
+    def verified() -> dict[str, Any] | None:
+        domain = dict(api.get(f"{home}/domains/{name}", timeout=10).json())
+        return domain if domain["status"] == "verified" else None
+
+    return wait_for(verified, timeout=30, what=f"{name} verified")
 
 
 @dataclass

@@ -22,7 +22,7 @@ from tests.support.sites import (
     register_home,
     scratch_database,
 )
-from workers.local.pebble import PebbleInfo
+from workers.local.pebble import MockDns, PebbleInfo
 from workers.local.procs import wait_for
 
 
@@ -93,7 +93,7 @@ def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_r
     cloud: CloudSite, console: HomeSite, pebble: PebbleInfo, root: Path, challenge: str
 ) -> None:
     api = console.api()
-    name = f"{challenge.replace('-', '')}.certy.test"
+    name = f"{challenge.replace('-', '')}.certy.homes.test"
     out = root / "certs"
     done = _finished(api, console, _issue(console, api, name, out, challenge=challenge)["id"])
     assert done["job"]["state"] == "done", done["job"]
@@ -123,8 +123,8 @@ def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_r
 def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothing(
     cloud: CloudSite, console: HomeSite, pebble: PebbleInfo, root: Path
 ) -> None:
-    name = "nowhere.certy.test"
-    pebble.set_servfail(name)
+    name = "nowhere.certy.homes.test"
+    pebble.dns.set_servfail(name)
     api = console.api()
     out = root / "certs-fail"
     failed = _finished(api, console, _issue(console, api, name, out)["id"])
@@ -161,7 +161,7 @@ def test_due_certificates_are_renewed_by_the_beat_task_and_a_second_run_does_not
     api = console.api()
     marks = root / "renew-marks"
     marks.mkdir()
-    name = "renew.certy.test"
+    name = "renew.certy.homes.test"
     domain = _issue(
         console,
         api,
@@ -193,7 +193,7 @@ def test_a_worker_killed_mid_flow_leaves_nothing_behind_and_the_flow_can_be_retr
     cloud: CloudSite, console: HomeSite, root: Path
 ) -> None:
     api = console.api()
-    name = "killed.certy.test"
+    name = "killed.certy.homes.test"
     out = root / "certs-killed"
     worker = next(
         int(line.split()[2])
@@ -223,3 +223,67 @@ def test_a_worker_killed_mid_flow_leaves_nothing_behind_and_the_flow_can_be_retr
     assert r.status_code in (200, 202), r.text
     retried = _finished(api, console, domain["id"])
     assert retried["job"]["state"] == "done" and (out / name / "fullchain.pem").exists()
+
+
+def _orders(root: Path) -> int:
+    """New-order requests Pebble has answered so far."""
+    return (root / "pebble" / "pebble.log").read_text().count("POST /order-plz")
+
+
+def test_a_custom_domain_waits_for_its_txt_record_and_then_gets_its_certificate_by_itself(
+    cloud: CloudSite, console: HomeSite, dns: MockDns, root: Path
+) -> None:
+    api = console.api()
+    name = "shop-certy.test"
+    orders = _orders(root)
+    domain = _issue(console, api, name, root / "certs-custom")
+    waiting = wait_for(
+        lambda: (d := _domain(api, console, domain["id"]))["job"]["state"] == "waiting" and d,
+        timeout=30,
+        what="the job waiting for the DNS proof",
+    )
+    ownership = waiting["ownership"]
+    assert ownership["status"] == "unverified" and ownership["record"]["type"] == "TXT"
+    assert ownership["record"]["name"] == f"_cloudathome.{name}"
+    assert waiting["job"]["step"] == f"waiting for the TXT record _cloudathome.{name}"
+    assert [s["name"] for s in waiting["job"]["steps"] if s["status"] == "current"] == [
+        "TXT record found (not needed under the base domain)"
+    ]
+    assert name not in _live_hosts(cloud) and _orders(root) == orders  # nothing mapped or ordered
+    dns.add_txt(ownership["record"]["name"], ownership["record"]["value"])
+    r = api.post(f"{console.url}/api/domains/{domain['id']}/verify", timeout=10)
+    assert r.status_code == 202, r.text
+    done = _finished(api, console, domain["id"])
+    assert done["job"]["state"] == "done", done["job"]
+    assert done["ownership"]["status"] == "verified" and done["cert_status"] == "valid"
+    assert (root / "certs-custom" / name / "fullchain.pem").exists()
+    assert _orders(root) == orders + 1
+
+
+def _console_page(console: HomeSite, path: str) -> str:
+    web = requests.Session()
+    web.get(f"{console.url}/login/", timeout=10)
+    r = web.post(f"{console.url}/login/", timeout=10, headers={"Referer": f"{console.url}/login/"},
+                 data={"username": "admin", "password": console.admin_password,
+                       "csrfmiddlewaretoken": web.cookies["csrftoken"]})  # fmt: skip
+    assert r.ok
+    return web.get(f"{console.url}{path}", timeout=10).text
+
+
+def test_a_name_the_home_cannot_own_stops_before_any_mapping_or_order_with_the_reason_shown(
+    cloud: CloudSite, console: HomeSite, root: Path
+) -> None:
+    api = console.api()
+    name = "www.other.homes.test"  # under the base domain, but another label than certy's
+    orders = _orders(root)
+    domain = _issue(console, api, name, root / "certs-refused")
+    failed = _finished(api, console, domain["id"])
+    assert failed["job"]["state"] == "failed" and failed["ownership"]["status"] == "refused"
+    reason = failed["job"]["error"]
+    assert "names under homes.test come with a home's label" in reason
+    assert "certy.homes.test" in reason  # the step: this home's own names
+    assert name not in _live_hosts(cloud) and _orders(root) == orders
+    assert not (root / "certs-refused").exists()
+    assert "names under homes.test come with a home&#x27;s label" in _console_page(
+        console, f"/domains/{domain['id']}/"
+    )

@@ -1,5 +1,5 @@
 """Settings of the cloud site, from environment variables with defaults that work on one
-machine (DESIGN section 6). Every value the embedded defaults write lands in the state dir."""
+machine (README, Configuration). Every value the embedded defaults write lands in the state dir."""
 
 from __future__ import annotations
 
@@ -47,10 +47,10 @@ TEMPLATES = templates(BASE_DIR / "templates")
 DATABASES = {"default": database(STATE_DIR)}
 STATIC_ROOT = STATE_DIR / "static"
 
-# Celery: the cloud's own broker (DESIGN section 1).
+# Celery: the cloud's own broker (docs/architecture.md).
 REDIS_URL = redis_url(STATE_DIR)
 
-# Listeners (DESIGN section 6).
+# Listeners (README, Configuration).
 WEB_PORT = envint("CLOUDATHOME_WEB_PORT", 8000, 1, 65535)
 WEB_BIND = env("CLOUDATHOME_WEB_BIND", "0.0.0.0")  # noqa: S104 - the control plane is public
 HTTPS_PORT = envint("CLOUDATHOME_HTTPS_PORT", 443, 1, 65535)
@@ -62,7 +62,7 @@ FLOWER_PORT = envint("CLOUDATHOME_FLOWER_PORT", 5555, 1, 65535)
 # Flower has no login of its own: loopback only unless you put it behind an authenticating proxy.
 FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
 
-# Home slots and their port ranges (DESIGN section 4).
+# Home slots and their port ranges (docs/architecture.md).
 HOME_SLOTS = envint("CLOUDATHOME_HOME_SLOTS", 10, 1, 10000)
 PORT_BASE = envint("CLOUDATHOME_PORT_BASE", 2000, 1024, 65535)
 PORT_STRIDE = envint("CLOUDATHOME_PORT_STRIDE", 100, 1, 65535)
@@ -99,7 +99,7 @@ SSH_HOME_SESSIONS = envint("CLOUDATHOME_SSH_HOME_SESSIONS", 2 * PORTS_PER_HOME, 
 
 # Only HAProxy reaches gunicorn (a unix socket): the client address is the one it forwards.
 AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_behind_haproxy"
-# Names homes may publish (DESIGN section 4): one label per home under the base domain (one
+# Names homes may publish (docs/architecture.md): one label per home under the base domain (one
 # wildcard DNS record), custom domains proven by a TXT record looked up on these resolvers
 # (`host:port`, comma separated; empty: the system's), and names nobody may own.
 BASE_DOMAIN = envhostname("CLOUDATHOME_BASE_DOMAIN")

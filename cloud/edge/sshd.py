@@ -41,7 +41,7 @@ PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd refuses to start as root withou
 HOME_SHELL = "/bin/sh"  # ForceCommand runs through the account's shell
 HOME_DIR = "/"  # exists everywhere, root-owned: a home has nothing to write or read there
 # The UIDs of homes' system users: a range of their own, since `useradd --system` ran out of
-# UIDs after 882 homes (DESIGN section 2).
+# UIDs after 882 homes (docs/architecture.md, the data path).
 HOME_UID_RANGE = (62000, 62999)
 TAG_PREFIX = "cloudathome:"
 
@@ -177,7 +177,7 @@ def _validate_ports(ports: Sequence[int]) -> list[int]:
 def forced_command(sessions_dir: Path) -> str:
     """The only command a home's session runs: take one of the home's session slots and block.
 
-    DESIGN section 2: a PTY session whose command only blocks makes sshd set TCP_NODELAY on
+    The data path (docs/architecture.md): a PTY session whose command only blocks makes sshd set TCP_NODELAY on
     the connection. The `[ -t 0 ]` guard stops a PTY-less session from leaking its sleep to
     init, and `exec` keeps dash from lingering as an extra process. OpenSSH has no limit on a
     user's sessions, so each home has a fixed set of slot files: the sleep inherits the flock
@@ -362,7 +362,7 @@ def render_config(cfg: SshdConfig) -> str:
         "PrintLastLog no",
         "Banner none",
         f"Ciphers {','.join(CIPHERS)}",
-        # The default 10:30:100 dropped ~60% of 200 simultaneous reconnects (DESIGN 2), and
+        # The default 10:30:100 dropped ~60% of 200 simultaneous reconnects (docs/architecture.md), and
         # silent connections from one source could take all of it: a cap per source, and a
         # short grace time, bound what any one address holds before authenticating.
         f"MaxStartups {cfg.max_startups // 2}:30:{cfg.max_startups}",

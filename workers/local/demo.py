@@ -316,7 +316,7 @@ def release_home(cloud: CloudSite) -> None:
         api = cloud.api(cloud.token(USER, PASSWORD))
         for home in api.get(f"{cloud.url}/api/homes", timeout=10).json():
             api.delete(f"{cloud.url}/api/homes/{home['slug']}", timeout=10)
-        # The key goes first, the system user last (DESIGN: release removes every trace).
+        # The key goes first, the system user last (a release removes every trace).
         wait_for(lambda: not any(u.pw_name.startswith(PREFIX) for u in pwd.getpwall()), timeout=30)
 
 

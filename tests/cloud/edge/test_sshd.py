@@ -208,7 +208,7 @@ class Edge:
         return argv if program != "ssh" else [*argv, f"{home.login}@127.0.0.1"]
 
     def tunnel(self, home: Home, listen: str, *options: str) -> list[str]:
-        """The home side's tunnel command of DESIGN section 2."""
+        """The home side's tunnel command (docs/architecture.md, the data path)."""
         return self.ssh(
             home,
             "-tt",

@@ -73,7 +73,7 @@ SSH_MODE = env("CLOUDATHOME_SSH_MODE", "system-users" if os.geteuid() == 0 else 
 SSH_ACCOUNT = env("CLOUDATHOME_SSH_ACCOUNT", getpass.getuser())
 SSH_USER_PREFIX = env("CLOUDATHOME_SSH_USER_PREFIX", "home")
 
-# --- Floods (issue 11): what one client may take of the edge, the SSH endpoint and the
+# --- Floods: what one client may take of the edge, the SSH endpoint and the
 # control plane. The defaults live beside the code that applies them (cloud.edge).
 from cloud.edge.haproxy import EdgeLimits as _Edge  # noqa: E402
 from cloud.edge.sshd import SshdConfig as _Sshd  # noqa: E402

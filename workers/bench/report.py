@@ -1,6 +1,6 @@
-"""What `cloudathome bench` writes: the targets of issue 6 checked against the figures, the
-printed table, docs/performance.{json,md,png} and docs/scale-out.md (the scale-out plan of
-The scale-out plan, with this run's numbers). Pure formatting: nothing here measures."""
+"""What `cloudathome bench` writes: the targets checked against the figures, the
+printed table, docs/performance.{json,md,png} and docs/scale-out.md (the plan for more than one
+edge, with this run's numbers). Pure formatting: nothing here measures."""
 
 from __future__ import annotations
 

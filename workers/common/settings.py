@@ -67,7 +67,7 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
-# Password guessing (issue 11), throttled by django-axes per username and per client address:
+# Password guessing, throttled by django-axes per username and per client address:
 # the 10th failure locks either out for 15 minutes. Each site says where the address comes
 # from (AXES_CLIENT_IP_CALLABLE); the 429's shape is workers.common.throttle's.
 AUTHENTICATION_BACKENDS = [

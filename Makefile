@@ -9,7 +9,7 @@ APT_PACKAGES := haproxy openssh-server openssh-client redis-server postgresql-cl
 # `make compose-test`: a container engine (podman with runc, its init, networking), Compose
 # (Debian's docker-compose, speaking to podman's Docker API) and debootstrap for the base image.
 COMPOSE_APT_PACKAGES := podman runc catatonit netavark aardvark-dns iptables docker-compose debootstrap
-# What `make compose-test` keeps between runs: the base image's tarball, pip's and apt's downloads.
+# What `make compose-test` keeps between runs: the base image's tarball, apt's downloads, wheels.
 COMPOSE_CACHE := .cache/compose
 
 .PHONY: setup system-packages compose-packages python-deps lint test test-cloud test-home \

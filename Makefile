@@ -58,7 +58,7 @@ test: setup lint
 # Both compose files with a real engine through the whole walkthrough (as root, several
 # minutes; tests/compose/). Not part of `test`: it builds images.
 compose-test: setup compose-packages $(COMPOSE_CACHE)/base-bookworm.tar
-	CLOUDATHOME_COMPOSE_CACHE=$(abspath $(COMPOSE_CACHE)) $(BIN)/pytest tests/compose -p no:cacheprovider -x
+	CLOUDATHOME_COMPOSE_CACHE=$(abspath $(COMPOSE_CACHE)) $(BIN)/pytest tests/compose -p no:cacheprovider -x -v
 
 compose-packages:
 	$(call apt-install,$(COMPOSE_APT_PACKAGES))

@@ -170,7 +170,10 @@ def root() -> Iterator[Path]:
 def eng(root: Path) -> Iterator[Engine]:
     with engine(root / "engine", CACHE / "last-run") as running_engine:
         took = build_images(running_engine, CACHE)
-        print("images built:", ", ".join(f"{k} {v:.0f} s" for k, v in took.items()))
+        with open(running_engine.log, "a") as out:
+            out.write(
+                "images built: " + ", ".join(f"{k} {v:.0f} s" for k, v in took.items()) + "\n"
+            )
         yield running_engine
 
 

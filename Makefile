@@ -13,7 +13,7 @@ COMPOSE_APT_PACKAGES := podman runc catatonit netavark aardvark-dns iptables doc
 COMPOSE_CACHE := .cache/compose
 
 .PHONY: setup system-packages compose-packages python-deps lint test test-cloud test-home \
-	compose-test demo run clean
+	test-workers compose-test demo run clean
 
 setup: system-packages python-deps
 
@@ -51,9 +51,14 @@ test-cloud: python-deps
 test-home: python-deps
 	$(BIN)/pytest tests/home -p no:cacheprovider
 
-# Every test: lint and types, then the two sites' suites side by side (2 cores).
+# What workers/ holds, the demo and the benchmark among it (both sites as real processes).
+test-workers: python-deps
+	$(BIN)/pytest tests/workers -p no:cacheprovider
+
+# Every test: lint and types, then the suites two at a time (2 cores): the third starts when
+# the first one done frees its core.
 test: setup lint
-	$(MAKE) -j2 --output-sync=target test-cloud test-home
+	$(MAKE) -j2 --output-sync=target test-cloud test-home test-workers
 
 # Both compose files with a real engine through the whole walkthrough (as root, several
 # minutes; tests/compose/). Not part of `test`: it builds images.

@@ -7,99 +7,34 @@ import getpass
 import os
 from pathlib import Path
 
-from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
+from workers.common.conf import database, env, envint, redis_url, secret_key, state_dir
+
+# Django reads settings as module globals: the shared base is star-imported (its __all__ lists
+# what it exports) and the names used below are imported by name as well.
+from workers.common.settings import *  # noqa: F403
+from workers.common.settings import SHARED_APPS, allowed_hosts, templates
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "cloudathome cloud"
 STATE_DIR = state_dir("cloud")
 
 SECRET_KEY = secret_key(STATE_DIR)
-DEBUG = envbool("CLOUDATHOME_DEBUG")
 PUBLIC_HOST = env("CLOUDATHOME_PUBLIC_HOST", "localhost")
-ALLOWED_HOSTS = [
-    h
-    for h in env("CLOUDATHOME_ALLOWED_HOSTS", f"{PUBLIC_HOST},localhost,127.0.0.1").split(",")
-    if h
-]
-CSRF_TRUSTED_ORIGINS = [o for o in env("CLOUDATHOME_CSRF_TRUSTED_ORIGINS").split(",") if o]
+ALLOWED_HOSTS = allowed_hosts(f"{PUBLIC_HOST},localhost,127.0.0.1")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-    "ninja",
-    "workers.common.ui",
+    *SHARED_APPS,
     "cloud.accounts",
     "cloud.homes",
     "cloud.edge",
 ]
 
-MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-]
-
 ROOT_URLCONF = "cloud.urls"
 WSGI_APPLICATION = "cloud.wsgi.application"
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-                "workers.common.ui.context.site",
-            ]
-        },
-    }
-]
+TEMPLATES = templates(BASE_DIR / "templates")
 
 DATABASES = {"default": database(STATE_DIR)}
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
-    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
-]
-LOGIN_URL = "/login/"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/login/"
-SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = envbool("CLOUDATHOME_SECURE_COOKIES")
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
-USE_I18N = True
-USE_TZ = True
-STATIC_URL = "/static/"
 STATIC_ROOT = STATE_DIR / "static"
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
-WHITENOISE_USE_FINDERS = True
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("CLOUDATHOME_LOG_LEVEL", "INFO")},
-}
 
 # Celery: the cloud's own broker (DESIGN section 1).
 REDIS_URL = redis_url(STATE_DIR)

@@ -1,4 +1,5 @@
-"""The Home Console's Celery app: certificates, tunnels and their beat-driven reconcilers."""
+"""The Home Console's Celery app: certificates, tunnels, the cloud link check and their
+beat-driven reconcilers."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from django.conf import settings
 from workers.celery import make_app
 
 app = make_app("home", "home.settings", settings.REDIS_URL)
-app.autodiscover_tasks(["home.tunnels", "home.certs"])
+app.autodiscover_tasks(["home.tunnels", "home.certs", "home.cloudlink"])
 app.conf.beat_schedule = {
     "tunnels-supervise": {
         "task": "home.tunnels.tasks.tunnels_supervise",
@@ -25,11 +26,18 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute=17),
     },
     "certificates-recover": {"task": "home.certs.tasks.certificates_recover", "schedule": 300.0},
+    "link-check": {
+        "task": "home.cloudlink.tasks.link_check",
+        "schedule": float(settings.LINK_CHECK_SECONDS),
+        "options": {"expires": float(settings.LINK_CHECK_SECONDS)},
+    },
 }
 
 
 @worker_ready.connect
 def _recover_on_start(sender: object, **kwargs: object) -> None:
-    """A worker killed mid-flow leaves temporary tunnels/mappings; clean them up now."""
+    """A worker killed mid-flow leaves temporary tunnels/mappings; clean them up now. The
+    dashboard gets its first link check now too, not one period after start."""
     app.send_task("home.certs.tasks.certificates_recover")
     app.send_task("home.tunnels.tasks.tunnels_supervise")
+    app.send_task("home.cloudlink.tasks.link_check")

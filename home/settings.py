@@ -5,82 +5,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
+from workers.common.conf import database, env, envint, redis_url, secret_key, state_dir
+
+# Django reads settings as module globals: the shared base is star-imported (its __all__ lists
+# what it exports) and the names used below are imported by name as well.
+from workers.common.settings import *  # noqa: F403
+from workers.common.settings import MIDDLEWARE as SHARED_MIDDLEWARE
+from workers.common.settings import SHARED_APPS, allowed_hosts, templates
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "Home Console"
 STATE_DIR = state_dir("home")
 
 SECRET_KEY = secret_key(STATE_DIR)
-DEBUG = envbool("CLOUDATHOME_DEBUG")
-ALLOWED_HOSTS = [h for h in env("CLOUDATHOME_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o for o in env("CLOUDATHOME_CSRF_TRUSTED_ORIGINS").split(",") if o]
+ALLOWED_HOSTS = allowed_hosts("localhost,127.0.0.1")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-    "ninja",
-    "workers.common.ui",
+    *SHARED_APPS,
     "home.accounts",
     "home.cloudlink",
+    "home.certs",
     "home.tunnels",
-    "home.domains",
 ]
 
-MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-]
+# Pages get the reasons of a failing dependency as a 503 page, not a 500 (home.errors).
+MIDDLEWARE = [*SHARED_MIDDLEWARE, "home.errors.ErrorPageMiddleware"]
 
 ROOT_URLCONF = "home.urls"
 WSGI_APPLICATION = "home.wsgi.application"
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-                "workers.common.ui.context.site",
-            ]
-        },
-    }
-]
+TEMPLATES = templates(BASE_DIR / "templates")
 
 DATABASES = {"default": database(STATE_DIR)}
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGIN_URL = "/login/"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/login/"
-SESSION_COOKIE_HTTPONLY = True
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
-USE_I18N = True
-USE_TZ = True
-STATIC_URL = "/static/"
 STATIC_ROOT = STATE_DIR / "static"
-WHITENOISE_USE_FINDERS = True
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("CLOUDATHOME_LOG_LEVEL", "INFO")},
-}
 
 REDIS_URL = redis_url(STATE_DIR)
 HOME_PORT = envint("CLOUDATHOME_HOME_PORT", 8001, 1, 65535)
@@ -104,3 +60,6 @@ ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
 ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
 RENEW_DAYS = envint("CLOUDATHOME_RENEW_DAYS", 30, 0, 36500)
 RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
+
+# The link check (cloud API, token, SSH preflight) behind the dashboard and /api/status.
+LINK_CHECK_SECONDS = envint("CLOUDATHOME_LINK_CHECK_SECONDS", 60, 5, 86400)

@@ -3,9 +3,12 @@
 from django.contrib import admin
 from django.urls import path
 
+from home import views
 from home.accounts import views as account_views
 from home.api import api, redoc
-from home.domains import views
+from home.certs import views as certs
+from home.cloudlink import views as cloudlink
+from home.tunnels import views as tunnels
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -14,13 +17,14 @@ urlpatterns = [
     path("login/", account_views.LoginView.as_view(), name="login"),
     path("logout/", account_views.LogoutView.as_view(), name="logout"),
     path("", views.dashboard, name="dashboard"),
-    path("domains/", views.domain_list, name="domains"),
-    path("domains/add/", views.domain_add, name="domain-add"),
-    path("domains/<int:pk>/", views.domain_detail, name="domain-detail"),
-    path("domains/<int:pk>/renew/", views.domain_renew, name="domain-renew"),
-    path("domains/<int:pk>/delete/", views.domain_delete, name="domain-delete"),
-    path("domains/<int:pk>/entries/add/", views.entry_add, name="entry-add"),
-    path("entries/<int:pk>/tunnel/", views.entry_tunnel, name="entry-tunnel"),
-    path("entries/<int:pk>/delete/", views.entry_delete, name="entry-delete"),
+    path("link/check/", cloudlink.link_check_now, name="link-check"),
+    path("domains/", certs.domain_list, name="domains"),
+    path("domains/add/", certs.domain_add, name="domain-add"),
+    path("domains/<int:pk>/", certs.domain_detail, name="domain-detail"),
+    path("domains/<int:pk>/renew/", certs.domain_renew, name="domain-renew"),
+    path("domains/<int:pk>/delete/", certs.domain_delete, name="domain-delete"),
+    path("domains/<int:pk>/entries/add/", tunnels.entry_add, name="entry-add"),
+    path("entries/<int:pk>/tunnel/", tunnels.entry_tunnel, name="entry-tunnel"),
+    path("entries/<int:pk>/delete/", tunnels.entry_delete, name="entry-delete"),
     path("healthz", views.healthz, name="healthz"),
 ]

@@ -1,13 +1,17 @@
-"""Account workflows: self-signup (inactive until an administrator approves) and tokens."""
+"""Account workflows: creating accounts (self-signup stays inactive until an administrator
+approves it) and tokens."""
 
 from __future__ import annotations
 
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
 from cloud.accounts.models import ApiToken
-from workers.common.errors import Forbidden
+from workers.common.errors import Conflict, Forbidden, Invalid
 
 
 def token_issue(request: HttpRequest, username: str, password: str, name: str) -> str:
@@ -25,9 +29,29 @@ def token_issue(request: HttpRequest, username: str, password: str, name: str) -
     return token
 
 
-def user_signup(username: str, email: str, password: str) -> AbstractBaseUser:
+def user_create(
+    username: str, password: str, email: str = "", *, active: bool = True, staff: bool = False
+) -> AbstractBaseUser:
+    """A new account, its username and password checked by the site's validators first."""
     User = get_user_model()
-    user = User.objects.create_user(username=username, email=email, password=password)
-    user.is_active = False
-    user.save(update_fields=["is_active"])
+    candidate = User(username=username, email=email)
+    try:
+        User.username_validator(username)
+    except ValidationError as exc:
+        raise Invalid(" ".join(exc.messages), field="username") from None
+    try:
+        validate_password(password, candidate)
+    except ValidationError as exc:
+        raise Invalid(" ".join(exc.messages), field="password") from None
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(username=username, email=email, password=password)
+            user.is_active, user.is_staff = active, staff
+            user.save(update_fields=["is_active", "is_staff"])
+    except IntegrityError:
+        raise Conflict("an account with this username exists", field="username") from None
     return user
+
+
+def user_signup(username: str, email: str, password: str) -> AbstractBaseUser:
+    return user_create(username, password, email, active=False)

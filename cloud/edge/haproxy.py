@@ -14,13 +14,14 @@ import re
 import resource
 import socket
 import subprocess
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from workers.common.files import fsync_dir, write_atomic
+from workers.common.errors import ServiceUnavailable
+from workers.common.files import write_atomic
+from workers.common.names import validate_hostname
 
 Scheme = Literal["https", "http"]
 SCHEMES: tuple[Scheme, ...] = ("https", "http")
@@ -41,7 +42,6 @@ MAX_REQUEST_BYTES = 14 * 1024
 # A unix socket path longer than sun_path (108 bytes with the NUL) cannot be bound.
 _MAX_SOCKET_PATH = 107
 
-_LABEL = re.compile(r"[a-z0-9-]{1,63}")
 # Paths are pasted into haproxy.cfg and into CLI commands, where spaces, quotes, '#', ',', ';'
 # and parentheses all mean something; the state dir is ours to choose, so keep it plain.
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
@@ -53,45 +53,13 @@ _VALUE = re.compile(r"([0-9]{1,5})(:pp)?")
 _MAP_HEADER = "# Written by cloud.edge.haproxy; the edge rewrites this file on every sync.\n"
 
 
-class EdgeError(Exception):
-    """HAProxy refused a command, answered something unexpected, or its config is invalid."""
+class EdgeError(ServiceUnavailable):
+    """HAProxy refused a command, answered something unexpected, or its config is invalid;
+    an API call that meets one answers 503 with this message."""
 
 
 class EdgeUnavailable(EdgeError):
     """The Runtime API cannot be reached (HAProxy is not running); map files are still written."""
-
-
-def validate_hostname(host: str) -> str:
-    """Return `host` lower-cased if it is an RFC 1123 hostname we route; raise ValueError if not."""
-    if not isinstance(host, str):
-        raise ValueError("host: must be a string")
-    if not host:
-        raise ValueError("host: must not be empty")
-    if not host.isascii():
-        raise ValueError("host: must be ASCII (write internationalized names in their xn-- form)")
-    host = host.lower()
-    if len(host) > 253:
-        raise ValueError(f"host: {len(host)} characters, at most 253 allowed")
-    if "*" in host:
-        raise ValueError("host: wildcards are not allowed")
-    if host.endswith("."):
-        raise ValueError("host: must not end with a dot")
-    labels = host.split(".")
-    if len(labels) < 2:
-        raise ValueError("host: needs at least two labels (name.tld)")
-    for label in labels:
-        if not label:
-            raise ValueError("host: has an empty label")
-        if len(label) > 63:
-            raise ValueError(f"host: label {label[:20]!r}... is longer than 63 characters")
-        if not _LABEL.fullmatch(label):
-            raise ValueError(f"host: label {label!r} may only contain a-z, 0-9 and '-'")
-        if label.startswith("-") or label.endswith("-"):
-            raise ValueError(f"host: label {label!r} must not start or end with '-'")
-    if labels[-1].isdigit():
-        # RFC 1123 section 2.1: a name must not look like a dotted-decimal address.
-        raise ValueError("host: the last label is all digits, which reads as an IP address")
-    return host
 
 
 def validate_port(port: int, field: str = "port") -> int:
@@ -328,34 +296,11 @@ def write_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> Path:
         if not cfg.map_path(scheme).exists():
             write_atomic(cfg.map_path(scheme), _MAP_HEADER)
     text = render_config(cfg, nofile_limit)
-    with _staged(cfg.config_path, text, 0o640) as staged:
-        try:
-            check_config(cfg, staged)
-        except EdgeError as exc:
-            raise EdgeError(f"{cfg.config_path} left as it was: {exc}") from None
-    return cfg.config_path
-
-
-@contextlib.contextmanager
-def _staged(path: Path, text: str, mode: int) -> Iterator[Path]:
-    """Write `text` to a temp file beside `path`, yield it, and rename it over `path` on success.
-
-    Same directory so the rename is atomic; fsync before it so that a crash leaves either the old
-    or the new file, never an empty one.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(text)
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+        write_atomic(cfg.config_path, text, 0o640, check=lambda staged: check_config(cfg, staged))
+    except EdgeError as exc:
+        raise EdgeError(f"{cfg.config_path} left as it was: {exc}") from None
+    return cfg.config_path
 
 
 def _cli_word(field: str, word: str) -> str:

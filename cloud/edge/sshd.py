@@ -16,20 +16,18 @@ import ipaddress
 import os
 import pwd
 import re
-import secrets
-import signal
 import subprocess
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from workers.common.files import fsync_dir, write_atomic
+from workers.common.files import fsync_dir, symlink_atomic, write_atomic
+from workers.common.processes import stop_user_processes
 
 # DESIGN section 2: a PTY session whose command only blocks makes sshd set TCP_NODELAY on the
 # connection. The `[ -t 0 ]` guard stops a PTY-less session from leaking its sleep to init,
@@ -43,6 +41,9 @@ SSHD_LINK_NAME = "cloudathome-sshd"
 PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd refuses to start as root without it
 HOME_SHELL = "/bin/sh"  # ForceCommand runs through the account's shell
 HOME_DIR = "/"  # exists everywhere, root-owned: a home has nothing to write or read there
+# The UIDs of homes' system users: a range of their own, since `useradd --system` ran out of
+# UIDs after 882 homes (DESIGN section 2).
+HOME_UID_RANGE = (62000, 62999)
 TAG_PREFIX = "cloudathome:"
 
 MAX_KEY_TEXT = 16 * 1024
@@ -71,6 +72,11 @@ _USERDEL_NO_USER = 6
 _USERDEL_BUSY = 8
 
 Mode = Literal["system-users", "single-account"]
+
+_HOST_KEY_GENERATORS: tuple[Callable[[], ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey], ...] = (
+    ed25519.Ed25519PrivateKey.generate,
+    lambda: rsa.generate_private_key(public_exponent=65537, key_size=3072),
+)
 
 
 # --- keys ---------------------------------------------------------------------------------
@@ -208,7 +214,7 @@ class SshdConfig:
     # single-account: the service account every home logs in as.
     account: str | None = None
     # system-users: UIDs and primary group reserved for homes; nothing else is ever touched.
-    uid_range: tuple[int, int] = (62000, 62999)
+    uid_range: tuple[int, int] = HOME_UID_RANGE
     group: str = "cloudathome-homes"
     # None: PAM only when sshd does not run as root (see pam_enabled).
     use_pam: bool | None = None
@@ -363,9 +369,7 @@ def prepare(cfg: SshdConfig) -> None:
     write_atomic(cfg.config_path, render_config(cfg), 0o644)
     link = cfg.sshd_link
     if not (link.is_symlink() and os.readlink(link) == SSHD_BINARY):
-        tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
-        tmp.symlink_to(SSHD_BINARY)
-        tmp.replace(link)
+        symlink_atomic(SSHD_BINARY, link)
     if os.geteuid() == 0:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     else:
@@ -429,38 +433,24 @@ def check_config(cfg: SshdConfig) -> None:
 def ensure_host_keys(cfg: SshdConfig) -> None:
     """Generate the ed25519 and RSA host keys once (private 0600); never replace them."""
     cfg.ssh_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-    for path, spec in zip(
-        cfg.host_keys, (["-t", "ed25519"], ["-t", "rsa", "-b", "3072"]), strict=True
-    ):
-        pub = path.with_name(path.name + ".pub")
-        if path.exists():
-            os.chmod(path, 0o600)
-            if not pub.exists():
-                derived = subprocess.run(
-                    ["ssh-keygen", "-y", "-f", str(path)],
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    check=True,
-                ).stdout
-                write_atomic(pub, derived, 0o644)
-            continue
-        # Generated under a temporary name so a crash never leaves half a key pair in place.
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        try:
-            subprocess.run(
-                ["ssh-keygen", "-q", *spec, "-N", "", "-C", "cloudathome-edge", "-f", str(tmp)],
-                capture_output=True,
-                timeout=60,
-                check=True,
+    for path, generate in zip(cfg.host_keys, _HOST_KEY_GENERATORS, strict=True):
+        if not path.exists():
+            private = generate().private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
             )
-            os.chmod(tmp, 0o600)
-            tmp.with_name(tmp.name + ".pub").replace(pub)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
-            tmp.with_name(tmp.name + ".pub").unlink(missing_ok=True)
-        fsync_dir(path.parent)
+            # link() never replaces: when two runs race, both keep the first key.
+            with contextlib.suppress(FileExistsError):
+                write_atomic(path, private, 0o600, replace=False)
+        os.chmod(path, 0o600)
+        pub = path.with_name(path.name + ".pub")
+        if not pub.exists():
+            key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+            line = key.public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
+            write_atomic(pub, line + b" cloudathome-edge\n", 0o644)
 
 
 def host_key_line(cfg: SshdConfig) -> str:
@@ -545,8 +535,9 @@ class SystemUsers:
             if existing is None:
                 return
             for _attempt in range(3):
-                # A live tunnel keeps the home's ports bound and makes userdel refuse.
-                _end_processes_of(existing.pw_uid)
+                # A live tunnel keeps the home's ports bound and makes userdel refuse. The
+                # UID was checked to be a home of ours: all it runs are that home's sessions.
+                stop_user_processes(existing.pw_uid)
                 result = _run(["userdel", name])
                 if result.returncode in (0, _USERDEL_NO_USER):
                     return
@@ -711,45 +702,3 @@ def _getgid(group: str) -> int | None:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         return None
-
-
-def _pids_of(uid: int) -> list[int]:
-    return [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and uid in (_uids_of(int(entry.name)) or ())
-    ]
-
-
-def _uids_of(pid: int) -> tuple[int, ...] | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:  # gone meanwhile
-        return None
-    for line in status.splitlines():
-        if line.startswith("Uid:"):
-            return tuple(int(part) for part in line.split()[1:])
-    return None
-
-
-def _end_processes_of(uid: int, timeout: float = 5.0) -> None:
-    """Stop the sessions of a home's own UID (sshd's unprivileged child, its sh and sleep).
-
-    Only called for a UID checked to be in our reserved range and group, so every process
-    running as it is one of that home's sessions. A pidfd pins each process before the UID is
-    read again, so a recycled PID is never signalled.
-    """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _pids_of(uid):
-            with contextlib.suppress(OSError):
-                pidfd = os.pidfd_open(pid)
-                try:
-                    if uid in (_uids_of(pid) or ()):
-                        signal.pidfd_send_signal(pidfd, sig)
-                finally:
-                    os.close(pidfd)
-        deadline = time.monotonic() + timeout
-        while _pids_of(uid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not _pids_of(uid):
-            return

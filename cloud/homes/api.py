@@ -13,19 +13,9 @@ from cloud.accounts.auth import current_user
 from cloud.edge import services as edge
 from cloud.homes import services
 from cloud.homes.models import Home
-from cloud.homes.schemas import (
-    HomeIn,
-    HomeOut,
-    LiveRouteOut,
-    MappingIn,
-    MappingOut,
-    ReconcileOut,
-    SyncOut,
-)
-from workers.common.errors import Forbidden
+from cloud.homes.schemas import HomeIn, HomeOut, MappingIn, MappingOut
 
 router = Router(tags=["homes"])
-admin_router = Router(tags=["admin"])
 
 
 def home_out(home: Home) -> HomeOut:
@@ -90,9 +80,12 @@ def create_mapping(request: HttpRequest, slug: str, body: MappingIn) -> tuple[in
         home, body.host, body.scheme, body.tunnel_port, body.proxy_protocol
     )
     return 201, MappingOut(
-        host=mapping.host, scheme=mapping.scheme, tunnel_port=mapping.tunnel_port,
-        proxy_protocol=mapping.proxy_protocol, edge="pending",
-    )  # fmt: skip
+        host=mapping.host,
+        scheme=mapping.scheme,
+        tunnel_port=mapping.tunnel_port,
+        proxy_protocol=mapping.proxy_protocol,
+        edge="pending",
+    )
 
 
 @router.delete("/{slug}/proxy-mappings/{host}", response={204: None})
@@ -102,35 +95,3 @@ def delete_mapping(
     """Delete the hostname's mappings (only the `scheme` one when given)."""
     services.mapping_delete(services.home_of(current_user(request), slug), host, scheme)
     return 204, None
-
-
-def _require_admin(request: HttpRequest) -> None:
-    if not getattr(current_user(request), "is_staff", False):
-        raise Forbidden("administrators only")
-
-
-@admin_router.post("/proxy-mappings/sync", response=SyncOut)
-def admin_sync_mappings(request: HttpRequest) -> SyncOut:
-    """Re-sync every mapping of the database to HAProxy (diff-based; a no-op when in sync)."""
-    _require_admin(request)
-    result = edge.edge_sync()
-    return SyncOut(added=result.added, changed=result.changed, removed=result.removed)
-
-
-@admin_router.get("/proxy-mappings/haproxy", response=list[LiveRouteOut])
-def admin_live_map(request: HttpRequest) -> list[LiveRouteOut]:
-    """The live HAProxy maps, as HAProxy itself reports them."""
-    _require_admin(request)
-    return [
-        LiveRouteOut(
-            host=r.host, scheme=r.scheme, tunnel_port=r.port, proxy_protocol=r.proxy_protocol
-        )
-        for r in edge.edge_live_routes()
-    ]
-
-
-@admin_router.post("/homes/sync", response=ReconcileOut)
-def admin_sync_homes(request: HttpRequest) -> ReconcileOut:
-    """Reconcile the database's homes with the SSH identities of our sshd."""
-    _require_admin(request)
-    return ReconcileOut(**services.homes_reconcile())

@@ -37,22 +37,3 @@ class MappingOut(Schema):
     edge: Literal["routed", "pending", "unknown"] = Field(
         "pending", description="what the live HAProxy map says of this mapping"
     )
-
-
-class LiveRouteOut(Schema):
-    host: str
-    scheme: str
-    tunnel_port: int
-    proxy_protocol: bool
-
-
-class SyncOut(Schema):
-    added: int
-    changed: int
-    removed: int
-
-
-class ReconcileOut(Schema):
-    provisioned: int
-    released: int
-    removed: int

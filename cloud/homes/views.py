@@ -68,13 +68,13 @@ def mapping_add(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            services.mapping_create(
+            mapping = services.mapping_create(
                 home, data["host"], data["scheme"], data["tunnel_port"], data["proxy_protocol"]
             )
         except DomainError as exc:
             _add_error(form, exc)
         else:
-            messages.success(request, f"Mapping for {data['host'].lower()} added.")
+            messages.success(request, f"Mapping for {mapping.host} added.")
             return redirect("dashboard")
     return render(request, "homes/mapping_add.html", {"form": form, "home": home})
 

@@ -32,7 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from home.certs.responder import ChallengeResponder, challenge_certificate
-from workers.common.files import fsync_dir, write_atomic
+from workers.common.files import fsync_dir, symlink_atomic, write_atomic
+from workers.common.names import validate_hostname
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ ChallengeType = Literal["http-01", "tls-alpn-01"]
 CHALLENGE_TYPES: tuple[ChallengeType, ...] = ("http-01", "tls-alpn-01")
 USER_AGENT = "cloudathome-acme"
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _EMAIL = re.compile(r"^[^@\s,;:<>()\[\]\"\\]+@[a-z0-9]([a-z0-9.-]*[a-z0-9])?\.[a-z]{2,63}$", re.I)
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", re.S)
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\"\)\]]+)|certificate verify failed: ([^'\"\(\)]+)")
@@ -75,26 +75,6 @@ class IssuedCert:
     key_pem: str = field(repr=False)
     not_after: datetime.datetime
     account_url: str = ""
-
-
-def validate_domain(domain: str) -> str:
-    """The lower-cased name, or ValueError: a DNS name a CA can validate by HTTP-01/TLS-ALPN-01."""
-    name = domain.strip().lower().removesuffix(".")
-    if name.startswith("*."):
-        raise ValueError("domain: wildcard names need DNS-01, which this client does not do")
-    if not name or len(name) > 253:
-        raise ValueError("domain: must be 1 to 253 characters")
-    labels = name.split(".")
-    if len(labels) < 2:
-        raise ValueError(f"domain: {name!r} has no dot; a CA only issues for full names")
-    for label in labels:
-        if not _LABEL.match(label):
-            raise ValueError(
-                f"domain: label {label!r} must be 1-63 letters, digits or inner hyphens"
-            )
-    if labels[-1].isdigit():
-        raise ValueError(f"domain: {name!r} looks like an IP address, not a DNS name")
-    return name
 
 
 def validate_email(email: str) -> str:
@@ -420,7 +400,7 @@ def issue(
     reachable where the CA validates (edge :80 for http-01, :443 for tls-alpn-01) until it exits.
     The responder is always stopped. Raises AcmeError, or ValueError for invalid arguments.
     """
-    domain = validate_domain(domain)
+    domain = validate_hostname(domain, "domain")
     email = validate_email(email)
     if challenge not in CHALLENGE_TYPES:
         raise ValueError(f"challenge: must be one of {', '.join(CHALLENGE_TYPES)}")
@@ -489,11 +469,10 @@ def write_certificate(out_dir: Path, domain: str, cert: IssuedCert) -> Path:
     version is written and fsynced beside it, then the link is replaced by rename(2), so a
     reader sees the old set or the new set, never a mix. Callers serialize writes per domain.
     """
-    domain = validate_domain(domain)
+    domain = validate_hostname(domain, "domain")
     out_dir.mkdir(parents=True, exist_ok=True)
     live = out_dir / domain
     version = Path(tempfile.mkdtemp(prefix=f".{domain}.", dir=out_dir))
-    link = out_dir / f".{domain}.link-{secrets.token_hex(6)}"
     try:
         version.chmod(0o755)
         for name, text, mode in (
@@ -504,8 +483,6 @@ def write_certificate(out_dir: Path, domain: str, cert: IssuedCert) -> Path:
         ):
             write_atomic(version / name, text.encode("ascii"), mode, replace=False)
         fsync_dir(version)
-        # Relative, so the tree stays valid when out_dir is mounted elsewhere (containers).
-        os.symlink(version.name, link)
         previous: Path | None = None
         if live.is_symlink():
             previous = out_dir / os.readlink(live)
@@ -514,12 +491,10 @@ def write_certificate(out_dir: Path, domain: str, cert: IssuedCert) -> Path:
             # certificate, once; from then on every swap is atomic.
             previous = out_dir / f".{domain}.replaced-{secrets.token_hex(6)}"
             live.rename(previous)
-        os.replace(link, live)
-        fsync_dir(out_dir)
+        # Relative, so the tree stays valid when out_dir is mounted elsewhere (containers).
+        symlink_atomic(version.name, live)
     except BaseException:
         shutil.rmtree(version, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            link.unlink()
         raise
     if (
         previous is not None

@@ -1,28 +1,34 @@
-"""Certificate workflows: issue one through the tunnel (temporary port, mapping, tunnel and
-responder, all torn down whatever happens), renew the ones due, and clean what a crashed
-run left behind."""
+"""Domain and certificate workflows: add, renew and delete a domain; issue its certificate
+through the tunnel (temporary port, mapping, tunnel and responder, all torn down whatever
+happens), renew the ones due, and clean what a crashed run left behind."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import logging
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from home.certs import acme
+from home.certs.models import CertStatus, Challenge, Domain, JobState
 from home.cloudlink.client import CloudError
 from home.cloudlink.services import cloud, link
-from home.domains.models import CertStatus, Challenge, Domain, JobState
 from home.tunnels import services as tunnels
 from home.tunnels.models import Tunnel
 from workers.celery import TransientError
+from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
+from workers.common.names import validate_hostname
 from workers.locks import exclusive
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,100 @@ log = logging.getLogger(__name__)
 TEMP_PREFIX = "acme "
 ROUTE_TIMEOUT = 15.0
 TUNNEL_TIMEOUT = 20.0
+
+
+def parse_command(text: str) -> list[str]:
+    """The post-renewal command as an argument list (it is never given to a shell)."""
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise Invalid(f"cannot parse: {exc}", field="post_renew_command") from None
+    if argv and not Path(argv[0]).is_absolute():
+        raise Invalid("the program must be an absolute path", field="post_renew_command")
+    return argv
+
+
+def domain_create(
+    name: str,
+    email: str,
+    cert_dir: str,
+    challenge: str = Challenge.HTTP01,
+    post_renew_command: list[str] | None = None,
+) -> Domain:
+    from home.certs import tasks as cert_tasks
+
+    try:
+        name = validate_hostname(name, field="name")
+    except ValueError as exc:
+        raise invalid_from(exc, "name") from None
+    try:
+        validate_email(email)
+    except ValidationError:
+        raise Invalid("not a valid email address", field="email") from None
+    if not cert_dir or not Path(cert_dir).is_absolute():
+        raise Invalid("must be an absolute path", field="cert_dir")
+    if challenge not in Challenge.values:
+        raise Invalid("must be 'http-01' or 'tls-alpn-01'", field="challenge")
+    command = list(post_renew_command or [])
+    if command and not Path(command[0]).is_absolute():
+        raise Invalid("the program must be an absolute path", field="post_renew_command")
+    with transaction.atomic():
+        if Domain.objects.filter(name=name).exists():
+            raise Conflict("this domain is already added", field="name")
+        domain = Domain.objects.create(
+            name=name,
+            email=email,
+            cert_dir=str(Path(cert_dir)),
+            challenge=challenge,
+            post_renew_command=command,
+            job_state=JobState.PENDING,
+            job_step="waiting for a worker",
+        )
+        transaction.on_commit(lambda: cert_tasks.certificate_issue.delay(domain.pk))
+    return domain
+
+
+# A queued run that no worker picked up for this long is presumed lost (broker restarted):
+# "Renew now" may queue another instead of waiting forever.
+STALE_PENDING = dt.timedelta(minutes=10)
+
+
+def domain_renew(domain: Domain) -> None:
+    """Queue a forced certificate run; refused while one is running or freshly queued, so a
+    double click never asks the CA twice (its rate limits are per week)."""
+    from home.certs import tasks as cert_tasks
+
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = (
+            Domain.objects.filter(pk=domain.pk)
+            .exclude(job_state=JobState.RUNNING)
+            .exclude(job_state=JobState.PENDING, job_updated__gt=now - STALE_PENDING)
+            .update(
+                job_state=JobState.PENDING,
+                job_step="waiting for a worker",
+                job_error="",
+                job_updated=now,
+            )
+        )
+        if not claimed:
+            raise Conflict("a certificate job for this domain is already queued or running")
+        transaction.on_commit(lambda: cert_tasks.certificate_issue.delay(domain.pk, True))
+    domain.refresh_from_db()
+
+
+def domain_get(domain_id: int) -> Domain:
+    """A domain with its entries and their tunnels (NotFound names the id)."""
+    domain = Domain.objects.prefetch_related("entries__tunnel").filter(pk=domain_id).first()
+    if domain is None:
+        raise NotFound(f"there is no domain with id {domain_id}")
+    return domain
+
+
+def domain_delete(domain: Domain) -> None:
+    for entry in domain.entries.all():
+        tunnels.entry_delete(entry)
+    domain.delete()
 
 
 def acme_settings() -> acme.AcmeSettings:

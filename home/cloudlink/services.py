@@ -1,17 +1,24 @@
 """The home's view of its link to the cloud: the loaded cloudlink.yaml, an API client, and
-the health checks of the dashboard (API reachable, token valid, SSH preflight)."""
+the link check (API reachable, token valid, SSH preflight) that a periodic task runs and
+stores for the dashboard and `/api/status`."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
 from home.cloudlink import config
 from home.cloudlink.client import CloudClient, CloudError
+from home.cloudlink.models import LinkCheck, LinkState
+from home.tunnels.models import Tunnel
 
 
 @functools.cache
@@ -70,7 +77,7 @@ def ssh_preflight(port: int, timeout: float = 10.0) -> Check:
     return Check("ssh", True, f"key accepted, may listen on port {port}")
 
 
-def link_status(free_port: int | None) -> list[Check]:
+def _checks() -> list[Check]:
     checks: list[Check] = []
     current = link()
     try:
@@ -82,8 +89,51 @@ def link_status(free_port: int | None) -> list[Check]:
     else:
         checks.append(Check("api", True, "reachable"))
         checks.append(Check("token", True, f"home {home['slug']} is {home['status']}"))
-    if free_port is None:
+    # The last free port, not the first: tunnel_reserve hands out the first, and a tunnel
+    # spawned there while the probe holds it would fail its forward.
+    port = Tunnel.objects.free_port(reversed(current.ports.range))
+    if port is None:
         checks.append(Check("ssh", False, "every port of the range is in use; nothing to probe"))
     else:
-        checks.append(ssh_preflight(free_port))
+        checks.append(ssh_preflight(port))
     return checks
+
+
+def link_check() -> LinkCheck:
+    """Run every check and store the result (beat, every LINK_CHECK_SECONDS, and each worker
+    start); a missing or bad cloudlink.yaml is a failed check, not a crash."""
+    try:
+        checks = _checks()
+    except config.ConfigError as exc:
+        checks = [Check("config", False, f"the cloud link is not configured: {exc}")]
+    failed = next((c for c in checks if not c.ok), None)
+    row, _ = LinkCheck.objects.update_or_create(
+        pk=1,
+        defaults={
+            "state": LinkState.FAILED if failed else LinkState.OK,
+            "reason": failed.detail if failed else "",
+            "checks": [dataclasses.asdict(c) for c in checks],
+            "checked_at": timezone.now(),
+            "queued_at": None,
+        },
+    )
+    return row
+
+
+# A "check now" still waiting for a worker this long is presumed lost (broker restarted).
+STALE_QUEUED = dt.timedelta(minutes=1)
+
+
+def link_check_queue() -> LinkCheck:
+    """Queue a check now ("Check now", `POST /api/status/check`); a click while one waits
+    queues nothing more, so repeated clicks never hammer the cloud."""
+    from home.cloudlink import tasks
+
+    now = timezone.now()
+    with transaction.atomic():
+        row = LinkCheck.objects.select_for_update().filter(pk=1).first() or LinkCheck(pk=1)
+        if row.queued_at is None or row.queued_at < now - STALE_QUEUED:
+            row.queued_at = now
+            row.save()
+            transaction.on_commit(lambda: tasks.link_check.delay())
+    return row

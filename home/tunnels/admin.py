@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from home.tunnels.models import Tunnel
+from home.tunnels.models import ProxyEntry, Tunnel
 
 
 @admin.register(Tunnel)
@@ -32,3 +32,12 @@ class TunnelAdmin(admin.ModelAdmin):
         "temporary",
         "created",
     )
+
+
+@admin.register(ProxyEntry)
+class ProxyEntryAdmin(admin.ModelAdmin):
+    list_display = ("hostname", "home_port", "proxy_protocol", "domain", "tunnel", "created")
+    list_select_related = ("domain", "tunnel")
+    search_fields = ("hostname",)
+    # The tunnel port is the cloud mapping's: changing it here would not move the mapping.
+    readonly_fields = ("tunnel",)

@@ -1,9 +1,14 @@
-"""A tunnel is desired state (open or not) plus what was observed of its ssh process; the
-process itself is identified by PID *and* start time so a recycled PID is never ours."""
+"""Proxy entries publish a home service under a hostname through a tunnel. A tunnel is desired
+state (open or not) plus what was observed of its ssh process; the process itself is
+identified by PID *and* start time so a recycled PID is never ours."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db import models
+
+from home.certs.models import Domain
 
 
 class TunnelState(models.TextChoices):
@@ -11,6 +16,13 @@ class TunnelState(models.TextChoices):
     OPENING = "opening"
     OPEN = "open"
     FAILED = "failed"
+
+
+class TunnelQuerySet(models.QuerySet["Tunnel"]):
+    def free_port(self, ports: Iterable[int]) -> int | None:
+        """The first of `ports` that no tunnel (permanent or temporary) holds."""
+        used = set(self.values_list("remote_port", flat=True))
+        return next((port for port in ports if port not in used), None)
 
 
 class Tunnel(models.Model):
@@ -29,8 +41,26 @@ class Tunnel(models.Model):
     temporary = models.BooleanField(default=False, help_text="opened by a certificate flow")
     created = models.DateTimeField(auto_now_add=True)
 
+    objects = TunnelQuerySet.as_manager()
+
     class Meta:
         ordering = ["remote_port"]
 
     def __str__(self) -> str:
         return f"{self.name} (:{self.remote_port} -> {self.local_host}:{self.local_port})"
+
+
+class ProxyEntry(models.Model):
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="entries")
+    hostname = models.CharField(max_length=253, unique=True)
+    home_port = models.PositiveIntegerField()
+    proxy_protocol = models.BooleanField(default=False)
+    tunnel = models.OneToOneField(Tunnel, on_delete=models.PROTECT, related_name="entry")
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["hostname"]
+        verbose_name_plural = "proxy entries"
+
+    def __str__(self) -> str:
+        return f"{self.hostname} -> 127.0.0.1:{self.home_port}"

@@ -1,5 +1,6 @@
-"""Tunnel workflows: desired state in the database, converged by a reconciler that spawns,
-watches and stops the ssh processes (through tunnels/ssh.py, the one door to them)."""
+"""Proxy entry and tunnel workflows: an entry asks the cloud for its mapping and stores a
+tunnel's desired state, converged by a reconciler that spawns, watches and stops the ssh
+processes (through tunnels/ssh.py, the one door to them)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from home.cloudlink.services import link
+from home.certs.models import Domain
+from home.cloudlink.client import CloudError
+from home.cloudlink.services import cloud, link
 from home.tunnels import ssh
-from home.tunnels.models import Tunnel, TunnelState
+from home.tunnels.models import ProxyEntry, Tunnel, TunnelState
+from workers.common.errors import Conflict, Invalid, Unavailable, invalid_from
+from workers.common.names import validate_hostname
 from workers.locks import exclusive
 
 log = logging.getLogger(__name__)
@@ -27,11 +32,10 @@ class NoFreePort(Exception):
 
 def allocate_port() -> int:
     """A port of the home's range that no tunnel (permanent or temporary) holds."""
-    used = set(Tunnel.objects.values_list("remote_port", flat=True))
-    for port in link().ports.range:
-        if port not in used:
-            return port
-    raise NoFreePort("every tunnel port of this home is in use")
+    port = Tunnel.objects.free_port(link().ports.range)
+    if port is None:
+        raise NoFreePort("every tunnel port of this home is in use")
+    return port
 
 
 def tunnel_reserve(
@@ -43,9 +47,12 @@ def tunnel_reserve(
         try:
             with transaction.atomic():
                 return Tunnel.objects.create(
-                    name=name, remote_port=allocate_port(), local_port=local_port,
-                    temporary=temporary, desired_open=desired_open,
-                )  # fmt: skip
+                    name=name,
+                    remote_port=allocate_port(),
+                    local_port=local_port,
+                    temporary=temporary,
+                    desired_open=desired_open,
+                )
         except IntegrityError:
             continue
     raise NoFreePort("every tunnel port of this home is in use")
@@ -182,3 +189,59 @@ def tunnel_stop_now(tunnel: Tunnel) -> None:
         Tunnel.objects.filter(pk=tunnel.pk).update(
             desired_open=False, state=TunnelState.CLOSED, pid=None, start_time=None, since=None
         )
+
+
+def entry_create(
+    domain: Domain, hostname: str, home_port: int, proxy_protocol: bool = False
+) -> ProxyEntry:
+    """Reserve a tunnel port, create the cloud's https mapping, then store the entry; whatever
+    fails undoes the steps before it, so nothing is half-applied."""
+    try:
+        hostname = validate_hostname(hostname, field="hostname")
+    except ValueError as exc:
+        raise invalid_from(exc, "hostname") from None
+    if isinstance(home_port, bool) or not 1 <= int(home_port) <= 65535:
+        raise Invalid("must be 1..65535", field="home_port")
+    if ProxyEntry.objects.filter(hostname=hostname).exists():
+        raise Conflict("an entry for this hostname exists", field="hostname")
+    try:
+        tunnel = tunnel_reserve(f"entry {hostname}", int(home_port))
+    except NoFreePort as exc:
+        raise Conflict(str(exc), field="hostname") from None
+    slug = link().home_slug
+    try:
+        cloud().create_mapping(slug, hostname, "https", tunnel.remote_port, proxy_protocol)
+    except CloudError as exc:
+        tunnel.delete()
+        if exc.status in (400, 409, 422):
+            raise Invalid(str(exc), field="hostname") from None
+        raise Unavailable(f"the cloud refused the mapping: {exc}") from None
+    try:
+        return ProxyEntry.objects.create(
+            domain=domain,
+            hostname=hostname,
+            home_port=int(home_port),
+            proxy_protocol=proxy_protocol,
+            tunnel=tunnel,
+        )
+    except Exception:
+        cloud().delete_mapping(slug, hostname, scheme="https")
+        tunnel.delete()
+        raise
+
+
+def entry_delete(entry: ProxyEntry) -> None:
+    """Stop the tunnel now, remove the cloud mapping, then the rows."""
+    tunnel_stop_now(entry.tunnel)
+    try:
+        cloud().delete_mapping(link().home_slug, entry.hostname, scheme="https")
+    except CloudError as exc:
+        raise Unavailable(f"the cloud could not remove the mapping: {exc}") from None
+    tunnel = entry.tunnel
+    with transaction.atomic():
+        entry.delete()
+        tunnel.delete()
+
+
+def entry_tunnel(entry: ProxyEntry, open_: bool) -> None:
+    tunnel_set_desired(entry.tunnel, open_)

@@ -11,13 +11,14 @@ import ipaddress
 import os
 import re
 import select
-import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from random import SystemRandom
+
+from workers.common.processes import stop_process
 
 SSH = "ssh"
 REMOTE_BIND = "127.0.0.1"  # the cloud's permitlisten matches exactly "127.0.0.1:<port>"
@@ -94,32 +95,32 @@ def argv(spec: TunnelSpec) -> list[str]:
     known_hosts = _check_path("known_hosts", spec.known_hosts)
     local_host = f"[{spec.local_host}]" if ":" in spec.local_host else spec.local_host
     forward = f"{REMOTE_BIND}:{spec.remote_port}:{local_host}:{spec.local_port}"
-    return [
-        SSH,
-        "-tt",  # the PTY session is what makes sshd set TCP_NODELAY (DESIGN section 2)
-        "-F", "/dev/null",
-        "-o", "BatchMode=yes",
-        "-o", "ExitOnForwardFailure=yes",
-        "-o", "StrictHostKeyChecking=yes",
-        "-o", f"UserKnownHostsFile={known_hosts}",
+    # (flag, value) pairs in the order ssh gets them; running_as() matches the exact argv.
+    options = [
+        ("-F", "/dev/null"),
+        ("-o", "BatchMode=yes"),
+        ("-o", "ExitOnForwardFailure=yes"),
+        ("-o", "StrictHostKeyChecking=yes"),
+        ("-o", f"UserKnownHostsFile={known_hosts}"),
         # Only the pinned key counts: a key for this host in /etc/ssh/ssh_known_hosts would
         # be accepted too, and ssh must not rewrite the pin.
-        "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "UpdateHostKeys=no",
-        "-o", "IdentitiesOnly=yes",
-        "-o", "IdentityAgent=none",
-        "-i", key,
-        "-o", "ServerAliveInterval=5",
-        "-o", "ServerAliveCountMax=3",
-        "-o", "ConnectTimeout=10",
-        "-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com",
-        "-o", "KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org",
-        "-o", "LogLevel=VERBOSE",
-        "-o", f"LogVerbose={READY_LOG_FUNCTION}",
-        "-p", str(spec.port),
-        "-R", forward,
-        f"{spec.username}@{spec.host}",
-    ]  # fmt: skip
+        ("-o", "GlobalKnownHostsFile=/dev/null"),
+        ("-o", "UpdateHostKeys=no"),
+        ("-o", "IdentitiesOnly=yes"),
+        ("-o", "IdentityAgent=none"),
+        ("-i", key),
+        ("-o", "ServerAliveInterval=5"),
+        ("-o", "ServerAliveCountMax=3"),
+        ("-o", "ConnectTimeout=10"),
+        ("-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com"),
+        ("-o", "KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org"),
+        ("-o", "LogLevel=VERBOSE"),
+        ("-o", f"LogVerbose={READY_LOG_FUNCTION}"),
+        ("-p", str(spec.port)),
+        ("-R", forward),
+    ]
+    # -tt: the PTY session is what makes sshd set TCP_NODELAY (DESIGN section 2).
+    return [SSH, "-tt", *(arg for pair in options for arg in pair), f"{spec.username}@{spec.host}"]
 
 
 def _is_int(value: object) -> bool:
@@ -256,23 +257,7 @@ def is_running(handle: ProcessHandle) -> bool:
 def stop(handle: ProcessHandle, timeout: float = 5) -> bool:
     """SIGTERM the handle's process, SIGKILL it after `timeout` seconds; returns whether it
     stopped something. A PID now used by another process is never signalled."""
-    pidfd = _pidfd_of(handle)
-    if pidfd is None:
-        return False
-    try:
-        try:
-            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-        except ProcessLookupError:
-            return False  # it ended by itself since the check
-        if not _wait_exit(pidfd, timeout):
-            try:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                return True
-            _wait_exit(pidfd, timeout)
-        return True
-    finally:
-        os.close(pidfd)
+    return stop_process(handle.pid, timeout=timeout, is_ours=lambda: is_running(handle))
 
 
 def _pidfd_of(handle: ProcessHandle) -> int | None:

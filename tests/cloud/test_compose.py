@@ -364,8 +364,13 @@ def site_env(**extra: str) -> dict[str, str]:
 def cloudathome(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workers.common.cli", *args],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -507,10 +512,14 @@ def test_fresh_health_check_fails_once_beat_stops_writing(tmp_path: Path) -> Non
 
 def test_health_check_script_exits_nonzero_when_unhealthy_and_on_misuse(tmp_path: Path) -> None:
     script = [sys.executable, str(COMPOSE / "healthcheck.py")]
-    missing = subprocess.run([*script, "fresh", str(tmp_path / "x"), "60"], capture_output=True, text=True, check=False)  # fmt: skip
+    missing = subprocess.run(
+        [*script, "fresh", str(tmp_path / "x"), "60"], capture_output=True, text=True, check=False
+    )
     assert missing.returncode == 1 and "unhealthy" in missing.stderr
     misuse = subprocess.run([*script, "fresh"], capture_output=True, text=True, check=False)
     assert misuse.returncode == 2
     (tmp_path / "x").write_text("x")
-    fine = subprocess.run([*script, "fresh", str(tmp_path / "x"), "60"], capture_output=True, check=False)  # fmt: skip
+    fine = subprocess.run(
+        [*script, "fresh", str(tmp_path / "x"), "60"], capture_output=True, check=False
+    )
     assert fine.returncode == 0

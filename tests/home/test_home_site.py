@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,6 @@ from tests.support.net import self_signed, serve, tls_get, tls_refused
 from tests.support.sites import (
     CloudSite,
     HomeSite,
-    cloud_site,
     home_site,
     register_home,
     scratch_database,
@@ -29,11 +29,8 @@ from tests.support.sites import (
 from tests.support.ssh import keygen
 from workers.local.procs import stop_pid, wait_for
 
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[CloudSite]:
-    with cloud_site(extra_env={"CLOUDATHOME_HOME_SLOTS": "3"}) as site:
-        yield site
+# Three slots, so that a test can fill them all.
+CLOUD_ENV = {"CLOUDATHOME_HOME_SLOTS": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +102,14 @@ def test_console_refuses_to_start_on_a_malformed_cloudlink_yaml_naming_the_field
     del data["ssh"]["username"]
     bad.write_text(yaml.safe_dump(data))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDATHOME_")}
-    done = subprocess.run([sys.executable, "-m", "workers.common.cli", "home", "up"], env={**env, "CLOUDLINK_CONFIG": str(bad),
-                          "CLOUDATHOME_STATE_DIR": str(root / "bad-state")}, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.common.cli", "home", "up"],
+        env={**env, "CLOUDLINK_CONFIG": str(bad), "CLOUDATHOME_STATE_DIR": str(root / "bad-state")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stderr.strip() == f"cloudathome home: {bad}: ssh.username: missing"
 
@@ -144,12 +147,22 @@ def _entry(api: requests.Session, site: HomeSite, entry_id: int) -> dict:
 @pytest.fixture(scope="module")
 def entry(console: HomeSite, service) -> Iterator[dict]:
     api = console.api()
-    r = api.post(f"{console.url}/api/domains", json={"name": "www.homer.test", "email": "homer@example.com",
-                 "cert_dir": str(console.state / "certs")}, timeout=10)  # fmt: skip
+    r = api.post(
+        f"{console.url}/api/domains",
+        json={
+            "name": "www.homer.test",
+            "email": "homer@example.com",
+            "cert_dir": str(console.state / "certs"),
+        },
+        timeout=10,
+    )
     assert r.status_code == 201, r.text
     domain = r.json()["id"]
-    r = api.post(f"{console.url}/api/domains/{domain}/proxy-entries",
-                 json={"hostname": "www.homer.test", "home_port": service.port}, timeout=15)  # fmt: skip
+    r = api.post(
+        f"{console.url}/api/domains/{domain}/proxy-entries",
+        json={"hostname": "www.homer.test", "home_port": service.port},
+        timeout=15,
+    )
     assert r.status_code == 201, r.text
     created = dict(r.json())
     yield created
@@ -157,6 +170,35 @@ def entry(console: HomeSite, service) -> Iterator[dict]:
     last = created["tunnel"]
     if last.get("pid"):
         subprocess.run(["kill", str(last["pid"])], capture_output=True, check=False)
+
+
+def _status(console: HomeSite) -> dict:
+    r = console.api().get(f"{console.url}/api/status", timeout=10)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_the_worker_checks_the_link_and_check_now_gets_a_newer_result(
+    console: HomeSite, registered: tuple[Path, subprocess.CompletedProcess[str]]
+) -> None:
+    first = wait_for(
+        lambda: (s := _status(console))["state"] != "unknown" and s,
+        timeout=30,
+        what="the check of the worker's start",
+    )
+    assert first["state"] == "ok", first
+    checks = {c["name"]: c for c in first["checks"]}
+    assert set(checks) == {"api", "token", "ssh"} and all(c["ok"] for c in checks.values())
+    ports = yaml.safe_load(registered[0].read_text())["ports"]
+    # The probe listens on the last free port, away from the one the next tunnel gets.
+    assert checks["ssh"]["detail"].endswith(f"port {ports['base'] + ports['count'] - 1}")
+    r = console.api().post(f"{console.url}/api/status/check", timeout=10)
+    assert r.status_code == 202 and r.json()["queued"], r.text
+    newer = wait_for(
+        lambda: not (s := _status(console))["queued"] and s, timeout=30, what="check now"
+    )
+    assert newer["state"] == "ok"
+    assert datetime.fromisoformat(newer["checked_at"]) > datetime.fromisoformat(first["checked_at"])
 
 
 def _open(console: HomeSite, entry: dict, open_: bool) -> None:
@@ -171,8 +213,11 @@ def test_open_tunnel_publishes_the_service_through_the_cloud_edge(
 ) -> None:
     _open(console, entry, True)
     api = console.api()
-    state = wait_for(lambda: (e := _entry(api, console, entry["id"]))["tunnel"]["state"] == "open" and e, timeout=30,
-                     what="tunnel open")  # fmt: skip
+    state = wait_for(
+        lambda: (e := _entry(api, console, entry["id"]))["tunnel"]["state"] == "open" and e,
+        timeout=30,
+        what="tunnel open",
+    )
     assert state["tunnel"]["pid"] and state["tunnel"]["since"]
     entry["tunnel"] = state["tunnel"]
     body, cert = wait_for(
@@ -254,9 +299,12 @@ def test_a_stale_pid_that_now_belongs_to_an_unrelated_process_is_never_killed(
     try:
         with home_site(root / "homer", config, home_db, "Console-pass-1") as site:
             # The database says our tunnel runs as this PID, started at another time: a recycled PID.
-            _manage(site, "from home.domains.models import ProxyEntry as P; t = P.objects.get(pk="
-                    f"{entry['id']}).tunnel; type(t).objects.filter(pk=t.pk).update(pid={sleeper.pid}, "
-                    "start_time=1, state='open', desired_open=False)")  # fmt: skip
+            _manage(
+                site,
+                "from home.tunnels.models import ProxyEntry as P; t = P.objects.get(pk="
+                f"{entry['id']}).tunnel; type(t).objects.filter(pk=t.pk).update(pid={sleeper.pid}, "
+                "start_time=1, state='open', desired_open=False)",
+            )
             api = site.api()
             wait_for(
                 lambda: _entry(api, site, entry["id"])["tunnel"]["pid"] is None,
@@ -280,8 +328,11 @@ def test_a_tampered_host_key_makes_the_tunnel_refuse_and_the_console_says_why(
         with home_site(root / "homer", config, home_db, "Console-pass-1") as site:
             api = site.api()
             _open(site, entry, True)
-            failed = wait_for(lambda: (e := _entry(api, site, entry["id"]))["tunnel"]["state"] == "failed" and e,
-                              timeout=30, what="tunnel refused")  # fmt: skip
+            failed = wait_for(
+                lambda: (e := _entry(api, site, entry["id"]))["tunnel"]["state"] == "failed" and e,
+                timeout=30,
+                what="tunnel refused",
+            )
             assert "Host key verification failed" in failed["tunnel"]["last_error"]
             _open(site, entry, False)
             wait_for(

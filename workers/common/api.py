@@ -28,6 +28,8 @@ def site_api(title: str, description: str, auth: Sequence[Any]) -> NinjaAPI:
 
     @api.exception_handler(DomainError)
     def on_domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
+        """Each at its status; a component of ours that cannot answer (ServiceUnavailable:
+        TransientError, EdgeError) is a 503 with the reason, never a 500."""
         return error_response(api, request, exc.status, str(exc), exc.field)
 
     @api.exception_handler(ValidationError)

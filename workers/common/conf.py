@@ -3,11 +3,14 @@ read secrets from `<NAME>_FILE` when given, so no secret has to live in code or 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from workers.common.files import write_atomic
 
 
 class ConfigError(RuntimeError):
@@ -60,15 +63,11 @@ def secret_key(state: Path) -> str:
     if given:
         return given
     path = state / "secret_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    value = secrets.token_urlsafe(50)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value)
-    return value
+    if not path.exists():
+        # link() never replaces: processes starting together all end up with the first key.
+        with contextlib.suppress(FileExistsError):
+            write_atomic(path, secrets.token_urlsafe(50), 0o600, replace=False)
+    return path.read_text().strip()
 
 
 def database(state: Path) -> dict[str, Any]:

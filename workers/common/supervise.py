@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.common.processes import stop_processes
+
 
 @dataclass
 class Service:
@@ -24,7 +26,6 @@ class Service:
     argv: Sequence[str]
     env: dict[str, str] | None = None
     ready: Callable[[], bool] | None = None
-    stop_signal: int = signal.SIGTERM
 
 
 @dataclass
@@ -96,18 +97,12 @@ class Supervisor:
         return code
 
     def stop(self) -> None:
-        for service, proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, service.stop_signal)
-        deadline = time.monotonic() + 15
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        """Stop every process with its group, all at once and in bounded time, then reap them."""
+        # poll() first: a PID reaped already may belong to someone else by now.
+        running = [proc.pid for _, proc in reversed(self.procs) if proc.poll() is None]
+        stop_processes(running, timeout=15, group=True)
+        for _, proc in self.procs:
+            proc.wait()
         self.procs.clear()
 
 
@@ -115,11 +110,23 @@ def redis_service(state: Path) -> Service:
     """A private Redis on a unix socket (0700) in the state dir, used when REDIS_URL is unset."""
     sock = state / "redis.sock"
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    argv = [
-        binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
-        "--save", "", "--appendonly", "no", "--dir", str(state), "--daemonize", "no",
-    ]  # fmt: skip
+    # No TCP, a private socket, nothing written to disk, no fork.
+    options = {
+        "--port": "0",
+        "--unixsocket": str(sock),
+        "--unixsocketperm": "700",
+        "--save": "",
+        "--appendonly": "no",
+        "--dir": str(state),
+        "--daemonize": "no",
+    }
+    argv = [binary, *_flags(options)]
     return Service("redis", argv, ready=sock.exists)
+
+
+def _flags(options: dict[str, str]) -> list[str]:
+    """{"--name": "value"} as argv: ["--name", "value"]."""
+    return [part for option in options.items() for part in option]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -133,10 +140,9 @@ def python_module(module: str, *args: str) -> list[str]:
 
 
 def web_service(wsgi: str, bind: str, port: int, env: dict[str, str]) -> Service:
-    argv = python_module(
-        "gunicorn", wsgi, "--bind", f"{bind}:{port}", "--workers", "2", "--threads", "4",
-        "--access-logfile", "-",
-    )  # fmt: skip
+    options = {"--bind": f"{bind}:{port}", "--workers": "2", "--threads": "4"}
+    options["--access-logfile"] = "-"
+    argv = python_module("gunicorn", wsgi, *_flags(options))
     probe = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
     return Service("web", argv, env=env, ready=lambda: port_open(port, probe))
 

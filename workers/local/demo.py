@@ -32,6 +32,7 @@ USER, PASSWORD, EMAIL = "alice", "Alice-demo-2026", "alice@example.com"
 HOSTNAME = "shop.demo.test"
 PREFIX = "demo"  # the demo's SSH identities: demo00_alice
 PAGE = b"<h1>Hello from a service running at home</h1>\n"
+STATE_BASE = Path("/var/lib/cloudathome-demo")
 
 
 class DemoFailed(Exception):
@@ -101,8 +102,8 @@ def signup(cloud: CloudSite) -> None:
     web = requests.Session()
     url = f"{cloud.url}/signup/"
     web.get(url, timeout=10)
-    data = {"username": USER, "email": EMAIL, "password1": PASSWORD, "password2": PASSWORD,
-            "csrfmiddlewaretoken": web.cookies.get("csrftoken", "")}  # fmt: skip
+    data = {"username": USER, "email": EMAIL, "password1": PASSWORD, "password2": PASSWORD}
+    data["csrfmiddlewaretoken"] = web.cookies.get("csrftoken") or ""
     r = web.post(url, data=data, headers={"Referer": url}, timeout=10)
     if "waiting for approval" not in r.text:
         raise RuntimeError(f"signup was not accepted (HTTP {r.status_code})")
@@ -115,8 +116,8 @@ def approve(cloud: CloudSite) -> None:
 
 
 def issue_certificate(home: HomeSite, api: requests.Session, cert_root: Path) -> dict[str, Any]:
-    r = api.post(f"{home.url}/api/domains", timeout=10,
-                 json={"name": HOSTNAME, "email": EMAIL, "cert_dir": str(cert_root)})  # fmt: skip
+    body = {"name": HOSTNAME, "email": EMAIL, "cert_dir": str(cert_root)}
+    r = api.post(f"{home.url}/api/domains", json=body, timeout=10)
     r.raise_for_status()
     domain_id = r.json()["id"]
     seen: list[str] = []
@@ -136,8 +137,8 @@ def issue_certificate(home: HomeSite, api: requests.Session, cert_root: Path) ->
 
 
 def open_tunnel(home: HomeSite, api: requests.Session, domain_id: int, port: int) -> dict[str, Any]:
-    r = api.post(f"{home.url}/api/domains/{domain_id}/proxy-entries", timeout=30,
-                 json={"hostname": HOSTNAME, "home_port": port})  # fmt: skip
+    body = {"hostname": HOSTNAME, "home_port": port}
+    r = api.post(f"{home.url}/api/domains/{domain_id}/proxy-entries", json=body, timeout=30)
     r.raise_for_status()
     entry_id = r.json()["id"]
     api.post(
@@ -182,8 +183,14 @@ def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path) -> str:
 def walkthrough(root: Path, keep_running: bool) -> int:
     steps = Steps()
     with contextlib.ExitStack() as stack:
-        cloud = steps.run("start the cloud site (HAProxy, sshd, web, worker, beat, Flower, Redis)",
-                          lambda: stack.enter_context(start_cloud(root / "cloud", {"CLOUDATHOME_SSH_USER_PREFIX": PREFIX})))  # fmt: skip
+
+        def started(context: contextlib.AbstractContextManager[T]) -> Callable[[], T]:
+            return lambda: stack.enter_context(context)
+
+        cloud = steps.run(
+            "start the cloud site (HAProxy, sshd, web, worker, beat, Flower, Redis)",
+            started(start_cloud(root / "cloud", {"CLOUDATHOME_SSH_USER_PREFIX": PREFIX})),
+        )
         steps.run(f"sign up {USER} at /signup/ (inactive until approved)", lambda: signup(cloud))
         steps.run(f"approve {USER} (as an administrator)", lambda: approve(cloud))
         config, registered = steps.run(
@@ -197,20 +204,32 @@ def walkthrough(root: Path, keep_running: bool) -> int:
             "\n".join(f"       {line}" for line in registered.stdout.splitlines()[-5:]), flush=True
         )
         stack.callback(release_home, cloud)
-        pebble = steps.run("start a local ACME server (Pebble) validating through the edge",
-                           lambda: stack.enter_context(pebble_server(root / "pebble", cloud.http_port, cloud.https_port)))  # fmt: skip
+        pebble = steps.run(
+            "start a local ACME server (Pebble) validating through the edge",
+            started(pebble_server(root / "pebble", cloud.http_port, cloud.https_port)),
+        )
         console_password = PASSWORD
-        home = steps.run("start the Home Console (web, worker, beat, Flower, Redis)", lambda: stack.enter_context(
-            start_home(root / "home", config, console_password, {
-                "CLOUDATHOME_ACME_DIRECTORY": pebble.directory_url, "CLOUDATHOME_ACME_CA_BUNDLE": pebble.ca_bundle,
-            })))  # fmt: skip
+        acme = {
+            "CLOUDATHOME_ACME_DIRECTORY": pebble.directory_url,
+            "CLOUDATHOME_ACME_CA_BUNDLE": pebble.ca_bundle,
+        }
+        home = steps.run(
+            "start the Home Console (web, worker, beat, Flower, Redis)",
+            started(start_home(root / "home", config, console_password, acme)),
+        )
         api = home.api()
-        domain = steps.run(f"add the domain {HOSTNAME} and issue its certificate through the tunnel",
-                           lambda: issue_certificate(home, api, root / "certs"))  # fmt: skip
-        port = steps.run("start the sample HTTPS service at home with that certificate",
-                         lambda: stack.enter_context(sample_service(Path(domain["cert_path"]))))  # fmt: skip
-        entry = steps.run("add the HTTPS proxy entry and open its tunnel",
-                          lambda: open_tunnel(home, api, domain["id"], port))  # fmt: skip
+        domain = steps.run(
+            f"add the domain {HOSTNAME} and issue its certificate through the tunnel",
+            lambda: issue_certificate(home, api, root / "certs"),
+        )
+        port = steps.run(
+            "start the sample HTTPS service at home with that certificate",
+            started(sample_service(Path(domain["cert_path"]))),
+        )
+        entry = steps.run(
+            "add the HTTPS proxy entry and open its tunnel",
+            lambda: open_tunnel(home, api, domain["id"], port),
+        )
         stack.callback(close_tunnel, home, api, entry["id"])
         result = steps.run(
             "verify with a real TLS client through the cloud edge",
@@ -218,17 +237,7 @@ def walkthrough(root: Path, keep_running: bool) -> int:
         )
         total = sum(took for _, took in steps.done)
         print(f"\nAll {len(steps.done)} steps passed in {total:.1f} s: {result}.\n")
-        print(
-            f"  cloud UI        {cloud.url}/   (admin / {cloud.admin_password}; {USER} / {PASSWORD})"
-        )
-        print(f"  cloud API docs  {cloud.url}/api/schema/swagger/")
-        print(f"  Home Console    {home.url}/   (admin / {console_password})")
-        print(
-            f"  Flower          cloud http://127.0.0.1:{cloud.flower_port}/  home http://127.0.0.1:{home.flower_port}/"
-        )
-        print(f"  the site        curl --cacert {root / 'roots.pem'} --resolve {HOSTNAME}:{cloud.https_port}:127.0.0.1 "
-              f"https://{HOSTNAME}:{cloud.https_port}/")  # fmt: skip
-        print(f"  state and logs  {root}")
+        _summary(root, cloud, home, console_password)
         if keep_running:
             print("\nRunning; Ctrl-C stops everything.", flush=True)
             stopped = threading.Event()
@@ -239,13 +248,31 @@ def walkthrough(root: Path, keep_running: bool) -> int:
     return 0
 
 
+def _summary(root: Path, cloud: CloudSite, home: HomeSite, console_password: str) -> None:
+    site = f"https://{HOSTNAME}:{cloud.https_port}/"
+    curl = f"curl --cacert {root / 'roots.pem'} --resolve {HOSTNAME}:{cloud.https_port}:127.0.0.1"
+    flower = (
+        f"cloud http://127.0.0.1:{cloud.flower_port}/  home http://127.0.0.1:{home.flower_port}/"
+    )
+    lines = [
+        ("cloud UI", f"{cloud.url}/   (admin / {cloud.admin_password}; {USER} / {PASSWORD})"),
+        ("cloud API docs", f"{cloud.url}/api/schema/swagger/"),
+        ("Home Console", f"{home.url}/   (admin / {console_password})"),
+        ("Flower", flower),
+        ("the site", f"{curl} {site}"),
+        ("state and logs", str(root)),
+    ]
+    for label, text in lines:
+        print(f"  {label:<15} {text}")
+
+
 def close_tunnel(home: HomeSite, api: requests.Session, entry_id: int) -> None:
     with contextlib.suppress(requests.RequestException):
         api.post(
             f"{home.url}/api/proxy-entries/{entry_id}/tunnel", json={"open": False}, timeout=10
         )
-        wait_for(lambda: api.get(f"{home.url}/api/proxy-entries/{entry_id}", timeout=10).json()["tunnel"]["state"] == "closed",
-                 timeout=20)  # fmt: skip
+        url = f"{home.url}/api/proxy-entries/{entry_id}"
+        wait_for(lambda: api.get(url, timeout=10).json()["tunnel"]["state"] == "closed", timeout=20)
 
 
 def release_home(cloud: CloudSite) -> None:
@@ -265,7 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="stop after verifying (exit 0 only if every step passed)",
     )
-    parser.add_argument("--state", type=Path, help="where both sites keep their state (default: a new folder under /var/lib/cloudathome-demo)")  # fmt: skip
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help=f"where both sites keep their state (default: a new folder under {STATE_BASE})",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print(
@@ -278,10 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(mode=0o755, parents=True, exist_ok=True)
     else:
         # Not under /tmp: sshd refuses key files below a world-writable folder.
-        base = Path("/var/lib/cloudathome-demo")
-        base.mkdir(mode=0o755, parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+        STATE_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="run-", dir=STATE_BASE))
         root.chmod(0o755)
+    # SIGTERM unwinds like Ctrl-C: every site started so far is stopped on the way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     print(f"cloudathome demo: state in {root}\n", flush=True)
     try:
         return walkthrough(root, keep_running=not args.exit)

@@ -5,6 +5,7 @@ commands run as a user would, and every process stopped by PID when the block ex
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -25,9 +27,13 @@ def _site_up(site: str, log: Path, env: dict[str, str], banner: str) -> Iterator
     def ready() -> bool:
         return banner in log.read_text(errors="replace") if log.exists() else False
 
-    argv = [sys.executable, "-m", "workers.common.cli", site, "up"]
-    with running(argv, log=log, env=env, ready=ready, timeout=90) as proc:
+    with running(cli(site, "up"), log=log, env=env, ready=ready, timeout=90) as proc:
         yield proc
+
+
+def cli(*args: str) -> list[str]:
+    """The argv of `cloudathome <args>` with this interpreter."""
+    return [sys.executable, "-m", "workers.common.cli", *args]
 
 
 def clean_environ() -> dict[str, str]:
@@ -35,7 +41,7 @@ def clean_environ() -> dict[str, str]:
     return {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))
+        if not k.startswith(("CLOUDATHOME_", "CLOUDLINK_", "DJANGO_", "DATABASE_URL", "REDIS_URL"))
     }
 
 
@@ -57,10 +63,7 @@ class CloudSite:
         self.url = f"http://127.0.0.1:{self.web_port}"
 
     def manage(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "workers.common.cli", "cloud", "manage", *args],
-            env=self.env, capture_output=True, text=True, input=input, timeout=120, check=False,
-        )  # fmt: skip
+        return _manage(self.env, "cloud", args, input)
 
     def token(self, username: str, password: str) -> str:
         r = requests.post(
@@ -79,12 +82,9 @@ class CloudSite:
     def create_user(
         self, username: str, password: str, active: bool = True, staff: bool = False
     ) -> None:
-        code = (
-            "from django.contrib.auth import get_user_model as g;"
-            f"u=g().objects.create_user({username!r}, password={password!r});"
-            f"u.is_active={active!r}; u.is_staff={staff!r}; u.save()"
-        )
-        done = self.manage("shell", "-c", code)
+        """`cloud manage create_account`, the password on stdin."""
+        flags = [*(["--staff"] if staff else []), *([] if active else ["--inactive"])]
+        done = self.manage("create_account", username, "--password-stdin", *flags, input=password)
         if done.returncode != 0:
             raise RuntimeError(f"creating user {username} failed: {done.stderr.strip()}")
 
@@ -116,9 +116,16 @@ def start_cloud(root: Path, settings: dict[str, str] | None = None) -> Iterator[
     }
     log = root / "cloud-up.log"
     site = CloudSite(
-        state, env, ports["web"], ports["https"], ports["http"], ports["ssh"], ports["flower"],
-        admin_password, log,
-    )  # fmt: skip
+        state=state,
+        env=env,
+        web_port=ports["web"],
+        https_port=ports["https"],
+        http_port=ports["http"],
+        ssh_port=ports["ssh"],
+        flower_port=ports["flower"],
+        admin_password=admin_password,
+        log=log,
+    )
 
     with _site_up("cloud", log, env, banner="cloud site up") as proc:
         wait_for(
@@ -143,10 +150,7 @@ class HomeSite:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "workers.common.cli", "home", "manage", *args],
-            env=self.env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        return _manage(self.env, "home", args)
 
     def api(self) -> requests.Session:
         r = requests.post(
@@ -170,17 +174,15 @@ def register_home(
     key = root / "keys" / "cloudathome_ed25519"
     config = root / "config" / "cloudlink.yaml"
     env = {**cloud.env, "CLOUDLINK_CONFIG": str(config), "CLOUDATHOME_PASSWORD": password}
-    subprocess.run(
-        [sys.executable, "-m", "workers.common.cli", "keygen", "--output", str(key)],
-        check=True,
-        capture_output=True,
-        env=env,
+    subprocess.run(cli("keygen", "--output", str(key)), check=True, capture_output=True, env=env)
+    register = cli(
+        "register",
+        *("--cloudserver-url", cloud.url, "--username", username),
+        *("--public-key", f"{key}.pub", "--private-key", str(key)),
     )
     done = subprocess.run(
-        [sys.executable, "-m", "workers.common.cli", "register", "--cloudserver-url", cloud.url, "--username", username,
-         "--public-key", f"{key}.pub", "--private-key", str(key)],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+        register, capture_output=True, text=True, env=env, timeout=120, check=False
+    )
     return config, done
 
 
@@ -192,18 +194,80 @@ def start_home(
     it on purpose (they belong to the home, not to one run of the console)."""
     state = root / "home-state"
     ports = {name: free_port() for name in ("web", "flower")}
-    env = {
-        **clean_environ(),
-        "CLOUDATHOME_STATE_DIR": str(state),
-        "CLOUDLINK_CONFIG": str(config),
-        "CLOUDATHOME_HOME_PORT": str(ports["web"]),
-        "CLOUDATHOME_FLOWER_PORT": str(ports["flower"]),
-        "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
-        **(settings or {}),
-    }
+    env = home_environ(
+        state,
+        config,
+        {
+            "CLOUDATHOME_HOME_PORT": str(ports["web"]),
+            "CLOUDATHOME_FLOWER_PORT": str(ports["flower"]),
+            "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
+            **(settings or {}),
+        },
+    )
     log = root / f"home-up-{secrets.token_hex(2)}.log"
     site = HomeSite(state, env, ports["web"], ports["flower"], admin_password, log)
 
     with _site_up("home", log, env, banner="home console up") as proc:
         site.proc = proc
         yield site
+
+
+def home_environ(
+    state: Path, config: Path, settings: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a home's processes: its state dir and cloudlink.yaml, then `settings`."""
+    return {
+        **clean_environ(),
+        "CLOUDATHOME_STATE_DIR": str(state),
+        "CLOUDLINK_CONFIG": str(config),
+        **(settings or {}),
+    }
+
+
+@dataclass(frozen=True)
+class TunnelRun:
+    pid: int  # the tunnel's ssh
+    ready_s: float  # ssh spawned -> the cloud accepted the forward
+    proc: subprocess.Popen  # `home manage tunnel_run` itself
+
+
+@contextlib.contextmanager
+def run_tunnel(
+    state: Path, config: Path, remote_port: int, local_port: int, log: Path
+) -> Iterator[TunnelRun]:
+    """`cloudathome home manage tunnel_run`: the home's own tunnel (its ssh command line, spawn
+    and readiness) without a console, until the block exits (SIGTERM; it stops its ssh)."""
+    argv = cli(
+        "home",
+        "manage",
+        "tunnel_run",
+        "--json",
+        *("--remote-port", str(remote_port), "--local-port", str(local_port)),
+    )
+    offset = log.stat().st_size if log.exists() else 0
+
+    def ready() -> dict[str, Any] | None:
+        with open(log, "rb") as out:
+            out.seek(offset)
+            lines = out.read().decode(errors="replace").splitlines()
+        return next((json.loads(ln) for ln in lines if ln.startswith('{"pid"')), None)
+
+    env = home_environ(state, config)
+    with running(argv, log=log, env=env, ready=ready, timeout=60) as proc:
+        line = ready() or {}
+        yield TunnelRun(int(line["pid"]), float(line["ready_s"]), proc)
+
+
+def _manage(
+    env: dict[str, str], site: str, args: tuple[str, ...], input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`cloudathome <site> manage <args>`, bounded in time, its output captured."""
+    return subprocess.run(
+        cli(site, "manage", *args),
+        env=env,
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=120,
+        check=False,
+    )

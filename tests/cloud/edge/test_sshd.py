@@ -25,6 +25,7 @@ import pytest
 
 from cloud.edge import sshd
 from tests.support.sites import port_base
+from workers.common.processes import processes_of_user
 from workers.local.procs import free_port, running, stop_pid, wait_for
 
 MODES = ["system-users", "single-account"]
@@ -53,15 +54,6 @@ def sleeps_of(uid: int) -> set[int]:
         with contextlib.suppress(OSError):
             if (entry / "comm").read_text().strip() == "sleep" and entry.stat().st_uid == uid:
                 pids.add(int(entry.name))
-    return pids
-
-
-def processes_of(uid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and entry.stat().st_uid == uid:
-                pids.append(int(entry.name))
     return pids
 
 
@@ -243,7 +235,7 @@ def delete_test_user(name: str) -> None:
     except KeyError:
         return
     # Its sessions end once our clients are gone; userdel refuses while any runs.
-    wait_for(lambda: not processes_of(uid), timeout=15, what=f"the sessions of {name} to end")
+    wait_for(lambda: not processes_of_user(uid), timeout=15, what=f"the sessions of {name} to end")
     result = run(["userdel", name])
     assert result.returncode == 0, result.stderr
 

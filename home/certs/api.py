@@ -1,0 +1,48 @@
+"""Domains API: parse, call one service, return. The certificate is issued in the
+background; the answer shows the job to poll."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja import Router, Status
+
+from home.certs import services
+from home.certs.models import Domain
+from home.certs.schemas import DomainIn, DomainOut, Id, domain_out
+
+router = Router(tags=["domains"])
+
+
+@router.get("", response=list[DomainOut])
+def list_domains(request: HttpRequest) -> list[DomainOut]:
+    return [domain_out(d) for d in Domain.objects.prefetch_related("entries__tunnel")]
+
+
+@router.post("", response={201: DomainOut})
+def create_domain(request: HttpRequest, body: DomainIn) -> Status[DomainOut]:
+    """Add a domain; its certificate is issued in the background (`job.state` goes from
+    `pending` to `running`, then `done` or `failed` with `job.error`)."""
+    domain = services.domain_create(
+        body.name, body.email, body.cert_dir, body.challenge, body.post_renew_command
+    )
+    return Status(201, domain_out(services.domain_get(domain.pk)))
+
+
+@router.get("/{domain_id}", response=DomainOut)
+def get_domain(request: HttpRequest, domain_id: Id) -> DomainOut:
+    return domain_out(services.domain_get(domain_id))
+
+
+@router.delete("/{domain_id}", response={204: None})
+def delete_domain(request: HttpRequest, domain_id: Id) -> Status[None]:
+    """Delete a domain with its proxy entries (their tunnels stop, their cloud mappings go).
+    The certificate files stay where they are."""
+    services.domain_delete(services.domain_get(domain_id))
+    return Status(204, None)
+
+
+@router.post("/{domain_id}/renew", response={202: DomainOut})
+def renew_domain(request: HttpRequest, domain_id: Id) -> Status[DomainOut]:
+    """Queue a forced certificate run now (409 while one is queued or running)."""
+    services.domain_renew(services.domain_get(domain_id))
+    return Status(202, domain_out(services.domain_get(domain_id)))

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CertsConfig(AppConfig):
+    name = "home.certs"
+    label = "certs"

@@ -1,0 +1,55 @@
+"""Domains: the name, its certificate and the job that issues and renews it (the state
+people look at: state, current step, reason)."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Challenge(models.TextChoices):
+    HTTP01 = "http-01"
+    TLSALPN01 = "tls-alpn-01"
+
+
+class CertStatus(models.TextChoices):
+    NONE = "none"
+    PENDING = "pending"
+    VALID = "valid"
+    FAILED = "failed"
+
+
+class JobState(models.TextChoices):
+    IDLE = "idle"
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Domain(models.Model):
+    name = models.CharField(max_length=253, unique=True)
+    email = models.EmailField()
+    cert_dir = models.CharField(max_length=1024)
+    challenge = models.CharField(max_length=12, choices=Challenge.choices, default=Challenge.HTTP01)
+    post_renew_command = models.JSONField(default=list, blank=True)
+    cert_status = models.CharField(
+        max_length=8, choices=CertStatus.choices, default=CertStatus.NONE
+    )
+    cert_path = models.CharField(max_length=1024, blank=True)
+    cert_expiry = models.DateTimeField(null=True, blank=True)
+    cert_issued = models.DateTimeField(null=True, blank=True)
+    # Renewal failures back off (1, 2, 4 ... hours, at most a day) instead of hammering the CA.
+    renew_failures = models.PositiveIntegerField(default=0)
+    renew_after = models.DateTimeField(null=True, blank=True)
+    # The certificate job people look at (DESIGN section 3): state, current step, reason.
+    job_state = models.CharField(max_length=8, choices=JobState.choices, default=JobState.IDLE)
+    job_step = models.CharField(max_length=200, blank=True)
+    job_error = models.TextField(blank=True)
+    job_updated = models.DateTimeField(auto_now=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,116 @@
+"""In/Out schemas of the domains API, and the certificate job's step list that the API and
+the domain page both show."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Literal
+
+from ninja import Field, Path, Schema
+
+from home.certs.models import Domain, JobState
+from home.tunnels.schemas import EntryOut, entry_out
+
+# A path id (domains, proxy entries), bounded so an absurd id is a 422 naming the parameter,
+# not a database overflow.
+Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+StepStatus = Literal["done", "current", "todo", "failed"]
+
+# The ACME flow in the order it reports its steps (certs/services.py and certs/acme.py
+# write job_step); a step the list does not know only shows as the raw `step` text.
+FLOW: list[tuple[str, re.Pattern[str]]] = [
+    ("Queued for a worker", re.compile(r"waiting for a worker")),
+    ("Started", re.compile(r"starting")),
+    ("Order created at the CA", re.compile(r"order created|authorization still valid")),
+    ("Tunnel port allocated", re.compile(r"port \d+ allocated")),
+    ("Temporary mapping registered", re.compile(r"temporary \S+ mapping registered")),
+    ("Temporary tunnel open", re.compile(r"tunnel open")),
+    ("Challenge ready", re.compile(r"challenge ready")),
+    ("Challenge answered, the CA validates", re.compile(r"challenge answered")),
+    ("Temporary mapping and tunnel removed", re.compile(r"cleaning up")),
+    ("Certificate issued", re.compile(r"certificate issued")),
+]
+
+
+class StepOut(Schema):
+    name: str
+    status: StepStatus
+
+
+def job_steps(state: str, step: str) -> list[StepOut]:
+    """Where the job is in FLOW: steps before the current one are done. A failed job keeps
+    no position (its step is "failed"), so it shows one failed line; its error says why."""
+    if state == JobState.IDLE:
+        return []
+    if state == JobState.FAILED:
+        return [StepOut(name="Failed", status="failed")]
+    if state == JobState.DONE:
+        return [StepOut(name=name, status="done") for name, _ in FLOW]
+    current = 0
+    if state == JobState.RUNNING:
+        current = next((i for i, (_, p) in enumerate(FLOW) if p.fullmatch(step)), 1)
+    return [
+        StepOut(name=name, status="done" if i < current else "current" if i == current else "todo")
+        for i, (name, _) in enumerate(FLOW)
+    ]
+
+
+class DomainIn(Schema):
+    name: str = Field(..., max_length=253, examples=["nas.example.com"])
+    email: str = Field(..., max_length=254, examples=["me@example.com"])
+    cert_dir: str = Field(..., max_length=1024, examples=["/etc/cloudathome/certs"])
+    challenge: Literal["http-01", "tls-alpn-01"] = "http-01"
+    post_renew_command: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Argument list run after each issuance (never through a shell); "
+        "the program must be an absolute path.",
+        examples=[["/usr/sbin/nginx", "-s", "reload"]],
+    )
+
+
+class JobOut(Schema):
+    state: str
+    step: str
+    error: str
+    updated: dt.datetime
+    steps: list[StepOut]
+
+
+class DomainOut(Schema):
+    id: int
+    name: str
+    email: str
+    cert_dir: str
+    challenge: str
+    post_renew_command: list[str]
+    cert_status: str
+    cert_path: str
+    cert_expiry: dt.datetime | None
+    job: JobOut
+    entries: list[EntryOut]
+
+
+def domain_out(domain: Domain) -> DomainOut:
+    return DomainOut(
+        id=domain.pk,
+        name=domain.name,
+        email=domain.email,
+        cert_dir=domain.cert_dir,
+        challenge=domain.challenge,
+        post_renew_command=list(domain.post_renew_command or []),
+        cert_status=domain.cert_status,
+        cert_path=domain.cert_path,
+        cert_expiry=domain.cert_expiry,
+        job=JobOut(
+            state=domain.job_state,
+            step=domain.job_step,
+            error=domain.job_error,
+            updated=domain.job_updated,
+            steps=job_steps(domain.job_state, domain.job_step),
+        ),
+        # .all() so a caller's prefetch_related("entries__tunnel") is used.
+        entries=[entry_out(e) for e in domain.entries.all()],
+    )

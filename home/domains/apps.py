@@ -1,6 +1,0 @@
-from django.apps import AppConfig
-
-
-class DomainsConfig(AppConfig):
-    name = "home.domains"
-    label = "domains"

@@ -1,0 +1,57 @@
+"""In/Out schemas of the proxy-entries API (an entry with its tunnel's state)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from ninja import Field, Schema
+
+from home.tunnels.models import ProxyEntry
+
+
+class TunnelOut(Schema):
+    desired: Literal["open", "closed"]
+    state: str
+    pid: int | None
+    since: dt.datetime | None
+    last_error: str
+
+
+class EntryIn(Schema):
+    hostname: str | None = Field(None, max_length=253, description="Defaults to the domain's name.")
+    home_port: int = Field(..., ge=1, le=65535, description="Your HTTPS service on 127.0.0.1.")
+    proxy_protocol: bool = False
+
+
+class EntryOut(Schema):
+    id: int
+    domain: int
+    hostname: str
+    home_port: int
+    proxy_protocol: bool
+    tunnel_port: int
+    tunnel: TunnelOut
+
+
+class TunnelIn(Schema):
+    open: bool
+
+
+def entry_out(entry: ProxyEntry) -> EntryOut:
+    tunnel = entry.tunnel
+    return EntryOut(
+        id=entry.pk,
+        domain=entry.domain_id,
+        hostname=entry.hostname,
+        home_port=entry.home_port,
+        proxy_protocol=entry.proxy_protocol,
+        tunnel_port=tunnel.remote_port,
+        tunnel=TunnelOut(
+            desired="open" if tunnel.desired_open else "closed",
+            state=tunnel.state,
+            pid=tunnel.pid,
+            since=tunnel.since,
+            last_error=tunnel.last_error,
+        ),
+    )

@@ -1,0 +1,225 @@
+"""Certificates end to end: the Home Console's ACME flow against a real Pebble that
+validates through the real cloud edge (HAProxy :80/:443 equivalents), our sshd and a
+temporary tunnel to our challenge responder; nothing is left behind afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.sites import (
+    CloudSite,
+    HomeSite,
+    home_site,
+    register_home,
+    scratch_database,
+)
+from workers.local.pebble import PebbleInfo
+from workers.local.procs import wait_for
+
+
+@pytest.fixture(scope="module")
+def console(cloud: CloudSite, root: Path, pebble: PebbleInfo) -> Iterator[HomeSite]:
+    cloud.create_user("certy", "Certy-pass-42")
+    config, done = register_home(cloud, root / "certy", "certy", "Certy-pass-42")
+    assert done.returncode == 0, done.stderr
+    env = {
+        "CLOUDATHOME_ACME_DIRECTORY": pebble.directory_url,
+        "CLOUDATHOME_ACME_CA_BUNDLE": pebble.ca_bundle,
+        # Every certificate is due for renewal once it is 5 s old (see the renewal test).
+        "CLOUDATHOME_RENEW_DAYS": "36500",
+        "CLOUDATHOME_RENEW_MIN_AGE": "5",
+    }
+    with (
+        scratch_database("cah_home") as db,
+        home_site(root / "certy", config, db, "Console-pass-2", env) as site,
+    ):
+        yield site
+
+
+def _domain(api: requests.Session, site: HomeSite, domain_id: int) -> dict:
+    r = api.get(f"{site.url}/api/domains/{domain_id}", timeout=10)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _live_hosts(cloud: CloudSite) -> set[str]:
+    admin = cloud.api(cloud.token("admin", cloud.admin_password))
+    return {
+        m["host"]
+        for m in admin.get(f"{cloud.url}/api/admin/proxy-mappings/haproxy", timeout=10).json()
+    }
+
+
+def _tunnel_processes(root: Path) -> int:
+    """ssh processes of this console (their argv names its pinned known_hosts file)."""
+    found = subprocess.run(
+        ["pgrep", "-c", "-f", str(root / "certy" / "config" / "known_hosts")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return int(found.stdout.strip() or 0)
+
+
+def _issue(console: HomeSite, api: requests.Session, name: str, out: Path, **extra: object) -> dict:
+    r = api.post(
+        f"{console.url}/api/domains",
+        json={"name": name, "email": "certy@example.com", "cert_dir": str(out), **extra},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _finished(api: requests.Session, console: HomeSite, domain_id: int) -> dict:
+    return wait_for(
+        lambda: (d := _domain(api, console, domain_id))["job"]["state"] in ("done", "failed") and d,
+        timeout=90,
+        what="certificate job",
+    )
+
+
+@pytest.mark.parametrize("challenge", ["http-01", "tls-alpn-01"])
+def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_root(
+    cloud: CloudSite, console: HomeSite, pebble: PebbleInfo, root: Path, challenge: str
+) -> None:
+    api = console.api()
+    name = f"{challenge.replace('-', '')}.certy.test"
+    out = root / "certs"
+    done = _finished(api, console, _issue(console, api, name, out, challenge=challenge)["id"])
+    assert done["job"]["state"] == "done", done["job"]
+    assert done["cert_status"] == "valid" and done["cert_expiry"]
+    live = out / name
+    assert stat.S_IMODE((live / "privkey.pem").stat().st_mode) == 0o600
+    roots = root / f"roots-{challenge}.pem"
+    roots.write_text("".join(pebble.roots()))
+    chain = live / "chain.pem"
+    verify = ["openssl", "verify", "-CAfile", str(roots), "-untrusted", str(chain)]
+    verified = subprocess.run(
+        [*verify, str(live / "cert.pem")], capture_output=True, text=True, check=False
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    text = subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(live / "cert.pem")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"DNS:{name}" in text
+    # The temporary mapping and tunnel are gone.
+    assert name not in _live_hosts(cloud)
+    assert _tunnel_processes(root) == 0
+
+
+def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothing(
+    cloud: CloudSite, console: HomeSite, pebble: PebbleInfo, root: Path
+) -> None:
+    name = "nowhere.certy.test"
+    pebble.set_servfail(name)
+    api = console.api()
+    out = root / "certs-fail"
+    failed = _finished(api, console, _issue(console, api, name, out)["id"])
+    assert failed["job"]["state"] == "failed" and failed["cert_status"] == "failed"
+    error = failed["job"]["error"]
+    assert name in error and "DNS" in error and "\n" not in error
+    assert name not in _live_hosts(cloud)
+    assert not (out / name).exists()
+    assert _tunnel_processes(root) == 0
+
+
+def _due(console: HomeSite) -> list[int]:
+    done = console.manage(
+        "shell", "-c", "from home.certs.services import certificates_due; print(certificates_due())"
+    )
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def _run_renewals(console: HomeSite) -> int:
+    """What beat runs daily, run now (its body, in a process of the site)."""
+    done = console.manage(
+        "shell",
+        "-c",
+        "from home.certs.tasks import certificates_renew; print(certificates_renew.apply().get())",
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def test_due_certificates_are_renewed_by_the_beat_task_and_a_second_run_does_nothing(
+    console: HomeSite, root: Path
+) -> None:
+    api = console.api()
+    marks = root / "renew-marks"
+    marks.mkdir()
+    name = "renew.certy.test"
+    domain = _issue(
+        console,
+        api,
+        name,
+        root / "certs-renew",
+        post_renew_command=["/usr/bin/mktemp", f"{marks}/reloaded.XXXXXX"],
+    )
+    first = _finished(api, console, domain["id"])
+    assert first["job"]["state"] == "done", first["job"]
+    assert len(list(marks.iterdir())) == 1  # the service was told about its first certificate
+    # The window (RENEW_DAYS) makes every certificate due once it is older than RENEW_MIN_AGE.
+    wait_for(lambda: domain["id"] in _due(console), timeout=30, interval=1, what="certificate due")
+    assert _run_renewals(console) >= 1
+    renewed = wait_for(
+        lambda: (
+            (d := _domain(api, console, domain["id"]))["cert_expiry"] != first["cert_expiry"]
+            and d["job"]["state"] == "done"
+            and d
+        ),
+        timeout=90,
+        what="renewal",
+    )
+    assert renewed["cert_status"] == "valid"
+    assert len(list(marks.iterdir())) == 2  # the post-renewal command ran again
+    assert _run_renewals(console) == 0
+
+
+def test_a_worker_killed_mid_flow_leaves_nothing_behind_and_the_flow_can_be_retried(
+    cloud: CloudSite, console: HomeSite, root: Path
+) -> None:
+    api = console.api()
+    name = "killed.certy.test"
+    out = root / "certs-killed"
+    worker = next(
+        int(line.split()[2])
+        for line in reversed(console.tail().splitlines())
+        if line.strip().startswith("worker")
+    )
+    domain = _issue(console, api, name, out)
+    # Freeze the worker as soon as the flow registered its temporary mapping, then kill it.
+    wait_for(
+        lambda: "mapping registered" in _domain(api, console, domain["id"])["job"]["step"],
+        timeout=60,
+        interval=0.01,
+        what="temporary mapping",
+    )
+    os.killpg(worker, signal.SIGSTOP)
+    os.killpg(worker, signal.SIGKILL)
+    failed = wait_for(
+        lambda: (d := _domain(api, console, domain["id"]))["job"]["state"] == "failed" and d,
+        timeout=60,
+        what="the restarted worker to recover",
+    )
+    assert "worker stopped" in failed["job"]["error"]
+    wait_for(lambda: name not in _live_hosts(cloud), timeout=15, what="temporary mapping removed")
+    assert _tunnel_processes(root) == 0
+    assert not (out / name).exists()
+    r = api.post(f"{console.url}/api/domains/{domain['id']}/renew", timeout=10)
+    assert r.status_code in (200, 202), r.text
+    retried = _finished(api, console, domain["id"])
+    assert retried["job"]["state"] == "done" and (out / name / "fullchain.pem").exists()

@@ -1,0 +1,65 @@
+"""`cloudathome bench --quick`: every section runs against the real sites (HAProxy, sshd, the
+product's ssh tunnel, nginx, wrk, Pebble) and lands in the JSON with numbers, the docs are
+written, and no home's system user is left behind."""
+
+from __future__ import annotations
+
+import json
+import pwd
+from pathlib import Path
+from typing import Any
+
+from tests.support.sites import run_bounded, state_root
+from workers.local.sites import cli
+
+
+def _number(results: dict[str, Any], *path: str) -> float:
+    node: Any = results
+    for key in path:
+        assert isinstance(node, dict) and key in node, f"missing {'.'.join(path)}"
+        node = node[key]
+    assert isinstance(node, (int, float)) and not isinstance(node, bool), (path, node)
+    return float(node)
+
+
+def test_quick_bench_measures_every_section_and_writes_the_report(tmp_path: Path) -> None:
+    out = tmp_path / "docs"
+    with state_root() as root:
+        argv = cli("bench", "--quick", "--out", str(out), "--state", str(root / "bench"))
+        done = run_bounded(argv, timeout=90)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((out / "performance.json").read_text())
+
+    for path in ("direct", "edge", "edge_tunnel"):
+        for figure in ("download_MBps", "keepalive_rps", "keepalive_p99_ms", "newconn_per_s"):
+            assert _number(results, "data_path", "paths", path, figure) > 0
+    assert 0 < _number(results, "data_path", "ratios", "edge_tunnel", "keepalive_rps") < 1.5
+    cpu = ("data_path", "cpu_us_per_request", "keepalive_rps", "edge_tunnel")
+    assert _number(results, *cpu, "sshd") > 0
+    assert _number(results, *cpu, "ssh") > 0
+    assert _number(results, "data_path", "tunnel_memory_kb", "ssh_rss") > 0
+    assert _number(results, "data_path", "tunnel_memory_kb", "sshd_session_rss") > 0
+    assert _number(results, "control_plane", "create_to_routable", "n") == 10
+    assert _number(results, "control_plane", "create_to_routable", "p99_ms") > 0
+    assert _number(results, "control_plane", "delete_to_unreachable", "p50_ms") > 0
+    assert _number(results, "control_plane", "register_to_tunnel", "median_s") > 0
+    assert _number(results, "recovery", "kill_to_traffic", "median_s") > 0
+    assert _number(results, "scale", "mappings") == 500
+    assert _number(results, "scale", "sync_from_scratch_s") > 0
+    assert _number(results, "scale", "change_to_routable", "p50_ms") > 0
+    assert _number(results, "scale", "haproxy_rss_kb", "large") > 0
+    assert _number(results, "scale", "reloads") == 0
+    assert _number(results, "scale", "provision", "system_users_created") == 5
+    assert _number(results, "scale", "provision", "system_users_left") == 0
+    assert _number(results, "certificates", "add_to_cert_on_disk", "median_s") > 0
+    assert {t["name"] for t in results["targets"]} >= {
+        "mapping created -> routable, p99",
+        "tunnel killed -> traffic back, median",
+    }
+
+    report = (out / "performance.md").read_text()
+    assert "## 1. Data path" in report and "## 5. Certificates" in report
+    assert (out / "performance.png").read_bytes().startswith(b"\x89PNG")
+    assert "full edge sync of 500 routes" in (out / "scale-out.md").read_text()
+    prefix = results["run"]["home_user_prefix"]
+    assert prefix and not [u.pw_name for u in pwd.getpwall() if u.pw_name.startswith(prefix)]

@@ -14,7 +14,6 @@ from django.db import connection
 
 from home.tunnels import services, ssh
 from home.tunnels.models import Tunnel
-from tests.home.test_console_api import cloud_down  # noqa: F401 (a fixture)
 from workers.local.procs import running, wait_for
 from workers.locks import exclusive
 
@@ -32,7 +31,7 @@ def redis_url(tmp_path: Path, settings: Any) -> Iterator[str]:
 
 
 def test_a_tunnel_stopped_now_stays_stopped_when_a_reconciler_run_respawned_it(
-    cloud_down: dict[str, Any],  # noqa: F811 (the fixture imported above)
+    cloud_down: dict[str, Any],
     redis_url: str,
     tmp_path: Path,
 ) -> None:

@@ -228,6 +228,10 @@ def start_home(
     site = HomeSite(state, env, ports["web"], ports["flower"], admin_password, log)
 
     with _site_up("home", log, env, banner="home console up") as proc:
+        # As for the cloud: up means the web answers, so a first request does not meet a cold one.
+        wait_for(
+            lambda: requests.get(f"{site.url}/healthz", timeout=2).ok, timeout=30, what="home web"
+        )
         site.proc = proc
         yield site
 

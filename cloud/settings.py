@@ -1,5 +1,5 @@
 """Settings of the cloud site, from environment variables with defaults that work on one
-machine (DESIGN section 6). Every value the embedded defaults write lands in the state dir."""
+machine (README, Configuration). Every value the embedded defaults write lands in the state dir."""
 
 from __future__ import annotations
 
@@ -47,10 +47,10 @@ TEMPLATES = templates(BASE_DIR / "templates")
 DATABASES = {"default": database(STATE_DIR)}
 STATIC_ROOT = STATE_DIR / "static"
 
-# Celery: the cloud's own broker (DESIGN section 1).
+# Celery: the cloud's own broker (docs/architecture.md).
 REDIS_URL = redis_url(STATE_DIR)
 
-# Listeners (DESIGN section 6).
+# Listeners (README, Configuration).
 WEB_PORT = envint("CLOUDATHOME_WEB_PORT", 8000, 1, 65535)
 WEB_BIND = env("CLOUDATHOME_WEB_BIND", "0.0.0.0")  # noqa: S104 - the control plane is public
 HTTPS_PORT = envint("CLOUDATHOME_HTTPS_PORT", 443, 1, 65535)
@@ -62,7 +62,7 @@ FLOWER_PORT = envint("CLOUDATHOME_FLOWER_PORT", 5555, 1, 65535)
 # Flower has no login of its own: loopback only unless you put it behind an authenticating proxy.
 FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
 
-# Home slots and their port ranges (DESIGN section 4).
+# Home slots and their port ranges (docs/architecture.md).
 HOME_SLOTS = envint("CLOUDATHOME_HOME_SLOTS", 10, 1, 10000)
 PORT_BASE = envint("CLOUDATHOME_PORT_BASE", 2000, 1024, 65535)
 PORT_STRIDE = envint("CLOUDATHOME_PORT_STRIDE", 100, 1, 65535)
@@ -73,7 +73,33 @@ SSH_MODE = env("CLOUDATHOME_SSH_MODE", "system-users" if os.geteuid() == 0 else 
 SSH_ACCOUNT = env("CLOUDATHOME_SSH_ACCOUNT", getpass.getuser())
 SSH_USER_PREFIX = env("CLOUDATHOME_SSH_USER_PREFIX", "home")
 
-# Names homes may publish (DESIGN section 4): one label per home under the base domain (one
+# --- Floods: what one client may take of the edge, the SSH endpoint and the
+# control plane. The defaults live beside the code that applies them (cloud.edge).
+from cloud.edge.haproxy import EdgeLimits as _Edge  # noqa: E402
+from cloud.edge.sshd import SshdConfig as _Sshd  # noqa: E402
+
+EDGE_MAXCONN = envint("CLOUDATHOME_EDGE_MAXCONN", 20000, 1)
+EDGE_LIMITS = _Edge(
+    source_conn=envint("CLOUDATHOME_EDGE_SOURCE_CONN", _Edge.source_conn, 1),
+    source_rate=envint("CLOUDATHOME_EDGE_SOURCE_RATE", _Edge.source_rate, 1),
+    route_conn=envint("CLOUDATHOME_EDGE_ROUTE_CONN", _Edge.route_conn, 1),
+    hello_timeout_s=envint("CLOUDATHOME_EDGE_HELLO_TIMEOUT", _Edge.hello_timeout_s, 1, 60),
+    request_timeout_s=envint("CLOUDATHOME_EDGE_REQUEST_TIMEOUT", _Edge.request_timeout_s, 1, 300),
+    idle_timeout_s=envint("CLOUDATHOME_EDGE_IDLE_TIMEOUT", _Edge.idle_timeout_s, 1, 86400),
+    web_source_conn=envint("CLOUDATHOME_WEB_SOURCE_CONN", _Edge.web_source_conn, 1),
+    web_source_rate=envint("CLOUDATHOME_WEB_SOURCE_RATE", _Edge.web_source_rate, 1),
+    signup_rate=envint("CLOUDATHOME_SIGNUP_RATE", _Edge.signup_rate, 1),
+)
+SSH_SOURCE_STARTUPS = envint("CLOUDATHOME_SSH_SOURCE_STARTUPS", _Sshd.source_startups, 1)
+SSH_LOGIN_GRACE = envint("CLOUDATHOME_SSH_LOGIN_GRACE", _Sshd.login_grace_s, 1, 600)
+SSH_MAX_STARTUPS = envint("CLOUDATHOME_SSH_MAX_STARTUPS", _Sshd.max_startups, 2)
+# Twice the tunnels a home can open: its stale sessions linger ~16 s after a network blip.
+SSH_HOME_SESSIONS = envint("CLOUDATHOME_SSH_HOME_SESSIONS", 2 * PORTS_PER_HOME, 1)
+# --- end Floods
+
+# Only HAProxy reaches gunicorn (a unix socket): the client address is the one it forwards.
+AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_behind_haproxy"
+# Names homes may publish (docs/architecture.md): one label per home under the base domain (one
 # wildcard DNS record), custom domains proven by a TXT record looked up on these resolvers
 # (`host:port`, comma separated; empty: the system's), and names nobody may own.
 BASE_DOMAIN = envhostname("CLOUDATHOME_BASE_DOMAIN")

@@ -1,5 +1,5 @@
 """Settings of the Home Console site, from environment variables with defaults that work
-on one machine (DESIGN section 6). `cloudlink.yaml` is loaded (and checked) at start-up."""
+on one machine (README, Configuration). `cloudlink.yaml` is loaded (and checked) at start-up."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ FLOWER_PORT = envint("CLOUDATHOME_FLOWER_PORT", 5556, 1, 65535)
 # Flower has no login of its own: loopback only unless you put it behind an authenticating proxy.
 FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
 
-# cloudlink.yaml: written by `cloudathome register` (DESIGN section 5).
+# cloudlink.yaml: written by `cloudathome register` (README, Configuration).
 CLOUDLINK_CONFIG = Path(
     env("CLOUDLINK_CONFIG") or (BASE_DIR / "config" / "cloudlink.yaml")
 ).expanduser()
@@ -54,7 +54,7 @@ CLOUDLINK_CONFIG = Path(
 TUNNEL_SUPERVISE_SECONDS = envint("CLOUDATHOME_TUNNEL_SUPERVISE_SECONDS", 3, 1, 3600)
 TUNNEL_LOG_DIR = STATE_DIR / "tunnels"
 
-# Certificates (DESIGN section 6).
+# Certificates (README, Configuration).
 ACME_DIRECTORY = env("CLOUDATHOME_ACME_DIRECTORY", "https://acme-v02.api.letsencrypt.org/directory")
 ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
 ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
@@ -63,3 +63,6 @@ RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
 
 # The link check (cloud API, token, SSH preflight) behind the dashboard and /api/status.
 LINK_CHECK_SECONDS = envint("CLOUDATHOME_LINK_CHECK_SECONDS", 60, 5, 86400)
+
+# The console faces its clients itself (127.0.0.1 by default): REMOTE_ADDR is theirs.
+AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_address"

@@ -43,7 +43,7 @@ class Home(models.Model):
     def __str__(self) -> str:
         return f"home {self.index:02d} ({self.slug or 'free'})"
 
-    # Port math of DESIGN section 4: slot i owns PORT_BASE + i*PORT_STRIDE .. + PORTS_PER_HOME-1.
+    # Port math: slot i owns PORT_BASE + i*PORT_STRIDE .. + PORTS_PER_HOME-1.
     @property
     def port_base(self) -> int:
         return int(settings.PORT_BASE + self.index * settings.PORT_STRIDE)

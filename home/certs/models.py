@@ -48,7 +48,7 @@ class Domain(models.Model):
     ownership_reason = models.CharField(max_length=500, blank=True)
     proof_name = models.CharField(max_length=300, blank=True)
     proof_value = models.CharField(max_length=64, blank=True)
-    # The certificate job people look at (DESIGN section 3): state, current step, reason.
+    # The certificate job people look at (docs/architecture.md, the control path): state, current step, reason.
     job_state = models.CharField(max_length=8, choices=JobState.choices, default=JobState.IDLE)
     job_step = models.CharField(max_length=200, blank=True)
     job_error = models.TextField(blank=True)

@@ -178,14 +178,17 @@ def tunnels_supervise() -> dict[str, int]:
 
 
 def tunnel_stop_now(tunnel: Tunnel) -> None:
-    """Synchronously stop and forget a tunnel's process (entry deletion, flow cleanup)."""
-    tunnel.refresh_from_db()  # the caller's copy may predate the spawn that recorded the PID
-    _stop(tunnel)
-    for orphan in ssh.running_as(spec_of(tunnel)):  # spawned, but killed before recorded
-        ssh.stop(orphan)
-    Tunnel.objects.filter(pk=tunnel.pk).update(
-        desired_open=False, state=TunnelState.CLOSED, pid=None, start_time=None, since=None
-    )
+    """Synchronously stop and forget a tunnel's process (entry deletion, flow cleanup).
+    Under the reconciler's lock: a supervisor run that read the tunnel as wanted before this
+    would otherwise respawn it right after the kill, an ssh that no row remembers."""
+    with exclusive(settings.REDIS_URL, f"tunnel-{tunnel.pk}", timeout=60, wait=30):
+        tunnel.refresh_from_db()  # the caller's copy may predate the spawn that recorded the PID
+        _stop(tunnel)
+        for orphan in ssh.running_as(spec_of(tunnel)):  # spawned, but killed before recorded
+            ssh.stop(orphan)
+        Tunnel.objects.filter(pk=tunnel.pk).update(
+            desired_open=False, state=TunnelState.CLOSED, pid=None, start_time=None, since=None
+        )
 
 
 def entry_create(

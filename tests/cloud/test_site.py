@@ -37,7 +37,7 @@ def known(cloud: CloudSite, alice: Tenant, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture
 def tunnel(cloud: CloudSite, known: Path) -> Iterator:
-    """Open DESIGN's tunnel command for a tenant; every ssh started is stopped by PID."""
+    """Open the documented tunnel command for a tenant; every ssh started is stopped by PID."""
     procs: list[subprocess.Popen] = []
 
     def open_(tenant: Tenant, remote: int, local: int) -> subprocess.Popen:

@@ -87,7 +87,7 @@ def host_ports(name: str, default_port: int) -> list[tuple[str, int]]:
 
 
 def state_dir(site: str) -> Path:
-    """Everything the embedded defaults write lives here (DESIGN section 6)."""
+    """Everything the embedded defaults write lives here (README, Configuration)."""
     default = Path.home() / ".local" / "state" / "cloudathome" / site
     path = Path(env("CLOUDATHOME_STATE_DIR") or default).expanduser().resolve()
     # 0711: others may traverse (sshd reads a home's key file as that home's user) but not

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import pwd
 import signal
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +25,14 @@ import requests
 
 from workers.local.pebble import MockDns, PebbleInfo, mock_dns, pebble_server
 from workers.local.procs import wait_for
-from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
+from workers.local.sites import (
+    CloudSite,
+    HomeSite,
+    register_home,
+    run_state,
+    start_cloud,
+    start_home,
+)
 
 T = TypeVar("T")
 USER, PASSWORD, EMAIL = "alice", "Alice-demo-2026", "alice@example.com"
@@ -316,7 +321,7 @@ def release_home(cloud: CloudSite) -> None:
         api = cloud.api(cloud.token(USER, PASSWORD))
         for home in api.get(f"{cloud.url}/api/homes", timeout=10).json():
             api.delete(f"{cloud.url}/api/homes/{home['slug']}", timeout=10)
-        # The key goes first, the system user last (DESIGN: release removes every trace).
+        # The key goes first, the system user last (a release removes every trace).
         wait_for(lambda: not any(u.pw_name.startswith(PREFIX) for u in pwd.getpwall()), timeout=30)
 
 
@@ -333,20 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where both sites keep their state (default: a new folder under {STATE_BASE})",
     )
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print(
-            "cloudathome demo: run it as root (the cloud gives each home a system user)",
-            file=sys.stderr,
-        )
+    root = run_state("cloudathome demo", args.state, STATE_BASE)
+    if root is None:
         return 2
-    if args.state:
-        root = args.state.resolve()
-        root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    else:
-        # Not under /tmp: sshd refuses key files below a world-writable folder.
-        STATE_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="run-", dir=STATE_BASE))
-        root.chmod(0o755)
     # SIGTERM unwinds like Ctrl-C: every site started so far is stopped on the way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     print(f"cloudathome demo: state in {root}\n", flush=True)

@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,10 @@ def start_home(
     site = HomeSite(state, env, ports["web"], ports["flower"], admin_password, log)
 
     with _site_up("home", log, env, banner="home console up") as proc:
+        # As for the cloud: up means the web answers, so a first request does not meet a cold one.
+        wait_for(
+            lambda: requests.get(f"{site.url}/healthz", timeout=2).ok, timeout=30, what="home web"
+        )
         site.proc = proc
         yield site
 
@@ -291,3 +296,22 @@ def _manage(
         timeout=120,
         check=False,
     )
+
+
+def run_state(command: str, given: Path | None, base: Path) -> Path | None:
+    """The state folder of a demo or benchmark run: `given`, else a new one under `base`; None
+    (with the reason printed) unless we are root, as the cloud gives each home a system user.
+    Never under /tmp: sshd refuses key files below a world-writable folder."""
+    if os.geteuid() != 0:
+        print(
+            f"{command}: run it as root (the cloud gives each home a system user)", file=sys.stderr
+        )
+        return None
+    if given:
+        root = given.resolve()
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        return root
+    base.mkdir(mode=0o755, parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    root.chmod(0o755)
+    return root

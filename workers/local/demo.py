@@ -133,11 +133,16 @@ def base_domain(cloud: CloudSite) -> str:
 
 
 def issue_certificate(
-    home: HomeSite, api: requests.Session, dns: MockDns, cert_root: Path
+    home: HomeSite,
+    api: requests.Session,
+    cert_root: Path,
+    dns: MockDns | None = None,
+    name: str = HOSTNAME,
 ) -> dict[str, Any]:
     """Add the domain on the console; when it waits for its proof, create the TXT record it
-    shows (what the user does at their DNS provider) and ask for a check."""
-    body = {"name": HOSTNAME, "email": EMAIL, "cert_dir": str(cert_root)}
+    shows in `dns` (what the user does at their DNS provider) and ask for a check. A name
+    under the home's base domain needs no `dns`."""
+    body = {"name": name, "email": EMAIL, "cert_dir": str(cert_root)}
     r = api.post(f"{home.url}/api/domains", json=body, timeout=10)
     r.raise_for_status()
     domain_id = r.json()["id"]
@@ -150,7 +155,7 @@ def issue_certificate(
             seen.append(step)
             print(f"       · {step}", flush=True)
             record = domain["ownership"]["record"]
-            if domain["job"]["state"] == "waiting" and record:
+            if domain["job"]["state"] == "waiting" and record and dns is not None:
                 print(f"       · creating {record['name']} TXT {record['value']}", flush=True)
                 dns.add_txt(record["name"], record["value"])
                 api.post(
@@ -164,8 +169,10 @@ def issue_certificate(
     return dict(domain)
 
 
-def open_tunnel(home: HomeSite, api: requests.Session, domain_id: int, port: int) -> dict[str, Any]:
-    body = {"hostname": HOSTNAME, "home_port": port}
+def open_tunnel(
+    home: HomeSite, api: requests.Session, domain_id: int, port: int, name: str = HOSTNAME
+) -> dict[str, Any]:
+    body = {"hostname": name, "home_port": port}
     r = api.post(f"{home.url}/api/domains/{domain_id}/proxy-entries", json=body, timeout=30)
     r.raise_for_status()
     entry_id = r.json()["id"]
@@ -182,7 +189,7 @@ def open_tunnel(home: HomeSite, api: requests.Session, domain_id: int, port: int
     return wait_for(is_open, timeout=60, interval=0.2, what="the tunnel")
 
 
-def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path) -> str:
+def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path, name: str = HOSTNAME) -> str:
     """A real TLS client, as a browser would connect: SNI, chain checked against Pebble's root."""
     roots.write_text("".join(pebble.roots()))
     context = ssl.create_default_context(cafile=str(roots))
@@ -190,10 +197,10 @@ def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path) -> str:
     def fetch() -> tuple[bytes, dict[str, Any]]:
         with (
             socket.create_connection(("127.0.0.1", cloud.https_port), timeout=5) as raw,
-            context.wrap_socket(raw, server_hostname=HOSTNAME) as tls,
+            context.wrap_socket(raw, server_hostname=name) as tls,
         ):
             cert = tls.getpeercert() or {}  # gone once the server closes
-            tls.sendall(f"GET / HTTP/1.1\r\nHost: {HOSTNAME}\r\nConnection: close\r\n\r\n".encode())
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while chunk := tls.recv(65536):
                 data += chunk
@@ -203,9 +210,7 @@ def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path) -> str:
     if PAGE not in body:
         raise RuntimeError("the edge answered, but not with the sample page")
     issuer = dict(x[0] for x in cert.get("issuer", ()))
-    return (
-        f"{HOSTNAME} served through the edge, certificate issued by {issuer.get('commonName', '?')}"
-    )
+    return f"{name} served through the edge, certificate issued by {issuer.get('commonName', '?')}"
 
 
 def walkthrough(root: Path, keep_running: bool) -> int:
@@ -260,7 +265,7 @@ def walkthrough(root: Path, keep_running: bool) -> int:
         domain = steps.run(
             f"add the custom domain {HOSTNAME}, prove it with its TXT record, "
             "issue its certificate through the tunnel",
-            lambda: issue_certificate(home, api, dns, root / "certs"),
+            lambda: issue_certificate(home, api, root / "certs", dns),
         )
         port = steps.run(
             "start the sample HTTPS service at home with that certificate",

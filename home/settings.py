@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from home.certs.actions import parse_actions
 from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -105,6 +106,9 @@ ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
 ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
 RENEW_DAYS = envint("CLOUDATHOME_RENEW_DAYS", 30, 0, 36500)
 RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
+# What may run after a renewal: the operator's named argument vectors, never a web request's.
+POST_RENEW_ACTIONS = parse_actions(env("CLOUDATHOME_POST_RENEW_ACTIONS"))
+POST_RENEW_TIMEOUT = envint("CLOUDATHOME_POST_RENEW_TIMEOUT", 60, 1, 600)
 
 # The link check (cloud API, token, SSH preflight) behind the dashboard and /api/status.
 LINK_CHECK_SECONDS = envint("CLOUDATHOME_LINK_CHECK_SECONDS", 60, 5, 86400)

@@ -23,7 +23,7 @@ def create_domain(request: HttpRequest, body: DomainIn) -> Status[DomainOut]:
     """Add a domain; its certificate is issued in the background (`job.state` goes from
     `pending` to `running`, then `done` or `failed` with `job.error`)."""
     domain = services.domain_create(
-        body.name, body.email, body.cert_dir, body.challenge, body.post_renew_command
+        body.name, body.email, body.cert_dir, body.challenge, body.post_renew_action
     )
     return Status(201, domain_out(services.domain_get(domain.pk)))
 

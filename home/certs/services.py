@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import shlex
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from home.certs import acme
+from home.certs import acme, actions
 from home.certs.models import CertStatus, Challenge, Domain, JobState
 from home.cloudlink.client import CloudError
 from home.cloudlink.services import cloud, link
@@ -38,23 +36,12 @@ ROUTE_TIMEOUT = 15.0
 TUNNEL_TIMEOUT = 20.0
 
 
-def parse_command(text: str) -> list[str]:
-    """The post-renewal command as an argument list (it is never given to a shell)."""
-    try:
-        argv = shlex.split(text)
-    except ValueError as exc:
-        raise Invalid(f"cannot parse: {exc}", field="post_renew_command") from None
-    if argv and not Path(argv[0]).is_absolute():
-        raise Invalid("the program must be an absolute path", field="post_renew_command")
-    return argv
-
-
 def domain_create(
     name: str,
     email: str,
     cert_dir: str,
     challenge: str = Challenge.HTTP01,
-    post_renew_command: list[str] | None = None,
+    post_renew_action: str = "",
 ) -> Domain:
     from home.certs import tasks as cert_tasks
 
@@ -70,9 +57,7 @@ def domain_create(
         raise Invalid("must be an absolute path", field="cert_dir")
     if challenge not in Challenge.values:
         raise Invalid("must be 'http-01' or 'tls-alpn-01'", field="challenge")
-    command = list(post_renew_command or [])
-    if command and not Path(command[0]).is_absolute():
-        raise Invalid("the program must be an absolute path", field="post_renew_command")
+    action = action_check(post_renew_action)
     with transaction.atomic():
         if Domain.objects.filter(name=name).exists():
             raise Conflict("this domain is already added", field="name")
@@ -81,7 +66,7 @@ def domain_create(
             email=email,
             cert_dir=str(Path(cert_dir)),
             challenge=challenge,
-            post_renew_command=command,
+            post_renew_action=action,
             job_state=JobState.PENDING,
             job_step="waiting for a worker",
         )
@@ -257,24 +242,50 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
             renew_failures=0,
             renew_after=None,
         )
-        if domain.post_renew_command:
-            _run_post_renew(domain)
+        if domain.post_renew_action:
+            from home.certs import tasks as cert_tasks
+
+            cert_tasks.post_renew_run.delay(domain.pk)
         return JobState.DONE
 
 
-def _run_post_renew(domain: Domain) -> None:
-    try:
-        done = subprocess.run(
-            domain.post_renew_command, capture_output=True, text=True, timeout=60, check=False
+# --- post-renewal actions: the operator's, picked by name (home.certs.actions) ---------------
+
+
+def action_check(name: str) -> str:
+    """A post-renewal action is a name the operator configured; anything else (a path, a
+    command line) is refused naming the field."""
+    if name and name not in settings.POST_RENEW_ACTIONS:
+        known = ", ".join(sorted(settings.POST_RENEW_ACTIONS)) or "none are configured"
+        raise Invalid(
+            f"{name[:60]!r} is not one of the operator's actions ({known}; "
+            f"set in {actions.VARIABLE})",
+            field="post_renew_action",
         )
-    except OSError as exc:
-        Domain.objects.filter(pk=domain.pk).update(job_error=f"post-renewal command failed: {exc}")
-        return
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
-        Domain.objects.filter(pk=domain.pk).update(
-            job_error=f"post-renewal command exited with {done.returncode}: {tail[0]}"
+    return name
+
+
+def post_renew_run(domain_id: int) -> int | None:
+    """Run the domain's action after an issuance and keep its outcome for the dashboard.
+    An action the operator has since removed from the configuration does not run."""
+    domain = Domain.objects.filter(pk=domain_id).first()
+    if domain is None or not domain.post_renew_action:
+        return None
+    argv = settings.POST_RENEW_ACTIONS.get(domain.post_renew_action)
+    if argv is None:
+        code, output = (
+            None,
+            (f"not run: {domain.post_renew_action!r} is no longer in {actions.VARIABLE}"),
         )
+    else:
+        code, output = actions.run(
+            argv, settings.POST_RENEW_TIMEOUT, actions.environment(domain.name, domain.cert_path)
+        )
+    Domain.objects.filter(pk=domain.pk).update(
+        action_ran=timezone.now(), action_exit=code, action_output=output
+    )
+    log.info("post-renewal action %s of %s: exit %s", domain.post_renew_action, domain.name, code)
+    return code
 
 
 def _due(domain: Domain) -> bool:

@@ -6,7 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from home.certs.actions import parse_actions
-from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
+from workers.common.conf import (
+    ConfigError,
+    database,
+    env,
+    envbool,
+    envint,
+    redis_url,
+    secret_key,
+    state_dir,
+)
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "Home Console"
@@ -106,6 +115,11 @@ ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
 ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
 RENEW_DAYS = envint("CLOUDATHOME_RENEW_DAYS", 30, 0, 36500)
 RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
+# Every domain's certificate folder is this root or below it (resolved once, here).
+CERT_ROOT = Path(env("CLOUDATHOME_CERT_ROOT") or STATE_DIR / "certs").expanduser()
+if not CERT_ROOT.is_absolute():
+    raise ConfigError(f"CLOUDATHOME_CERT_ROOT: must be an absolute path, not {str(CERT_ROOT)!r}")
+CERT_ROOT = CERT_ROOT.resolve()
 # What may run after a renewal: the operator's named argument vectors, never a web request's.
 POST_RENEW_ACTIONS = parse_actions(env("CLOUDATHOME_POST_RENEW_ACTIONS"))
 POST_RENEW_TIMEOUT = envint("CLOUDATHOME_POST_RENEW_TIMEOUT", 60, 1, 600)

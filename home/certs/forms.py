@@ -28,8 +28,9 @@ class DomainForm(forms.Form):
     cert_dir = forms.CharField(
         max_length=1024,
         label="Certificate folder",
-        help_text="Absolute path; the files land in <code>&lt;folder&gt;/&lt;domain&gt;/</code> "
-        "(fullchain.pem, privkey.pem 0600).",
+        help_text="The certificate root (<code>CLOUDATHOME_CERT_ROOT</code>) or a folder below "
+        "it; the files land in <code>&lt;folder&gt;/&lt;domain&gt;/</code> (fullchain.pem, "
+        "privkey.pem 0600).",
     )
     challenge = forms.ChoiceField(
         choices=[
@@ -48,7 +49,7 @@ class DomainForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["cert_dir"].initial = str(settings.STATE_DIR / "certs")
+        self.fields["cert_dir"].initial = str(settings.CERT_ROOT)
         names = sorted(settings.POST_RENEW_ACTIONS)
         field = self.fields["post_renew_action"]
         assert isinstance(field, forms.ChoiceField)

@@ -63,7 +63,13 @@ def job_steps(state: str, step: str) -> list[StepOut]:
 class DomainIn(Schema):
     name: str = Field(..., max_length=253, examples=["nas.example.com"])
     email: str = Field(..., max_length=254, examples=["me@example.com"])
-    cert_dir: str = Field(..., max_length=1024, examples=["/etc/cloudathome/certs"])
+    cert_dir: str = Field(
+        ...,
+        max_length=1024,
+        description="The certificate root (CLOUDATHOME_CERT_ROOT) or a folder below it; the "
+        "files land in <cert_dir>/<name>/.",
+        examples=["/etc/cloudathome/certs"],
+    )
     challenge: Literal["http-01", "tls-alpn-01"] = "http-01"
     post_renew_action: str = Field(
         "",

@@ -18,14 +18,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from home.certs import acme, actions
+from home.certs import acme, actions, publish
 from home.certs.models import CertStatus, Challenge, Domain, JobState
 from home.cloudlink.client import CloudError
 from home.cloudlink.services import cloud, link
 from home.tunnels import services as tunnels
 from home.tunnels.models import Tunnel
 from workers.celery import TransientError
-from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
+from workers.common.errors import Conflict, DomainError, Invalid, NotFound, invalid_from
 from workers.common.names import validate_hostname
 from workers.locks import exclusive
 
@@ -53,8 +53,7 @@ def domain_create(
         validate_email(email)
     except ValidationError:
         raise Invalid("not a valid email address", field="email") from None
-    if not cert_dir or not Path(cert_dir).is_absolute():
-        raise Invalid("must be an absolute path", field="cert_dir")
+    cert_dir = cert_dir_check(cert_dir)
     if challenge not in Challenge.values:
         raise Invalid("must be 'http-01' or 'tls-alpn-01'", field="challenge")
     action = action_check(post_renew_action)
@@ -64,7 +63,7 @@ def domain_create(
         domain = Domain.objects.create(
             name=name,
             email=email,
-            cert_dir=str(Path(cert_dir)),
+            cert_dir=cert_dir,
             challenge=challenge,
             post_renew_action=action,
             job_state=JobState.PENDING,
@@ -212,6 +211,9 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
             job_state=JobState.RUNNING, job_error="", job_step="starting"
         )
         try:
+            # A folder stored before CLOUDATHOME_CERT_ROOT (or since moved out of it) fails
+            # here, before the CA is asked for anything.
+            cert_dir_check(domain.cert_dir)
             issued = acme.issue(
                 acme_settings(),
                 domain.name,
@@ -220,8 +222,8 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
                 lambda port: _exposed(domain, port),
                 on_step=lambda step: _step(domain, step),
             )
-            path = acme.write_certificate(Path(domain.cert_dir), domain.name, issued)
-        except (acme.AcmeError, ValueError, OSError, tunnels.NoFreePort) as exc:
+            path = certificate_publish(domain, issued)
+        except (acme.AcmeError, DomainError, ValueError, OSError, tunnels.NoFreePort) as exc:
             renewing = domain.cert_status == CertStatus.VALID
             Domain.objects.filter(pk=domain.pk).update(
                 job_state=JobState.FAILED,
@@ -247,6 +249,34 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
 
             cert_tasks.post_renew_run.delay(domain.pk)
         return JobState.DONE
+
+
+# --- the certificate folder: CLOUDATHOME_CERT_ROOT or below it (home.certs.publish) --------
+
+
+def cert_dir_check(cert_dir: str) -> str:
+    """The normalized folder, or Invalid naming cert_dir: below the root, no `..`, no
+    symlink out of it."""
+    try:
+        return publish.check_dir(cert_dir, settings.CERT_ROOT)
+    except ValueError as exc:
+        raise invalid_from(exc, "cert_dir") from None
+
+
+def certificate_publish(domain: Domain, issued: acme.IssuedCert) -> Path:
+    """Write the four files; refuses (publish.InTheWay, naming the path) to replace
+    anything the console did not create."""
+    return publish.publish(
+        settings.CERT_ROOT,
+        Path(domain.cert_dir),
+        domain.name,
+        {
+            "cert.pem": issued.cert_pem,
+            "chain.pem": issued.chain_pem,
+            "fullchain.pem": issued.fullchain_pem,
+            "privkey.pem": issued.key_pem,
+        },
+    )
 
 
 # --- post-renewal actions: the operator's, picked by name (home.certs.actions) ---------------

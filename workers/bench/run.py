@@ -434,7 +434,7 @@ class Bench:
             started = time.monotonic()
             r = api.post(f"{home.url}/api/domains", timeout=10, json={
                 "name": f"cert{i}.bench.test", "email": "bench@example.com",
-                "cert_dir": str(self.root / "certs")})  # fmt: skip
+                "cert_dir": str(home.cert_root)})  # fmt: skip
             r.raise_for_status()
             domain_id = r.json()["id"]
 

@@ -206,7 +206,7 @@ def walkthrough(root: Path, keep_running: bool) -> int:
             })))  # fmt: skip
         api = home.api()
         domain = steps.run(f"add the domain {HOSTNAME} and issue its certificate through the tunnel",
-                           lambda: issue_certificate(home, api, root / "certs"))  # fmt: skip
+                           lambda: issue_certificate(home, api, home.cert_root))  # fmt: skip
         port = steps.run("start the sample HTTPS service at home with that certificate",
                          lambda: stack.enter_context(sample_service(Path(domain["cert_path"]))))  # fmt: skip
         entry = steps.run("add the HTTPS proxy entry and open its tunnel",

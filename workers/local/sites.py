@@ -137,10 +137,12 @@ class HomeSite:
     admin_password: str
     log: Path
     url: str = field(init=False)
+    cert_root: Path = field(init=False)
     proc: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
         self.url = f"http://127.0.0.1:{self.port}"
+        self.cert_root = Path(self.env["CLOUDATHOME_CERT_ROOT"])
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -199,6 +201,8 @@ def start_home(
         "CLOUDATHOME_HOME_PORT": str(ports["web"]),
         "CLOUDATHOME_FLOWER_PORT": str(ports["flower"]),
         "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
+        # Certificates beside the state, where the sample services read them.
+        "CLOUDATHOME_CERT_ROOT": str(root / "certs"),
         **(settings or {}),
     }
     log = root / f"home-up-{secrets.token_hex(2)}.log"

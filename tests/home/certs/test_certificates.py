@@ -52,6 +52,7 @@ def console(cloud: CloudSite, root: Path, pebble: PebbleInfo) -> Iterator[HomeSi
         # Every certificate is due for renewal once it is 5 s old (see the renewal test).
         "CLOUDATHOME_RENEW_DAYS": "36500",
         "CLOUDATHOME_RENEW_MIN_AGE": "5",
+        "CLOUDATHOME_CERT_ROOT": str(root / "certs"),
     }
     with (
         scratch_database("cah_home") as db,
@@ -144,7 +145,7 @@ def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothi
     name = "nowhere.certy.test"
     pebble.set_servfail(name)
     api = console.api()
-    out = root / "certs-fail"
+    out = root / "certs" / "fail"
     r = api.post(
         f"{console.url}/api/domains",
         json={"name": name, "email": "certy@example.com", "cert_dir": str(out)},
@@ -158,6 +159,25 @@ def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothi
     assert name not in _live_hosts(cloud)
     assert not (out / name).exists()
     assert _tunnel_processes(root) == 0
+
+
+def test_a_domain_named_like_a_folder_of_another_tool_fails_and_keeps_that_folder(
+    cloud: CloudSite, console: HomeSite, root: Path
+) -> None:
+    """The attack of issue 12: a domain named like a folder already in the certificate
+    directory replaced it. Now the job fails naming the path, and the folder stays whole."""
+    name = "clash.certy.test"
+    out = root / "certs" / "clash"
+    (out / name).mkdir(parents=True)
+    (out / name / "site.conf").write_text("someone else's file\n")
+    api = console.api()
+    failed = _finished(api, console, _issue(console, api, name, out)["id"])
+    assert failed["job"]["state"] == "failed", failed["job"]
+    assert failed["job"]["error"].startswith(f"{out / name}: is in the way")
+    assert sorted(p.name for p in out.iterdir()) == [name]  # no version folder left
+    assert [p.name for p in (out / name).iterdir()] == ["site.conf"]
+    assert (out / name / "site.conf").read_text() == "someone else's file\n"
+    assert name not in _live_hosts(cloud)
 
 
 def _issue(console: HomeSite, api: requests.Session, name: str, out: Path, **extra: object) -> dict:
@@ -208,7 +228,7 @@ def test_due_certificates_are_renewed_by_the_beat_task_and_a_second_run_does_not
         console,
         api,
         name,
-        root / "certs-renew",
+        root / "certs" / "renew",
         post_renew_command=["/usr/bin/mktemp", f"{marks}/reloaded.XXXXXX"],
     )
     first = _finished(api, console, domain["id"])
@@ -236,7 +256,7 @@ def test_a_worker_killed_mid_flow_leaves_nothing_behind_and_the_flow_can_be_retr
 ) -> None:
     api = console.api()
     name = "killed.certy.test"
-    out = root / "certs-killed"
+    out = root / "certs" / "killed"
     worker = next(
         int(line.split()[2])
         for line in reversed(console.tail().splitlines())

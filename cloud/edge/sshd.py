@@ -353,14 +353,15 @@ def command(cfg: SshdConfig) -> list[str]:
 def prepare(cfg: SshdConfig) -> None:
     """Create the directories, host keys, config and sshd link; then check the config."""
     for directory in (cfg.state_dir, cfg.ssh_dir, cfg.keys_dir):
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o711, parents=True, exist_ok=True)
     # sshd reads a home's key file with the home's UID (system-users) and refuses it under
-    # any directory that is not root/owner-only writable (StrictModes), up to /.
-    cfg.ssh_dir.chmod(0o755)
-    cfg.keys_dir.chmod(0o755)
+    # any directory that is not root/owner-only writable (StrictModes), up to /: others may
+    # traverse these folders (0711), never list them.
+    cfg.ssh_dir.chmod(0o711)
+    cfg.keys_dir.chmod(0o711)
     _check_secure_dirs(cfg)
     ensure_host_keys(cfg)
-    write_atomic(cfg.config_path, render_config(cfg), 0o644)
+    write_atomic(cfg.config_path, render_config(cfg), 0o600)
     link = cfg.sshd_link
     if not (link.is_symlink() and os.readlink(link) == SSHD_BINARY):
         tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
@@ -428,7 +429,7 @@ def check_config(cfg: SshdConfig) -> None:
 
 def ensure_host_keys(cfg: SshdConfig) -> None:
     """Generate the ed25519 and RSA host keys once (private 0600); never replace them."""
-    cfg.ssh_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    cfg.ssh_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     for path, spec in zip(
         cfg.host_keys, (["-t", "ed25519"], ["-t", "rsa", "-b", "3072"]), strict=True
     ):
@@ -443,7 +444,7 @@ def ensure_host_keys(cfg: SshdConfig) -> None:
                     timeout=30,
                     check=True,
                 ).stdout
-                write_atomic(pub, derived, 0o644)
+                write_atomic(pub, derived, 0o600)
             continue
         # Generated under a temporary name so a crash never leaves half a key pair in place.
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
@@ -455,6 +456,8 @@ def ensure_host_keys(cfg: SshdConfig) -> None:
                 check=True,
             )
             os.chmod(tmp, 0o600)
+            # Homes get the public key through the API; nobody reads the file but us.
+            os.chmod(tmp.with_name(tmp.name + ".pub"), 0o600)
             tmp.with_name(tmp.name + ".pub").replace(pub)
             tmp.replace(path)
         finally:
@@ -482,7 +485,7 @@ def host_key_fingerprint(cfg: SshdConfig) -> str:
 def _keys_lock(cfg: SshdConfig) -> Iterator[None]:
     # Two workers changing homes at once must not lose each other's key lines or UIDs.
     # The name starts with a dot, so sshd can never take it for a user's key file.
-    cfg.keys_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    cfg.keys_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     fd = os.open(cfg.keys_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -530,6 +533,8 @@ class SystemUsers:
                 self._create_user(name, gid)
             else:
                 self._check_ours(existing, gid)
+            # 0644: sshd reads key files as the login's user, not as their owner (the one
+            # exception of the modes table; the single account's file likewise).
             write_atomic(self.cfg.key_file(name), line + "\n", 0o644)
 
     def remove(self, username: str) -> None:

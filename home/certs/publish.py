@@ -63,20 +63,27 @@ def _walk(root: Path, out_dir: Path) -> Iterator[int]:
     """A descriptor of `out_dir`, reached from the root one component at a time without
     following a symlink; missing folders are created (0755)."""
     relative = out_dir.relative_to(root).parts
-    root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    if not root.exists():
+        root.mkdir(mode=DIR_MODE, parents=True)
+        root.chmod(DIR_MODE)
     with contextlib.ExitStack() as stack:
         fd = stack.enter_context(_opened(root))
         here = root
         for part in relative:
             here = here / part
-            with contextlib.suppress(FileExistsError):
+            try:
                 os.mkdir(part, DIR_MODE, dir_fd=fd)
+                created = True
+            except FileExistsError:
+                created = False
             try:
                 fd = stack.enter_context(_opened(Path(part), dir_fd=fd))
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise InTheWay(f"{here}: is a symbolic link or a file, not a folder") from None
                 raise
+            if created:
+                os.fchmod(fd, DIR_MODE)  # the umask (0077) must not hide it from readers
         yield fd
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support import modes
 from tests.support.sites import (
     CloudSite,
     HomeSite,
@@ -285,3 +286,22 @@ def test_a_worker_killed_mid_flow_leaves_nothing_behind_and_the_flow_can_be_retr
     assert r.status_code in (200, 202), r.text
     retried = _finished(api, console, domain["id"])
     assert retried["job"]["state"] == "done" and (out / name / "fullchain.pem").exists()
+
+
+def test_every_file_both_sites_wrote_during_the_flow_has_the_mode_of_the_table(
+    cloud: CloudSite, console: HomeSite, root: Path
+) -> None:
+    """Run last in this module: register, certificates (tunnels, mappings), renewals done; the
+    home's key file is live on the cloud (system users: the one 0644 exception)."""
+    home_user = next((cloud.state / "ssh" / "keys").glob("t*_certy"))
+    assert stat.S_IMODE(home_user.stat().st_mode) == 0o644
+    assert (
+        modes.walk(
+            cloud=(cloud.state, modes.STATE),
+            home=(console.state, modes.STATE),
+            link=(root / "certy" / "config", modes.LINK),
+            keys=(root / "certy" / "keys", modes.LINK),
+            certs=(console.cert_root, modes.CERTS),
+        )
+        == []
+    )

@@ -19,28 +19,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.local.procs import wait_for
+from workers.local.procs import Account, wait_for
 
 TEST_ROOT = Path(os.environ.get("CLOUDATHOME_TEST_ROOT", "/var/lib/cloudathome-tests"))
 
 
 @dataclass(frozen=True)
-class User:
+class User(Account):
     name: str
-    uid: int
-    gid: int
     home: Path
-    python: str
-
-    def popen_args(self) -> dict[str, object]:
-        """What subprocess needs to run a child as this user (and only its own group)."""
-        return {"user": self.uid, "group": self.gid, "extra_groups": []}
 
     def own(self, *paths: Path) -> None:
-        """Hand files the test prepared as root to the user, as if the user had made them."""
+        """Hand folders the test prepared as root to the user, as if the user had made them."""
         for path in paths:
-            for sub in [path, *(path.rglob("*") if path.is_dir() else [])]:
-                os.lchown(sub, self.uid, self.gid)
+            os.lchown(path, self.uid, self.gid)
 
 
 def _reachable_by_others(path: str) -> bool:
@@ -104,7 +96,7 @@ def system_user(prefix: str = "cahu") -> Iterator[User]:
     entry = pwd.getpwnam(name)
     try:
         home.chmod(0o700)
-        yield User(name, entry.pw_uid, entry.pw_gid, home, python_for_others())
+        yield User(entry.pw_uid, entry.pw_gid, python_for_others(), name, home)
     finally:
         for pid in _pids_of(entry.pw_uid):
             with contextlib.suppress(ProcessLookupError):

@@ -9,24 +9,32 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-from workers.local.procs import free_port, running, wait_for
+from workers.local.procs import Account, free_port, running, wait_for
 
 
 @contextlib.contextmanager
-def _site_up(site: str, log: Path, env: dict[str, str], banner: str) -> Iterator[subprocess.Popen]:
+def _site_up(
+    site: str,
+    log: Path,
+    env: dict[str, str],
+    banner: str,
+    account: Account | None = None,
+    args: Sequence[str] = (),
+) -> Iterator[subprocess.Popen]:
     """`cloudathome <site> up`, ready once it printed its banner; stopped by PID."""
 
     def ready() -> bool:
         return banner in log.read_text(errors="replace") if log.exists() else False
 
-    argv = [sys.executable, "-m", "workers.common.cli", site, "up"]
-    with running(argv, log=log, env=env, ready=ready, timeout=90) as proc:
+    python = account.python if account else sys.executable
+    argv = [python, "-m", "workers.common.cli", site, "up", *args]
+    with running(argv, log=log, env=env, ready=ready, timeout=90, account=account) as proc:
         yield proc
 
 
@@ -136,6 +144,7 @@ class HomeSite:
     flower_port: int
     admin_password: str
     log: Path
+    account: Account | None = None
     url: str = field(init=False)
     cert_root: Path = field(init=False)
     proc: subprocess.Popen | None = None
@@ -145,10 +154,8 @@ class HomeSite:
         self.cert_root = Path(self.env["CLOUDATHOME_CERT_ROOT"])
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "workers.common.cli", "home", "manage", *args],
-            env=self.env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        """A Django command of the site, as the account the site runs as."""
+        return _run_as(self.account, ["home", "manage", *args], self.env)
 
     def api(self) -> requests.Session:
         r = requests.post(
@@ -165,33 +172,52 @@ class HomeSite:
         return self.log.read_text(errors="replace")[-4000:]
 
 
+def _run_as(
+    account: Account | None, args: list[str], env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    python = account.python if account else sys.executable
+    return subprocess.run(
+        [python, "-m", "workers.common.cli", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+        **(account.popen_args() if account else {}),
+    )  # fmt: skip
+
+
 def register_home(
-    cloud: CloudSite, root: Path, username: str, password: str
+    cloud: CloudSite, root: Path, username: str, password: str, account: Account | None = None
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """keygen + register as a user would run them; returns (cloudlink.yaml path, register run)."""
+    """keygen + register as a user would run them (as `account` when given, in `root`, which
+    becomes that account's); returns (cloudlink.yaml path, register run)."""
     key = root / "keys" / "cloudathome_ed25519"
     config = root / "config" / "cloudlink.yaml"
-    env = {**cloud.env, "CLOUDLINK_CONFIG": str(config), "CLOUDATHOME_PASSWORD": password}
-    subprocess.run(
-        [sys.executable, "-m", "workers.common.cli", "keygen", "--output", str(key)],
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "workers.common.cli", "register", "--cloudserver-url", cloud.url, "--username", username,
-         "--public-key", f"{key}.pub", "--private-key", str(key)],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
+    if account is not None:
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chown(root, account.uid, account.gid)
+    env = {
+        **clean_environ(),
+        "CLOUDLINK_CONFIG": str(config),
+        "CLOUDATHOME_PASSWORD": password,
+    }
+    keygen = _run_as(account, ["keygen", "--output", str(key)], env)
+    if keygen.returncode != 0:
+        raise RuntimeError(f"keygen failed: {keygen.stderr.strip()}")
+    done = _run_as(account, ["register", "--cloudserver-url", cloud.url, "--username", username,
+                             "--public-key", f"{key}.pub", "--private-key", str(key)], env)  # fmt: skip
     return config, done
 
 
 @contextlib.contextmanager
 def start_home(
-    root: Path, config: Path, admin_password: str, settings: dict[str, str] | None = None
+    root: Path,
+    config: Path,
+    admin_password: str,
+    settings: dict[str, str] | None = None,
+    account: Account | None = None,
 ) -> Iterator[HomeSite]:
-    """`cloudathome home up` with its state in `root/home-state`; the tunnels it opens outlive
-    it on purpose (they belong to the home, not to one run of the console)."""
+    """`cloudathome home up` with its state in `root/home-state`, as `account` (which owns
+    `root`); the tunnels it opens outlive it on purpose (they belong to the home, not to one
+    run of the console). Without an account it runs as this process's user, and as root
+    only because it is asked to (`--allow-root`: the demo and the benchmarks)."""
     state = root / "home-state"
     ports = {name: free_port() for name in ("web", "flower")}
     env = {
@@ -206,8 +232,8 @@ def start_home(
         **(settings or {}),
     }
     log = root / f"home-up-{secrets.token_hex(2)}.log"
-    site = HomeSite(state, env, ports["web"], ports["flower"], admin_password, log)
-
-    with _site_up("home", log, env, banner="home console up") as proc:
+    site = HomeSite(state, env, ports["web"], ports["flower"], admin_password, log, account)
+    args = ["--allow-root"] if account is None and os.geteuid() == 0 else []
+    with _site_up("home", log, env, "home console up", account, args) as proc:
         site.proc = proc
         yield site

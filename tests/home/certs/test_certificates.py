@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -24,6 +25,7 @@ from tests.support.sites import (
     register_home,
     scratch_database,
 )
+from tests.support.unprivileged import User
 from workers.local.pebble import PebbleInfo, pebble_server
 from workers.local.procs import wait_for
 
@@ -43,9 +45,11 @@ def pebble(cloud: CloudSite, root: Path) -> Iterator[PebbleInfo]:
 
 
 @pytest.fixture(scope="module")
-def console(cloud: CloudSite, root: Path, pebble: PebbleInfo) -> Iterator[HomeSite]:
+def console(
+    cloud: CloudSite, root: Path, pebble: PebbleInfo, console_user: User
+) -> Iterator[HomeSite]:
     cloud.create_user("certy", "Certy-pass-42")
-    config, done = register_home(cloud, root / "certy", "certy", "Certy-pass-42")
+    config, done = register_home(cloud, root / "certy", "certy", "Certy-pass-42", console_user)
     assert done.returncode == 0, done.stderr
     env = {
         "CLOUDATHOME_ACME_DIRECTORY": pebble.directory_url,
@@ -53,11 +57,13 @@ def console(cloud: CloudSite, root: Path, pebble: PebbleInfo) -> Iterator[HomeSi
         # Every certificate is due for renewal once it is 5 s old (see the renewal test).
         "CLOUDATHOME_RENEW_DAYS": "36500",
         "CLOUDATHOME_RENEW_MIN_AGE": "5",
-        "CLOUDATHOME_CERT_ROOT": str(root / "certs"),
+        "CLOUDATHOME_POST_RENEW_ACTIONS": json.dumps(
+            {"mark": ["/usr/bin/mktemp", f"{root}/renew-marks/reloaded.XXXXXX"]}
+        ),
     }
     with (
         scratch_database("cah_home") as db,
-        home_site(root / "certy", config, db, "Console-pass-2", env) as site,
+        home_site(root / "certy", config, db, "Console-pass-2", env, user=console_user) as site,
     ):
         yield site
 
@@ -93,7 +99,7 @@ def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_r
 ) -> None:
     api = console.api()
     name = f"{challenge.replace('-', '')}.certy.test"
-    out = root / "certs"
+    out = console.cert_root
     r = api.post(
         f"{console.url}/api/domains",
         json={
@@ -146,7 +152,7 @@ def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothi
     name = "nowhere.certy.test"
     pebble.set_servfail(name)
     api = console.api()
-    out = root / "certs" / "fail"
+    out = console.cert_root / "fail"
     r = api.post(
         f"{console.url}/api/domains",
         json={"name": name, "email": "certy@example.com", "cert_dir": str(out)},
@@ -163,13 +169,15 @@ def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothi
 
 
 def test_a_domain_named_like_a_folder_of_another_tool_fails_and_keeps_that_folder(
-    cloud: CloudSite, console: HomeSite, root: Path
+    cloud: CloudSite, console: HomeSite, console_user: User
 ) -> None:
     """The attack of issue 12: a domain named like a folder already in the certificate
     directory replaced it. Now the job fails naming the path, and the folder stays whole."""
     name = "clash.certy.test"
-    out = root / "certs" / "clash"
-    (out / name).mkdir(parents=True)
+    out = console.cert_root / "clash"
+    out.mkdir(parents=True)
+    console_user.own(console.cert_root, out)
+    (out / name).mkdir()  # root's, as another tool's would be
     (out / name / "site.conf").write_text("someone else's file\n")
     api = console.api()
     failed = _finished(api, console, _issue(console, api, name, out)["id"])
@@ -179,6 +187,7 @@ def test_a_domain_named_like_a_folder_of_another_tool_fails_and_keeps_that_folde
     assert [p.name for p in (out / name).iterdir()] == ["site.conf"]
     assert (out / name / "site.conf").read_text() == "someone else's file\n"
     assert name not in _live_hosts(cloud)
+    shutil.rmtree(out / name)  # the other tool's folder has no place in the modes table
 
 
 def _issue(console: HomeSite, api: requests.Session, name: str, out: Path, **extra: object) -> dict:
@@ -219,22 +228,23 @@ def _run_renewals(console: HomeSite) -> int:
 
 
 def test_due_certificates_are_renewed_by_the_beat_task_and_a_second_run_does_nothing(
-    console: HomeSite, root: Path
+    console: HomeSite, root: Path, console_user: User
 ) -> None:
     api = console.api()
     marks = root / "renew-marks"
     marks.mkdir()
+    console_user.own(marks)
     name = "renew.certy.test"
-    domain = _issue(
-        console,
-        api,
-        name,
-        root / "certs" / "renew",
-        post_renew_command=["/usr/bin/mktemp", f"{marks}/reloaded.XXXXXX"],
-    )
+    domain = _issue(console, api, name, console.cert_root / "renew", post_renew_action="mark")
     first = _finished(api, console, domain["id"])
     assert first["job"]["state"] == "done", first["job"]
-    assert len(list(marks.iterdir())) == 1  # the service was told about its first certificate
+    # The operator's action told the service about its first certificate, as the console's
+    # own (unprivileged) user.
+    ran = wait_for(lambda: (d := _domain(api, console, domain["id"]))["action"] and d, timeout=30)
+    assert ran["action"]["exit_code"] == 0, ran["action"]
+    (mark,) = marks.iterdir()
+    assert ran["action"]["output"].strip() == str(mark)
+    assert mark.stat().st_uid == console_user.uid
     # The window (RENEW_DAYS) makes every certificate due once it is older than RENEW_MIN_AGE.
     wait_for(lambda: domain["id"] in _due(console), timeout=30, interval=1, what="certificate due")
     assert _run_renewals(console) >= 1
@@ -248,7 +258,7 @@ def test_due_certificates_are_renewed_by_the_beat_task_and_a_second_run_does_not
         what="renewal",
     )
     assert renewed["cert_status"] == "valid"
-    assert len(list(marks.iterdir())) == 2  # the post-renewal command ran again
+    wait_for(lambda: len(list(marks.iterdir())) == 2, timeout=30, what="the action ran again")
     assert _run_renewals(console) == 0
 
 
@@ -257,7 +267,7 @@ def test_a_worker_killed_mid_flow_leaves_nothing_behind_and_the_flow_can_be_retr
 ) -> None:
     api = console.api()
     name = "killed.certy.test"
-    out = root / "certs" / "killed"
+    out = console.cert_root / "killed"
     worker = next(
         int(line.split()[2])
         for line in reversed(console.tail().splitlines())

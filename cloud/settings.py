@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
+from workers.common.ui import csp
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "cloudathome cloud"
@@ -31,6 +32,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    "csp",
     "workers.common.ui",
     "cloud.accounts",
     "cloud.homes",
@@ -46,6 +48,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "cloud.urls"
@@ -77,9 +80,15 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
+# Cookies of this site's own (two sites on one host must not log each other out), Secure
+# and HSTS when served over HTTPS (CLOUDATHOME_SECURE_COOKIES); scripts only from our files.
+SESSION_COOKIE_NAME = "cah_cloud_session"
+CSRF_COOKIE_NAME = "cah_cloud_csrftoken"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = envbool("CLOUDATHOME_SECURE_COOKIES")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = 31536000 if SESSION_COOKIE_SECURE else 0
+CONTENT_SECURITY_POLICY = csp.CONTENT_SECURITY_POLICY
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -91,6 +100,7 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 
 LOGGING = {

@@ -16,6 +16,7 @@ from workers.common.conf import (
     secret_key,
     state_dir,
 )
+from workers.common.ui import csp
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "Home Console"
@@ -34,6 +35,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    "csp",
     "workers.common.ui",
     "home.accounts",
     "home.cloudlink",
@@ -50,6 +52,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "home.errors.ErrorPageMiddleware",
 ]
 
@@ -76,13 +79,22 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
+# Cookies of this site's own (two sites on one host must not log each other out), Secure
+# and HSTS when served over HTTPS (CLOUDATHOME_SECURE_COOKIES); scripts only from our files.
+SESSION_COOKIE_NAME = "cah_home_session"
+CSRF_COOKIE_NAME = "cah_home_csrftoken"
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = envbool("CLOUDATHOME_SECURE_COOKIES")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = 31536000 if SESSION_COOKIE_SECURE else 0
+CONTENT_SECURITY_POLICY = csp.CONTENT_SECURITY_POLICY
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = STATE_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 
 LOGGING = {

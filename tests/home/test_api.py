@@ -83,7 +83,7 @@ def test_session_calls_to_the_api_need_the_csrf_token(user: Any) -> None:
     assert refused.status_code == 403
     assert not Domain.objects.exists()
     browser.get("/domains/add/")  # a page with a form sets the CSRF cookie
-    csrf = browser.cookies["csrftoken"].value
+    csrf = browser.cookies["cah_home_csrftoken"].value
     accepted = browser.post(
         "/api/domains",
         domain_body(),

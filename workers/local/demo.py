@@ -102,7 +102,7 @@ def signup(cloud: CloudSite) -> None:
     url = f"{cloud.url}/signup/"
     web.get(url, timeout=10)
     data = {"username": USER, "email": EMAIL, "password1": PASSWORD, "password2": PASSWORD,
-            "csrfmiddlewaretoken": web.cookies.get("csrftoken", "")}  # fmt: skip
+            "csrfmiddlewaretoken": web.cookies.get("cah_cloud_csrftoken", "")}  # fmt: skip
     r = web.post(url, data=data, headers={"Referer": url}, timeout=10)
     if "waiting for approval" not in r.text:
         raise RuntimeError(f"signup was not accepted (HTTP {r.status_code})")

@@ -124,7 +124,7 @@ def test_the_domain_page_shows_the_certificate_the_job_and_the_entries(
     assert '<li class="current">Challenge ready</li>' in page
     assert "/srv/certs/nas.example.com" in page
     assert "127.0.0.1:8443" in page
-    assert "fetch(url" in page  # polls while the job runs
+    assert "/static/home/domain.js" in page  # polls while the job runs
 
 
 def test_the_domain_form_adds_the_domain_and_queues_its_certificate(

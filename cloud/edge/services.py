@@ -33,6 +33,7 @@ def sshd_config() -> sshd.SshdConfig:
         listen=settings.SSH_BIND,
         mode=cast(sshd.Mode, settings.SSH_MODE),
         account=settings.SSH_ACCOUNT,
+        group=sshd.homes_group(settings.SSH_USER_PREFIX),
     )
 
 

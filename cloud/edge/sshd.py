@@ -208,6 +208,8 @@ class SshdConfig:
     # single-account: the service account every home logs in as.
     account: str | None = None
     # system-users: UIDs and primary group reserved for homes; nothing else is ever touched.
+    # Each site its own group (homes_group), so sites sharing a machine never let each
+    # other's homes into their sshd (AllowGroups).
     uid_range: tuple[int, int] = (62000, 62999)
     group: str = "cloudathome-homes"
     # None: PAM only when sshd does not run as root (see pam_enabled).
@@ -273,6 +275,12 @@ class SshdConfig:
         # pam_systemd starting a user manager per home. Non-root sshd cannot read shadow
         # and calls every account locked without PAM.
         return self.use_pam if self.use_pam is not None else os.geteuid() != 0
+
+
+def homes_group(user_prefix: str) -> str:
+    """The system group of a site's homes, from its user prefix: `home` (the default) keeps
+    the `cloudathome-homes` of earlier releases, `demo` gets `cloudathome-demos`."""
+    return validate_username(f"cloudathome-{user_prefix}s", "group")
 
 
 def render_config(cfg: SshdConfig) -> str:

@@ -22,6 +22,7 @@ from cloud.homes.schemas import (
     ReconcileOut,
     SyncOut,
 )
+from workers.common.api import errors
 from workers.common.errors import Forbidden
 
 router = Router(tags=["homes"])
@@ -43,30 +44,30 @@ def home_out(home: Home) -> HomeOut:
     )
 
 
-@router.post("", response={201: HomeOut})
+@router.post("", response={201: HomeOut, **errors(400, 409, 422)})
 def claim_home(request: HttpRequest, body: HomeIn) -> tuple[int, HomeOut]:
     """Claim a home slot with an SSH public key; provisioning continues in the background
     (status goes from `provisioning` to `ready` or `failed`)."""
     return 201, home_out(services.home_claim(current_user(request), body.public_key))
 
 
-@router.get("", response=list[HomeOut])
+@router.get("", response={200: list[HomeOut], **errors()})
 def list_homes(request: HttpRequest) -> list[HomeOut]:
     return [home_out(h) for h in Home.objects.filter(owner=current_user(request))]
 
 
-@router.get("/{slug}", response=HomeOut)
+@router.get("/{slug}", response={200: HomeOut, **errors(404)})
 def get_home(request: HttpRequest, slug: str) -> HomeOut:
     return home_out(services.home_of(current_user(request), slug))
 
 
-@router.delete("/{slug}", response={204: None})
+@router.delete("/{slug}", response={204: None, **errors(404, 409)})
 def release_home(request: HttpRequest, slug: str) -> tuple[int, None]:
     services.home_release(services.home_of(current_user(request), slug))
     return 204, None
 
 
-@router.get("/{slug}/proxy-mappings", response=list[MappingOut])
+@router.get("/{slug}/proxy-mappings", response={200: list[MappingOut], **errors(404)})
 def list_mappings(request: HttpRequest, slug: str) -> list[MappingOut]:
     home = services.home_of(current_user(request), slug)
     return [
@@ -81,7 +82,9 @@ def list_mappings(request: HttpRequest, slug: str) -> list[MappingOut]:
     ]
 
 
-@router.post("/{slug}/proxy-mappings", response={201: MappingOut})
+@router.post(
+    "/{slug}/proxy-mappings", response={201: MappingOut, **errors(400, 403, 404, 409, 422)}
+)
 def create_mapping(request: HttpRequest, slug: str, body: MappingIn) -> tuple[int, MappingOut]:
     """Map a hostname to a tunnel port of this home (the cloud picks a free one when
     `tunnel_port` is omitted). Routable within a fraction of a second, no reload."""
@@ -95,7 +98,7 @@ def create_mapping(request: HttpRequest, slug: str, body: MappingIn) -> tuple[in
     )  # fmt: skip
 
 
-@router.delete("/{slug}/proxy-mappings/{host}", response={204: None})
+@router.delete("/{slug}/proxy-mappings/{host}", response={204: None, **errors(400, 404, 422)})
 def delete_mapping(
     request: HttpRequest, slug: str, host: str, scheme: Literal["https", "http"] | None = None
 ) -> tuple[int, None]:
@@ -109,7 +112,7 @@ def _require_admin(request: HttpRequest) -> None:
         raise Forbidden("administrators only")
 
 
-@admin_router.post("/proxy-mappings/sync", response=SyncOut)
+@admin_router.post("/proxy-mappings/sync", response={200: SyncOut, **errors(403)})
 def admin_sync_mappings(request: HttpRequest) -> SyncOut:
     """Re-sync every mapping of the database to HAProxy (diff-based; a no-op when in sync)."""
     _require_admin(request)
@@ -117,7 +120,7 @@ def admin_sync_mappings(request: HttpRequest) -> SyncOut:
     return SyncOut(added=result.added, changed=result.changed, removed=result.removed)
 
 
-@admin_router.get("/proxy-mappings/haproxy", response=list[LiveRouteOut])
+@admin_router.get("/proxy-mappings/haproxy", response={200: list[LiveRouteOut], **errors(403)})
 def admin_live_map(request: HttpRequest) -> list[LiveRouteOut]:
     """The live HAProxy maps, as HAProxy itself reports them."""
     _require_admin(request)
@@ -129,7 +132,7 @@ def admin_live_map(request: HttpRequest) -> list[LiveRouteOut]:
     ]
 
 
-@admin_router.post("/homes/sync", response=ReconcileOut)
+@admin_router.post("/homes/sync", response={200: ReconcileOut, **errors(403)})
 def admin_sync_homes(request: HttpRequest) -> ReconcileOut:
     """Reconcile the database's homes with the SSH identities of our sshd."""
     _require_admin(request)

@@ -149,6 +149,6 @@ def domain_out(domain: Domain) -> DomainOut:
             updated=domain.job_updated,
             steps=job_steps(domain.job_state, domain.job_step),
         ),
-        # .all() so a caller's prefetch_related("entries__tunnel") is used.
+        # .all() so the caller's prefetch (services.with_entries) is used.
         entries=[entry_out(e) for e in domain.entries.all()],
     )

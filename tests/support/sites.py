@@ -18,7 +18,8 @@ from pathlib import Path
 
 import psycopg
 
-from workers.local.procs import wait_for
+from cloud.edge.sshd import homes_group
+from workers.local.procs import Account, wait_for
 from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
 
 __all__ = [
@@ -98,6 +99,8 @@ def remove_system_users(prefix: str) -> None:
                 os.kill(pid, signal.SIGKILL)
         wait_for(lambda uid=entry.pw_uid: not _pids(lambda p: p.stat().st_uid == uid), timeout=10)
         subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
+    # The site's own group of homes goes with them.
+    subprocess.run(["groupdel", homes_group(prefix)], capture_output=True, check=False)
 
 
 def stop_tunnels_of(root: Path) -> None:
@@ -141,12 +144,15 @@ def home_site(
     db_url: str,
     admin_password: str,
     extra_env: dict[str, str] | None = None,
+    *,
+    user: Account,
 ) -> Iterator[HomeSite]:
-    """The console with the given database (so a test can restart it) and a fast supervisor."""
+    """The console as an ordinary user (who owns `root`: register_home as that user made it),
+    with the given database (so a test can restart it) and a fast supervisor."""
     settings = {
         "DATABASE_URL": db_url,
         "CLOUDATHOME_TUNNEL_SUPERVISE_SECONDS": "2",
         **(extra_env or {}),
     }
-    with start_home(root, config, admin_password, settings) as site:
+    with start_home(root, config, admin_password, settings, account=user) as site:
         yield site

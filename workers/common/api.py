@@ -7,12 +7,26 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Redoc, Swagger
 
 from workers.celery import TransientError
 from workers.common.errors import DomainError
+
+
+class Error(Schema):
+    """Every error either site answers: one sentence, and the input field at fault if any."""
+
+    detail: str
+    field: str | None = None
+
+
+def errors(*statuses: int) -> dict[int, type[Error]]:
+    """The error statuses an operation can answer, for its OpenAPI schema (`response=`):
+    the ones given, plus 401 (no or bad token) and 503 (a dependency is down), which every
+    authenticated operation can meet."""
+    return {status: Error for status in sorted({401, 503, *statuses})}
 
 
 def site_api(title: str, description: str, auth: Sequence[Any]) -> NinjaAPI:
@@ -68,8 +82,14 @@ def error_response(
     return api.create_response(request, body, status=status)
 
 
+class _Redoc(Redoc):
+    """ninja's ReDoc page without its inline script (the sites' CSP allows none)."""
+
+    template = "ui/redoc.html"
+
+
 def redoc_view(api: NinjaAPI) -> Callable[[HttpRequest], HttpResponse]:
     def redoc(request: HttpRequest) -> HttpResponse:
-        return Redoc().render_page(request, api)
+        return _Redoc().render_page(request, api)
 
     return redoc

@@ -13,13 +13,8 @@ from typing import Any
 
 import pytest
 import requests
-import schemathesis
-from hypothesis import HealthCheck, settings
-from schemathesis.specs.openapi.checks import (
-    response_schema_conformance,
-    status_code_conformance,
-)
 
+from tests.support.fuzz import fuzz
 from tests.support.sites import (
     CloudSite,
     HomeSite,
@@ -33,6 +28,7 @@ from tests.support.sites import (
 NO_CA = {"CLOUDATHOME_ACME_DIRECTORY": "https://127.0.0.1:1/directory"}
 # Examples per operation: enough to hit every error path's shape, bounded for `make test`.
 EXAMPLES = 12
+OPERATIONS = 13  # the API's operations today: a schema that lost some would fuzz less
 
 
 @pytest.fixture(scope="module")
@@ -111,24 +107,8 @@ def test_listing_entries_while_the_domain_is_deleted_answers_404_never_500(
     assert seen[404] == 3 * rounds  # every reader saw the end, none saw an error
 
 
-@pytest.fixture(scope="module")
-def console_schema(console: HomeSite) -> Any:
-    return schemathesis.openapi.from_url(f"{console.url}/api/schema/")
-
-
-schema = schemathesis.pytest.from_fixture("console_schema")
-
-
-@schema.parametrize()
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-)
 def test_the_console_api_answers_every_generated_request_within_its_schema(
-    case: Any, console: HomeSite, token: str
+    console: HomeSite, token: str
 ) -> None:
-    response = case.call(base_url=console.url, headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text}"
-    case.validate_response(response, checks=[status_code_conformance, response_schema_conformance])
+    operations, sent = fuzz(console.url, token, EXAMPLES)
+    assert operations >= OPERATIONS and sent >= 2 * operations  # valid and invalid input each

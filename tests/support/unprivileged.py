@@ -27,7 +27,6 @@ TEST_ROOT = Path(os.environ.get("CLOUDATHOME_TEST_ROOT", "/var/lib/cloudathome-t
 @dataclass(frozen=True)
 class User(Account):
     name: str
-    home: Path
 
     def own(self, *paths: Path) -> None:
         """Hand folders the test prepared as root to the user, as if the user had made them."""
@@ -96,7 +95,7 @@ def system_user(prefix: str = "cahu") -> Iterator[User]:
     entry = pwd.getpwnam(name)
     try:
         home.chmod(0o700)
-        yield User(entry.pw_uid, entry.pw_gid, python_for_others(), name, home)
+        yield User(entry.pw_uid, entry.pw_gid, python_for_others(), home, name)
     finally:
         for pid in _pids_of(entry.pw_uid):
             with contextlib.suppress(ProcessLookupError):

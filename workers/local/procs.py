@@ -28,6 +28,7 @@ class Account:
     uid: int
     gid: int
     python: str
+    home: Path
 
     def popen_args(self) -> dict[str, Any]:
         return {"user": self.uid, "group": self.gid, "extra_groups": []}

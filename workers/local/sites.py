@@ -178,7 +178,8 @@ def _run_as(
     python = account.python if account else sys.executable
     return subprocess.run(
         [python, "-m", "workers.common.cli", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env={**env, "HOME": str(account.home)} if account else env,
+        capture_output=True, text=True, timeout=120, check=False,
         **(account.popen_args() if account else {}),
     )  # fmt: skip
 
@@ -229,11 +230,18 @@ def start_home(
         "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
         # Certificates beside the state, where the sample services read them.
         "CLOUDATHOME_CERT_ROOT": str(root / "certs"),
+        **({"HOME": str(account.home)} if account else {}),
         **(settings or {}),
     }
     log = root / f"home-up-{secrets.token_hex(2)}.log"
     site = HomeSite(state, env, ports["web"], ports["flower"], admin_password, log, account)
     args = ["--allow-root"] if account is None and os.geteuid() == 0 else []
     with _site_up("home", log, env, "home console up", account, args) as proc:
+        # The first request imports the URLconf and the API: let it happen here, not in a test.
+        wait_for(
+            lambda: requests.get(f"{site.url}/healthz", timeout=5).ok,
+            timeout=30,
+            what="console web",
+        )
         site.proc = proc
         yield site

@@ -1,5 +1,5 @@
 """Settings of the cloud site, from environment variables with defaults that work on one
-machine (DESIGN section 6). Every value the embedded defaults write lands in the state dir."""
+machine (README, Configuration). Every value the embedded defaults write lands in the state dir."""
 
 from __future__ import annotations
 
@@ -7,115 +7,52 @@ import getpass
 import os
 from pathlib import Path
 
-from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
-from workers.common.ui import csp
+from workers.common.conf import (
+    database,
+    env,
+    envhostname,
+    envint,
+    envlist,
+    host_ports,
+    redis_url,
+    secret_key,
+    state_dir,
+)
+
+# Django reads settings as module globals: the shared base is star-imported (its __all__ lists
+# what it exports) and the names used below are imported by name as well.
+from workers.common.settings import *  # noqa: F403
+from workers.common.settings import SHARED_APPS, allowed_hosts, cookie_names, templates
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "cloudathome cloud"
 STATE_DIR = state_dir("cloud")
 
 SECRET_KEY = secret_key(STATE_DIR)
-DEBUG = envbool("CLOUDATHOME_DEBUG")
 PUBLIC_HOST = env("CLOUDATHOME_PUBLIC_HOST", "localhost")
-ALLOWED_HOSTS = [
-    h
-    for h in env("CLOUDATHOME_ALLOWED_HOSTS", f"{PUBLIC_HOST},localhost,127.0.0.1").split(",")
-    if h
-]
-CSRF_TRUSTED_ORIGINS = [o for o in env("CLOUDATHOME_CSRF_TRUSTED_ORIGINS").split(",") if o]
+ALLOWED_HOSTS = allowed_hosts(f"{PUBLIC_HOST},localhost,127.0.0.1")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-    "ninja",
-    "csp",
-    "workers.common.ui",
+    *SHARED_APPS,
     "cloud.accounts",
     "cloud.homes",
     "cloud.edge",
-]
-
-MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "workers.common.api.RejectNul",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "cloud.domains",
 ]
 
 ROOT_URLCONF = "cloud.urls"
 WSGI_APPLICATION = "cloud.wsgi.application"
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-                "workers.common.ui.context.site",
-            ]
-        },
-    }
-]
+TEMPLATES = templates(BASE_DIR / "templates")
 
 DATABASES = {"default": database(STATE_DIR)}
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
-    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
-]
-LOGIN_URL = "/login/"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/login/"
-# Cookies of this site's own (two sites on one host must not log each other out), Secure
-# and HSTS when served over HTTPS (CLOUDATHOME_SECURE_COOKIES); scripts only from our files.
-SESSION_COOKIE_NAME = "cah_cloud_session"
-CSRF_COOKIE_NAME = "cah_cloud_csrftoken"
-SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = envbool("CLOUDATHOME_SECURE_COOKIES")
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_HSTS_SECONDS = 31536000 if SESSION_COOKIE_SECURE else 0
-CONTENT_SECURITY_POLICY = csp.CONTENT_SECURITY_POLICY
-
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
-USE_I18N = True
-USE_TZ = True
-STATIC_URL = "/static/"
 STATIC_ROOT = STATE_DIR / "static"
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-}
 STATICFILES_DIRS = [BASE_DIR / "static"]
-WHITENOISE_USE_FINDERS = True
+SESSION_COOKIE_NAME, CSRF_COOKIE_NAME = cookie_names("cloud")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("CLOUDATHOME_LOG_LEVEL", "INFO")},
-}
-
-# Celery: the cloud's own broker (DESIGN section 1).
+# Celery: the cloud's own broker (docs/architecture.md).
 REDIS_URL = redis_url(STATE_DIR)
 
-# Listeners (DESIGN section 6).
+# Listeners (README, Configuration).
 WEB_PORT = envint("CLOUDATHOME_WEB_PORT", 8000, 1, 65535)
 WEB_BIND = env("CLOUDATHOME_WEB_BIND", "0.0.0.0")  # noqa: S104 - the control plane is public
 HTTPS_PORT = envint("CLOUDATHOME_HTTPS_PORT", 443, 1, 65535)
@@ -127,7 +64,7 @@ FLOWER_PORT = envint("CLOUDATHOME_FLOWER_PORT", 5555, 1, 65535)
 # Flower has no login of its own: loopback only unless you put it behind an authenticating proxy.
 FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
 
-# Home slots and their port ranges (DESIGN section 4).
+# Home slots and their port ranges (docs/architecture.md).
 HOME_SLOTS = envint("CLOUDATHOME_HOME_SLOTS", 10, 1, 10000)
 PORT_BASE = envint("CLOUDATHOME_PORT_BASE", 2000, 1024, 65535)
 PORT_STRIDE = envint("CLOUDATHOME_PORT_STRIDE", 100, 1, 65535)
@@ -137,3 +74,36 @@ PORTS_PER_HOME = envint("CLOUDATHOME_PORTS_PER_HOME", 10, 1, 1000)
 SSH_MODE = env("CLOUDATHOME_SSH_MODE", "system-users" if os.geteuid() == 0 else "single-account")
 SSH_ACCOUNT = env("CLOUDATHOME_SSH_ACCOUNT", getpass.getuser())
 SSH_USER_PREFIX = env("CLOUDATHOME_SSH_USER_PREFIX", "home")
+
+# --- Floods: what one client may take of the edge, the SSH endpoint and the
+# control plane. The defaults live beside the code that applies them (cloud.edge).
+from cloud.edge.haproxy import EdgeLimits as _Edge  # noqa: E402
+from cloud.edge.sshd import SshdConfig as _Sshd  # noqa: E402
+
+EDGE_MAXCONN = envint("CLOUDATHOME_EDGE_MAXCONN", 20000, 1)
+EDGE_LIMITS = _Edge(
+    source_conn=envint("CLOUDATHOME_EDGE_SOURCE_CONN", _Edge.source_conn, 1),
+    source_rate=envint("CLOUDATHOME_EDGE_SOURCE_RATE", _Edge.source_rate, 1),
+    route_conn=envint("CLOUDATHOME_EDGE_ROUTE_CONN", _Edge.route_conn, 1),
+    hello_timeout_s=envint("CLOUDATHOME_EDGE_HELLO_TIMEOUT", _Edge.hello_timeout_s, 1, 60),
+    request_timeout_s=envint("CLOUDATHOME_EDGE_REQUEST_TIMEOUT", _Edge.request_timeout_s, 1, 300),
+    idle_timeout_s=envint("CLOUDATHOME_EDGE_IDLE_TIMEOUT", _Edge.idle_timeout_s, 1, 86400),
+    web_source_conn=envint("CLOUDATHOME_WEB_SOURCE_CONN", _Edge.web_source_conn, 1),
+    web_source_rate=envint("CLOUDATHOME_WEB_SOURCE_RATE", _Edge.web_source_rate, 1),
+    signup_rate=envint("CLOUDATHOME_SIGNUP_RATE", _Edge.signup_rate, 1),
+)
+SSH_SOURCE_STARTUPS = envint("CLOUDATHOME_SSH_SOURCE_STARTUPS", _Sshd.source_startups, 1)
+SSH_LOGIN_GRACE = envint("CLOUDATHOME_SSH_LOGIN_GRACE", _Sshd.login_grace_s, 1, 600)
+SSH_MAX_STARTUPS = envint("CLOUDATHOME_SSH_MAX_STARTUPS", _Sshd.max_startups, 2)
+# Twice the tunnels a home can open: its stale sessions linger ~16 s after a network blip.
+SSH_HOME_SESSIONS = envint("CLOUDATHOME_SSH_HOME_SESSIONS", 2 * PORTS_PER_HOME, 1)
+# --- end Floods
+
+# Only HAProxy reaches gunicorn (a unix socket): the client address is the one it forwards.
+AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_behind_haproxy"
+# Names homes may publish (docs/architecture.md): one label per home under the base domain (one
+# wildcard DNS record), custom domains proven by a TXT record looked up on these resolvers
+# (`host:port`, comma separated; empty: the system's), and names nobody may own.
+BASE_DOMAIN = envhostname("CLOUDATHOME_BASE_DOMAIN")
+DNS_RESOLVERS = host_ports("CLOUDATHOME_DNS_RESOLVERS", default_port=53)
+RESERVED_NAMES = envlist("CLOUDATHOME_RESERVED_NAMES")

@@ -1,5 +1,5 @@
 """Settings of the Home Console site, from environment variables with defaults that work
-on one machine (DESIGN section 6). `cloudlink.yaml` is loaded (and checked) at start-up."""
+on one machine (README, Configuration). `cloudlink.yaml` is loaded (and checked) at start-up."""
 
 from __future__ import annotations
 
@@ -10,101 +10,44 @@ from workers.common.conf import (
     ConfigError,
     database,
     env,
-    envbool,
     envint,
     redis_url,
     secret_key,
     state_dir,
 )
-from workers.common.ui import csp
+
+# Django reads settings as module globals: the shared base is star-imported (its __all__ lists
+# what it exports) and the names used below are imported by name as well.
+from workers.common.settings import *  # noqa: F403
+from workers.common.settings import MIDDLEWARE as SHARED_MIDDLEWARE
+from workers.common.settings import SHARED_APPS, allowed_hosts, cookie_names, templates
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "Home Console"
 STATE_DIR = state_dir("home")
 
 SECRET_KEY = secret_key(STATE_DIR)
-DEBUG = envbool("CLOUDATHOME_DEBUG")
-ALLOWED_HOSTS = [h for h in env("CLOUDATHOME_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
-CSRF_TRUSTED_ORIGINS = [o for o in env("CLOUDATHOME_CSRF_TRUSTED_ORIGINS").split(",") if o]
+ALLOWED_HOSTS = allowed_hosts("localhost,127.0.0.1")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-    "ninja",
-    "csp",
-    "workers.common.ui",
+    *SHARED_APPS,
     "home.accounts",
     "home.cloudlink",
     "home.certs",
     "home.tunnels",
 ]
 
-MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "workers.common.api.RejectNul",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
-    "home.errors.ErrorPageMiddleware",
-]
+# Pages get the reasons of a failing dependency as a 503 page, not a 500 (home.errors).
+MIDDLEWARE = [*SHARED_MIDDLEWARE, "home.errors.ErrorPageMiddleware"]
 
 ROOT_URLCONF = "home.urls"
 WSGI_APPLICATION = "home.wsgi.application"
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-                "workers.common.ui.context.site",
-            ]
-        },
-    }
-]
+TEMPLATES = templates(BASE_DIR / "templates")
 
 DATABASES = {"default": database(STATE_DIR)}
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGIN_URL = "/login/"
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/login/"
-# Cookies of this site's own (two sites on one host must not log each other out), Secure
-# and HSTS when served over HTTPS (CLOUDATHOME_SECURE_COOKIES); scripts only from our files.
-SESSION_COOKIE_NAME = "cah_home_session"
-CSRF_COOKIE_NAME = "cah_home_csrftoken"
-SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = envbool("CLOUDATHOME_SECURE_COOKIES")
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_HSTS_SECONDS = 31536000 if SESSION_COOKIE_SECURE else 0
-CONTENT_SECURITY_POLICY = csp.CONTENT_SECURITY_POLICY
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
-USE_I18N = True
-USE_TZ = True
-STATIC_URL = "/static/"
 STATIC_ROOT = STATE_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-WHITENOISE_USE_FINDERS = True
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("CLOUDATHOME_LOG_LEVEL", "INFO")},
-}
+SESSION_COOKIE_NAME, CSRF_COOKIE_NAME = cookie_names("home")
 
 REDIS_URL = redis_url(STATE_DIR)
 HOME_PORT = envint("CLOUDATHOME_HOME_PORT", 8001, 1, 65535)
@@ -113,7 +56,7 @@ FLOWER_PORT = envint("CLOUDATHOME_FLOWER_PORT", 5556, 1, 65535)
 # Flower has no login of its own: loopback only unless you put it behind an authenticating proxy.
 FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
 
-# cloudlink.yaml: written by `cloudathome register` (DESIGN section 5).
+# cloudlink.yaml: written by `cloudathome register` (README, Configuration).
 CLOUDLINK_CONFIG = Path(
     env("CLOUDLINK_CONFIG") or (BASE_DIR / "config" / "cloudlink.yaml")
 ).expanduser()
@@ -122,7 +65,7 @@ CLOUDLINK_CONFIG = Path(
 TUNNEL_SUPERVISE_SECONDS = envint("CLOUDATHOME_TUNNEL_SUPERVISE_SECONDS", 3, 1, 3600)
 TUNNEL_LOG_DIR = STATE_DIR / "tunnels"
 
-# Certificates (DESIGN section 6).
+# Certificates (README, Configuration).
 ACME_DIRECTORY = env("CLOUDATHOME_ACME_DIRECTORY", "https://acme-v02.api.letsencrypt.org/directory")
 ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
 ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
@@ -139,3 +82,6 @@ POST_RENEW_TIMEOUT = envint("CLOUDATHOME_POST_RENEW_TIMEOUT", 60, 1, 600)
 
 # The link check (cloud API, token, SSH preflight) behind the dashboard and /api/status.
 LINK_CHECK_SECONDS = envint("CLOUDATHOME_LINK_CHECK_SECONDS", 60, 5, 86400)
+
+# The console faces its clients itself (127.0.0.1 by default): REMOTE_ADDR is theirs.
+AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_address"

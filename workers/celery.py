@@ -1,6 +1,6 @@
-"""Celery app factory with the defaults every task of both sites relies on: JSON only,
-late acks, prefetch 1, time limits, and a task base that retries transient errors with
-backoff and jitter."""
+"""Celery app factory with the defaults every task of both sites relies on, written once in
+its configuration: JSON only, late acks, prefetch 1, time limits; and a task base that retries
+transient errors with backoff and jitter."""
 
 from __future__ import annotations
 
@@ -9,25 +9,23 @@ from typing import Any
 
 from celery import Celery, Task
 
+from workers.common.errors import ServiceUnavailable
 
-class TransientError(Exception):
+
+class TransientError(ServiceUnavailable):
     """Raised by services for failures worth retrying (a component is restarting, a lock is
-    held, a network call timed out)."""
+    held, a network call timed out); an API call that meets one answers 503."""
 
 
 class ReconcilerTask(Task):
-    """Every task is a reconciler: idempotent, acks late, retried with backoff on transient
-    errors, bounded in time."""
+    """Every task is a reconciler: idempotent, retried with backoff on transient errors. Late
+    acks and time limits come from the app's configuration (make_app), the one place for them."""
 
-    acks_late = True
-    reject_on_worker_lost = True
     autoretry_for = (TransientError, ConnectionError, TimeoutError)
     retry_backoff = 1
     retry_backoff_max = 60
     retry_jitter = True
     max_retries = 8
-    soft_time_limit = 120
-    time_limit = 150
 
 
 def make_app(site: str, settings_module: str, broker_url: str) -> Celery:

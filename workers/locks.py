@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -61,14 +62,27 @@ def exclusive(url: str, name: str, timeout: float = 120, wait: float = 30) -> It
     """Hold `name` while the block runs; a run that cannot get it in `wait` s is retried."""
     client = redis_client(url)
     key = f"cloudathome:lock:{name}"
-    lock = client.lock(key, timeout=timeout, blocking_timeout=wait)
+    lock = client.lock(key, timeout=timeout)
     token = _holder()
-    if not lock.acquire(token=token) and not (
-        _break_if_stale(client, key) and lock.acquire(token=token, blocking=False)
-    ):
-        raise TransientError(f"lock {name} is held by another run")
+    deadline = time.monotonic() + wait
+    try:
+        while not lock.acquire(token=token, blocking=False):
+            # Checked on every try, so a holder killed meanwhile frees the lock at once too.
+            if _break_if_stale(client, key):
+                continue
+            if time.monotonic() >= deadline:
+                raise TransientError(f"lock {name} is held by another run")
+            time.sleep(0.1)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise TransientError(f"lock {name}: Redis is not reachable ({exc})") from exc
     try:
         yield
     finally:
-        with contextlib.suppress(redis.exceptions.LockError):
+        # Lost meanwhile (expired, or Redis went away): the work is done, and the key, if any,
+        # expires by itself.
+        with contextlib.suppress(
+            redis.exceptions.LockError,
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+        ):
             lock.release()

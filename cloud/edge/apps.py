@@ -1,6 +1,8 @@
 from django.apps import AppConfig
 
 
-class EdgeConfig(AppConfig):
+class EdgeAppConfig(AppConfig):
+    """The edge app (its admin API and tasks); haproxy.EdgeConfig is HAProxy's own settings."""
+
     name = "cloud.edge"
     label = "edge"

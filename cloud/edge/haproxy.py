@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import re
 import resource
 import socket
 import subprocess
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from workers.common.files import fsync_dir, write_atomic
+from workers.common.errors import ServiceUnavailable
+from workers.common.files import write_atomic
+from workers.common.names import validate_hostname
 
 Scheme = Literal["https", "http"]
 SCHEMES: tuple[Scheme, ...] = ("https", "http")
@@ -41,7 +43,6 @@ MAX_REQUEST_BYTES = 14 * 1024
 # A unix socket path longer than sun_path (108 bytes with the NUL) cannot be bound.
 _MAX_SOCKET_PATH = 107
 
-_LABEL = re.compile(r"[a-z0-9-]{1,63}")
 # Paths are pasted into haproxy.cfg and into CLI commands, where spaces, quotes, '#', ',', ';'
 # and parentheses all mean something; the state dir is ours to choose, so keep it plain.
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
@@ -55,45 +56,13 @@ MAP_MODE = 0o600
 _MAP_HEADER = "# Written by cloud.edge.haproxy; the edge rewrites this file on every sync.\n"
 
 
-class EdgeError(Exception):
-    """HAProxy refused a command, answered something unexpected, or its config is invalid."""
+class EdgeError(ServiceUnavailable):
+    """HAProxy refused a command, answered something unexpected, or its config is invalid;
+    an API call that meets one answers 503 with this message."""
 
 
 class EdgeUnavailable(EdgeError):
     """The Runtime API cannot be reached (HAProxy is not running); map files are still written."""
-
-
-def validate_hostname(host: str) -> str:
-    """Return `host` lower-cased if it is an RFC 1123 hostname we route; raise ValueError if not."""
-    if not isinstance(host, str):
-        raise ValueError("host: must be a string")
-    if not host:
-        raise ValueError("host: must not be empty")
-    if not host.isascii():
-        raise ValueError("host: must be ASCII (write internationalized names in their xn-- form)")
-    host = host.lower()
-    if len(host) > 253:
-        raise ValueError(f"host: {len(host)} characters, at most 253 allowed")
-    if "*" in host:
-        raise ValueError("host: wildcards are not allowed")
-    if host.endswith("."):
-        raise ValueError("host: must not end with a dot")
-    labels = host.split(".")
-    if len(labels) < 2:
-        raise ValueError("host: needs at least two labels (name.tld)")
-    for label in labels:
-        if not label:
-            raise ValueError("host: has an empty label")
-        if len(label) > 63:
-            raise ValueError(f"host: label {label[:20]!r}... is longer than 63 characters")
-        if not _LABEL.fullmatch(label):
-            raise ValueError(f"host: label {label!r} may only contain a-z, 0-9 and '-'")
-        if label.startswith("-") or label.endswith("-"):
-            raise ValueError(f"host: label {label!r} must not start or end with '-'")
-    if labels[-1].isdigit():
-        # RFC 1123 section 2.1: a name must not look like a dotted-decimal address.
-        raise ValueError("host: the last label is all digits, which reads as an IP address")
-    return host
 
 
 def validate_port(port: int, field: str = "port") -> int:
@@ -127,6 +96,61 @@ class SyncResult:
         )
 
 
+def _positive(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{field}: must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What one client address and one route may take of the edge, so that a flood from one
+    source, or aimed at one home from many, leaves the capacity other homes need.
+
+    The defaults leave room for a NAT'd office: a browser opens at most 6 connections per
+    host and an office of 40 people behind one address needs ~240 at once.
+    """
+
+    # Concurrent connections of one source (an IPv4 address, an IPv6 /64).
+    source_conn: int = 256
+    # New connections of one source in any 10 s (a page of 30 requests costs 6-30).
+    source_rate: int = 600
+    # Concurrent connections to one route (one tunnel port), from all sources together.
+    route_conn: int = 2000
+    # A ClientHello must be complete within this; then it is refused.
+    hello_timeout_s: int = 3
+    # The whole request head on :80 within this (slowloris), and the idle time between
+    # keep-alive requests.
+    request_timeout_s: int = 5
+    # A connection with no byte in either direction for this long is closed (TLS passthrough
+    # cannot tell a handshake that stalls from an idle WebSocket; both must ping within it).
+    idle_timeout_s: int = 300
+    # The control plane, per source: concurrent connections, and requests in any 10 s (over
+    # it: 429). A page of 30 parallel requests, or a script creating mappings, stays under.
+    web_source_conn: int = 100
+    web_source_rate: int = 600
+    # Sign-up forms posted from one source in any hour (100 came in 38 s, unthrottled).
+    signup_rate: int = 5
+
+    def __post_init__(self) -> None:
+        for name in (
+            "source_conn",
+            "source_rate",
+            "route_conn",
+            "hello_timeout_s",
+            "request_timeout_s",
+            "idle_timeout_s",
+            "web_source_conn",
+            "web_source_rate",
+            "signup_rate",
+        ):
+            _positive(name, getattr(self, name))
+        if self.route_conn < self.source_conn:
+            raise ValueError(
+                f"route_conn: {self.route_conn} is below source_conn {self.source_conn};"
+                " one source could then fill a route by itself"
+            )
+
+
 @dataclass
 class EdgeConfig:
     """Where the edge keeps its files and what it listens on; every path derives from state_dir."""
@@ -135,9 +159,16 @@ class EdgeConfig:
     https_port: int = 443
     http_port: int = 80
     bind: str = "0.0.0.0"  # noqa: S104 - the edge is the public entry point
-    maxconn: int = 4096
+    # Far above route_conn, so the per-route and per-source caps are what a flood meets.
+    maxconn: int = 20000
     hard_stop_after_s: int = 30
     haproxy_bin: str = "haproxy"
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
+    # The control plane's public port (None: HAProxy does not front it). gunicorn listens only
+    # on web_socket; web_threads is how many requests it serves at once, the rest wait here.
+    web_port: int | None = None
+    web_bind: str = "0.0.0.0"  # noqa: S104 - the control plane is public
+    web_threads: int = 8
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
@@ -157,14 +188,17 @@ class EdgeConfig:
             ipaddress.ip_address(self.bind)
         except ValueError:
             raise ValueError(f"bind: {self.bind!r} is not an IP address") from None
-        if isinstance(self.maxconn, bool) or not isinstance(self.maxconn, int) or self.maxconn < 1:
-            raise ValueError(f"maxconn: must be a positive integer, got {self.maxconn!r}")
-        if (
-            isinstance(self.hard_stop_after_s, bool)
-            or not isinstance(self.hard_stop_after_s, int)
-            or self.hard_stop_after_s < 1
-        ):
-            raise ValueError("hard_stop_after_s: must be a positive integer")
+        _positive("maxconn", self.maxconn)
+        _positive("hard_stop_after_s", self.hard_stop_after_s)
+        _positive("web_threads", self.web_threads)
+        if self.web_port is not None:
+            validate_port(self.web_port, "web_port")
+            if self.web_port in (self.https_port, self.http_port):
+                raise ValueError("web_port: must differ from https_port and http_port")
+            try:
+                ipaddress.ip_address(self.web_bind)
+            except ValueError:
+                raise ValueError(f"web_bind: {self.web_bind!r} is not an IP address") from None
 
     @property
     def haproxy_dir(self) -> Path:
@@ -183,6 +217,11 @@ class EdgeConfig:
         return self.haproxy_dir / "haproxy.pid"
 
     @property
+    def web_socket(self) -> Path:
+        """Where gunicorn listens: a unix socket in a folder only the site's account enters."""
+        return self.state_dir / "web" / "gunicorn.sock"
+
+    @property
     def maps_dir(self) -> Path:
         return self.haproxy_dir / "maps"
 
@@ -191,6 +230,16 @@ class EdgeConfig:
         if scheme not in SCHEMES:
             raise ValueError(f"scheme: must be one of {SCHEMES}, got {scheme!r}")
         return self.maps_dir / f"{scheme}.map"
+
+
+def _fd_reserve() -> int:
+    return 100 + 4 * (os.cpu_count() or 1)
+
+
+def nofile_wanted(cfg: EdgeConfig) -> int:
+    """Open files HAProxy needs for cfg.maxconn: two per proxied connection plus a reserve for
+    its threads, listeners and sockets."""
+    return 2 * cfg.maxconn + _fd_reserve()
 
 
 def effective_maxconn(cfg: EdgeConfig, nofile_limit: int | None = None) -> int:
@@ -204,14 +253,50 @@ def effective_maxconn(cfg: EdgeConfig, nofile_limit: int | None = None) -> int:
         nofile_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if nofile_limit == resource.RLIM_INFINITY or nofile_limit < 0:
         return cfg.maxconn
-    reserve = 100 + 4 * (os.cpu_count() or 1)
-    return max(1, min(cfg.maxconn, (nofile_limit - reserve) // 2))
+    return max(1, min(cfg.maxconn, (nofile_limit - _fd_reserve()) // 2))
+
+
+def raise_nofile(cfg: EdgeConfig) -> str | None:
+    """Raise this process's RLIMIT_NOFILE (the HAProxy it starts inherits it) to what
+    cfg.maxconn needs, as far as it may; None when it fits, else the line saying what is short.
+
+    The soft limit goes up to the hard one; the hard limit only with CAP_SYS_RESOURCE (root
+    outside a container), up to fs.nr_open.
+    """
+    wanted = nofile_wanted(cfg)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    reach = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft != resource.RLIM_INFINITY and soft < reach:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (reach, hard))
+    allowed = effective_maxconn(cfg, hard)
+    if allowed >= cfg.maxconn:
+        return None
+    line = (
+        f"edge: the open-file limit ({hard}) allows HAProxy maxconn {allowed} of {cfg.maxconn};"
+        f" raise the hard limit to {wanted} (ulimit -Hn, systemd LimitNOFILE=, compose ulimits)"
+    )
+    if allowed <= cfg.limits.route_conn:
+        line += (
+            f". At or below the per-route cap ({cfg.limits.route_conn}) a flood at one home"
+            " can take every connection"
+        )
+    return line
 
 
 def render_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> str:
     """The whole haproxy.cfg for `cfg`. Routes live in the map files, never in this text."""
     https_map = cfg.map_path("https")
     http_map = cfg.map_path("http")
+    lim = cfg.limits
+    # One check for the caps of a source, run on every new connection before anything is read:
+    # an IPv6 client usually holds a whole /64, so that is one source.
+    source_rules = f"""\
+    tcp-request connection track-sc0 src,ipmask(32,64) table st_source
+    tcp-request connection reject if {{ sc0_conn_cur gt {lim.source_conn} }} || {{ sc0_conn_rate gt {lim.source_rate} }}"""
     return f"""\
 # Generated by cloud.edge.haproxy; edit the code, not this file.
 global
@@ -226,24 +311,35 @@ defaults
     log global
     option dontlognull
     timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout tunnel 1h
+    timeout client {lim.idle_timeout_s}s
+    timeout server {lim.idle_timeout_s}s
+    timeout tunnel {lim.idle_timeout_s}s
     timeout client-fin 10s
     timeout server-fin 10s
+
+# Per source address: concurrent connections and new connections in 10 s, over :443 and :80.
+backend st_source
+    stick-table type ipv6 size 200k expire 60s store conn_cur,conn_rate(10s)
+
+# Per route (the tunnel port a name maps to): concurrent connections from every source.
+backend st_route
+    stick-table type integer size 100k expire 60s store conn_cur
 
 # TLS passes through untouched: the home's own service terminates it with its own certificate.
 frontend fe_https
     mode tcp
     option tcplog
     bind {cfg.bind}:{cfg.https_port}
-    tcp-request inspect-delay 5s
+{source_rules}
+    tcp-request inspect-delay {lim.hello_timeout_s}s
     tcp-request content reject unless {{ req.ssl_hello_type 1 }}
     tcp-request content set-var(sess.route) req.ssl_sni,lower,map({https_map})
     # add(0) casts the port to an integer so that the range check below is numeric; an unknown
     # name leaves the variable unset and the check rejects the connection.
     tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
     tcp-request content reject unless {{ var(sess.port) -m int 1:65535 }}
+    tcp-request content track-sc1 var(sess.port) table st_route
+    tcp-request content reject if {{ sc1_conn_cur gt {lim.route_conn} }}
     tcp-request content set-dst-port var(sess.port)
     use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_https
@@ -254,15 +350,21 @@ frontend fe_http
     option httplog
     option forwardfor
     bind {cfg.bind}:{cfg.http_port}
-    timeout http-request 10s
-    timeout http-keep-alive 10s
+{source_rules}
+    timeout http-request {lim.request_timeout_s}s
+    timeout http-keep-alive {lim.request_timeout_s}s
+    # req.hdr() would take the last of several names ("Host: a.example, b.example"): refuse.
+    http-request deny deny_status 400 if {{ req.hdr_cnt(host) gt 1 }}
     http-request set-var(txn.route) req.hdr(host),host_only,lower,map({http_map})
     http-request set-var(txn.port) var(txn.route),field(1,:),add(0)
     http-request deny deny_status 404 unless {{ var(txn.port) -m int 1:65535 }}
+    http-request track-sc1 var(txn.port) table st_route
+    http-request deny deny_status 503 if {{ sc1_conn_cur gt {lim.route_conn} }}
     http-request set-dst-port var(txn.port)
     use_backend be_http_pp if {{ var(txn.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_http
 
+{_web_section(cfg)}
 # One server per backend for every route: the address is pinned to loopback (where sshd listens
 # for the tunnels) and, having no port, it takes the destination port set from the map above.
 backend be_https
@@ -283,6 +385,64 @@ backend be_http_pp
     mode http
     http-reuse never
     server tunnel 127.0.0.1 send-proxy-v2
+"""
+
+
+def _web_section(cfg: EdgeConfig) -> str:
+    if cfg.web_port is None:
+        return ""
+    lim = cfg.limits
+    too_many = json.dumps(
+        {"detail": "too many requests from your address; retry in 10 seconds"}
+    ).replace('"', '\\"')
+    slow_down = json.dumps(
+        {"detail": "too many sign-ups from your address; retry in an hour"}
+    ).replace('"', '\\"')
+    busy = json.dumps(
+        {"detail": "the control plane is busy or restarting; retry in a few seconds"}
+    ).replace('"', '\\"')
+    return f"""
+# The control plane. gunicorn has a few threads and listens only on a unix socket: HAProxy
+# reads each request whole (head and body) before a thread sees it, and queues the rest, so
+# slow clients cost HAProxy a connection each, never a thread.
+backend st_web_source
+    stick-table type ipv6 size 100k expire 60s store conn_cur,http_req_rate(10s)
+
+backend st_web_signup
+    stick-table type ipv6 size 100k expire 1h store http_req_rate(1h)
+
+frontend fe_web
+    mode http
+    option httplog
+    bind {cfg.web_bind}:{cfg.web_port}
+    tcp-request connection track-sc0 src,ipmask(32,64) table st_web_source
+    tcp-request connection reject if {{ sc0_conn_cur gt {lim.web_source_conn} }}
+    timeout http-request {lim.request_timeout_s}s
+    timeout http-keep-alive {lim.request_timeout_s}s
+    option http-buffer-request
+    http-request deny deny_status 429 content-type application/json string "{too_many}" hdr Retry-After 10 if {{ sc0_http_req_rate gt {lim.web_source_rate} }}
+    http-request track-sc1 src,ipmask(32,64) table st_web_signup if {{ path /signup/ }} {{ method POST }}
+    http-request deny deny_status 429 content-type application/json string "{slow_down}" hdr Retry-After 3600 if {{ sc1_http_req_rate gt {lim.signup_rate} }}
+    # The one address Django may trust: whatever the client sent is replaced.
+    http-request set-header X-Forwarded-For %[src]
+    # A password check costs ~0.3 s of CPU: they get a few threads of their own, so guessing
+    # from any number of addresses queues behind itself instead of stalling every page.
+    use_backend be_web_auth if {{ method POST }} {{ path /login/ /admin/login/ /api/auth/token /signup/ }}
+    default_backend be_web
+
+backend be_web
+    mode http
+    timeout queue 10s
+    http-error status 503 content-type application/json string "{busy}"
+    http-error status 504 content-type application/json string "{busy}"
+    server web unix@{cfg.web_socket} maxconn {cfg.web_threads}
+
+backend be_web_auth
+    mode http
+    timeout queue 10s
+    http-error status 503 content-type application/json string "{busy}"
+    http-error status 504 content-type application/json string "{busy}"
+    server web unix@{cfg.web_socket} maxconn {max(1, cfg.web_threads // 4)}
 """
 
 
@@ -326,38 +486,16 @@ def write_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> Path:
     maps are left alone because they hold the routes a restarted HAProxy must come back with.
     """
     cfg.maps_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cfg.web_socket.parent.mkdir(mode=0o700, exist_ok=True)
     for scheme in SCHEMES:
         if not cfg.map_path(scheme).exists():
             write_atomic(cfg.map_path(scheme), _MAP_HEADER, MAP_MODE)
     text = render_config(cfg, nofile_limit)
-    with _staged(cfg.config_path, text, 0o600) as staged:
-        try:
-            check_config(cfg, staged)
-        except EdgeError as exc:
-            raise EdgeError(f"{cfg.config_path} left as it was: {exc}") from None
-    return cfg.config_path
-
-
-@contextlib.contextmanager
-def _staged(path: Path, text: str, mode: int) -> Iterator[Path]:
-    """Write `text` to a temp file beside `path`, yield it, and rename it over `path` on success.
-
-    Same directory so the rename is atomic; fsync before it so that a crash leaves either the old
-    or the new file, never an empty one.
-    """
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(text)
-            out.flush()
-            os.fchmod(out.fileno(), mode)
-            os.fsync(out.fileno())
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+        write_atomic(cfg.config_path, text, 0o600, check=lambda staged: check_config(cfg, staged))
+    except EdgeError as exc:
+        raise EdgeError(f"{cfg.config_path} left as it was: {exc}") from None
+    return cfg.config_path
 
 
 def _cli_word(field: str, word: str) -> str:

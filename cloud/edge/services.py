@@ -12,6 +12,7 @@ from django.conf import settings
 from cloud.edge import haproxy, sshd
 from cloud.homes.models import HomeStatus, ProxyMapping
 from workers.celery import TransientError
+from workers.common.supervise import WEB_THREADS
 from workers.locks import exclusive, redis_client
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,11 @@ def edge_config() -> haproxy.EdgeConfig:
         https_port=settings.HTTPS_PORT,
         http_port=settings.HTTP_PORT,
         bind=settings.EDGE_BIND,
+        maxconn=settings.EDGE_MAXCONN,
+        limits=settings.EDGE_LIMITS,
+        web_port=settings.WEB_PORT,
+        web_bind=settings.WEB_BIND,
+        web_threads=WEB_THREADS,
     )
 
 
@@ -34,6 +40,10 @@ def sshd_config() -> sshd.SshdConfig:
         mode=cast(sshd.Mode, settings.SSH_MODE),
         account=settings.SSH_ACCOUNT,
         group=sshd.homes_group(settings.SSH_USER_PREFIX),
+        source_startups=settings.SSH_SOURCE_STARTUPS,
+        login_grace_s=settings.SSH_LOGIN_GRACE,
+        max_startups=settings.SSH_MAX_STARTUPS,
+        home_sessions=settings.SSH_HOME_SESSIONS,
     )
 
 
@@ -110,8 +120,12 @@ def ssh_host_key() -> str:
 
 
 def haproxy_prepare() -> list[str]:
-    """Install a checked haproxy.cfg (and empty maps on first run); the argv to run it."""
+    """Raise the open-file limit HAProxy inherits, install a checked haproxy.cfg rendered for
+    it (and empty maps on first run); the argv to run it."""
     cfg = edge_config()
+    short = haproxy.raise_nofile(cfg)
+    if short:
+        log.warning("%s", short)
     haproxy.write_config(cfg)
     return haproxy.config_command(cfg)
 

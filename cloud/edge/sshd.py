@@ -16,25 +16,22 @@ import ipaddress
 import os
 import pwd
 import re
-import secrets
-import signal
 import subprocess
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from workers.common.files import fsync_dir, write_atomic
+from workers.common.files import fsync_dir, symlink_atomic, write_atomic
+from workers.common.processes import stop_user_processes
 
-# DESIGN section 2: a PTY session whose command only blocks makes sshd set TCP_NODELAY on the
-# connection. The `[ -t 0 ]` guard stops a PTY-less session from leaking its sleep to init,
-# and `exec` keeps dash from lingering as an extra process.
-FORCED_COMMAND = "[ -t 0 ] && exec /bin/sleep infinity"
+# Names the home a session belongs to in its forced command; the only variable sshd takes from
+# a key line (PermitUserEnvironment), and no client can send it (no AcceptEnv).
+HOME_VARIABLE = "CLOUDATHOME_HOME"
 CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com")
 SSHD_BINARY = "/usr/sbin/sshd"
 # sshd names its PAM service after argv[0]; running it through a link of this name keeps
@@ -43,6 +40,9 @@ SSHD_LINK_NAME = "cloudathome-sshd"
 PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd refuses to start as root without it
 HOME_SHELL = "/bin/sh"  # ForceCommand runs through the account's shell
 HOME_DIR = "/"  # exists everywhere, root-owned: a home has nothing to write or read there
+# The UIDs of homes' system users: a range of their own, since `useradd --system` ran out of
+# UIDs after 882 homes (docs/architecture.md, the data path).
+HOME_UID_RANGE = (62000, 62999)
 TAG_PREFIX = "cloudathome:"
 
 MAX_KEY_TEXT = 16 * 1024
@@ -59,7 +59,6 @@ KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-_COMMENT_RE = re.compile(r"[A-Za-z0-9_.:@+-]{0,100}")
 # Anything else could end a token or start an sshd_config / AuthorizedKeysFile expansion.
 _PATH_RE = re.compile(r"/[A-Za-z0-9_./+-]*")
 
@@ -71,6 +70,11 @@ _USERDEL_NO_USER = 6
 _USERDEL_BUSY = 8
 
 Mode = Literal["system-users", "single-account"]
+
+_HOST_KEY_GENERATORS: tuple[Callable[[], ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey], ...] = (
+    ed25519.Ed25519PrivateKey.generate,
+    lambda: rsa.generate_private_key(public_exponent=65537, key_size=3072),
+)
 
 
 # --- keys ---------------------------------------------------------------------------------
@@ -170,21 +174,44 @@ def _validate_ports(ports: Sequence[int]) -> list[int]:
     return sorted(result)
 
 
-def key_options(ports: Sequence[int]) -> str:
-    """authorized_keys options letting a key do one thing: remote-forward 127.0.0.1:<ports>."""
+def forced_command(sessions_dir: Path) -> str:
+    """The only command a home's session runs: take one of the home's session slots and block.
+
+    The data path (docs/architecture.md): a PTY session whose command only blocks makes sshd set TCP_NODELAY on
+    the connection. The `[ -t 0 ]` guard stops a PTY-less session from leaking its sleep to
+    init, and `exec` keeps dash from lingering as an extra process. OpenSSH has no limit on a
+    user's sessions, so each home has a fixed set of slot files: the sleep inherits the flock
+    on the first free one, which the kernel releases when the session ends however it ends;
+    with none free the session ends at once and so does the client. No double quote, so the
+    same text fits a key line's command="...".
+    """
+    home = "$" + HOME_VARIABLE
+    return (
+        f"[ -t 0 ] && [ x{home} != x ] || exit 1; "
+        f"for slot in {sessions_dir}/{home}/*; do exec 9<$slot; "
+        "flock -n 9 && exec /bin/sleep infinity; done; "
+        f"echo cloudathome: {home} already holds every session it may >&2; exit 1"
+    )
+
+
+def key_options(ports: Sequence[int], home: str, command: str) -> str:
+    """authorized_keys options letting a key do one thing: remote-forward 127.0.0.1:<ports>,
+    inside a session of `command` that knows it belongs to `home`."""
     # permitlisten compares the host as a string: clients must request exactly 127.0.0.1.
     listens = ",".join(f'permitlisten="127.0.0.1:{port}"' for port in _validate_ports(ports))
-    return f'restrict,pty,port-forwarding,{listens},command="{FORCED_COMMAND}"'
+    name = validate_username(home, "home")
+    if '"' in command:
+        raise ValueError("command: must not contain a double quote")
+    return (
+        f"restrict,pty,port-forwarding,{listens},"
+        f'environment="{HOME_VARIABLE}={name}",command="{command}"'
+    )
 
 
-def key_line(public_key: str, ports: Sequence[int], comment: str = "") -> str:
-    """One authorized_keys line: options, the validated key, then `comment` if any."""
-    if not isinstance(comment, str) or not _COMMENT_RE.fullmatch(comment):
-        raise ValueError("comment: only letters, digits and _.:@+- are allowed, 100 at most")
-    parts = [key_options(ports), validate_public_key(public_key)]
-    if comment:
-        parts.append(comment)
-    return " ".join(parts)
+def key_line(public_key: str, ports: Sequence[int], home: str, command: str) -> str:
+    """One authorized_keys line: options, the validated key, then the home's tag."""
+    parts = [key_options(ports, home, command), validate_public_key(public_key)]
+    return " ".join([*parts, TAG_PREFIX + home])
 
 
 def validate_username(name: str, field: str = "username") -> str:
@@ -210,12 +237,27 @@ class SshdConfig:
     # system-users: UIDs and primary group reserved for homes; nothing else is ever touched.
     # Each site its own group (homes_group), so sites sharing a machine never let each
     # other's homes into their sshd (AllowGroups).
-    uid_range: tuple[int, int] = (62000, 62999)
+    uid_range: tuple[int, int] = HOME_UID_RANGE
     group: str = "cloudathome-homes"
     # None: PAM only when sshd does not run as root (see pam_enabled).
     use_pam: bool | None = None
+    # Unauthenticated connections: at most this many at once from one source (an IPv4 address
+    # or IPv6 /64), each for at most login_grace_s; max_startups from all sources together,
+    # sshd dropping 30% of new ones from half of it on (a reconnect storm of every home).
+    source_startups: int = 20
+    login_grace_s: int = 20
+    max_startups: int = 400
+    # Concurrent sessions (so connections: one each) of one home: enough for one tunnel per
+    # port, twice over while the stale sessions of a dead network are being dropped.
+    home_sessions: int = 20
 
     def __post_init__(self) -> None:
+        for name in ("source_startups", "login_grace_s", "max_startups", "home_sessions"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if self.max_startups < 2:
+            raise ValueError("max_startups: must be at least 2")
         state = Path(self.state_dir)
         object.__setattr__(self, "state_dir", state)
         if not state.is_absolute() or not _PATH_RE.fullmatch(str(state)):
@@ -266,6 +308,15 @@ class SshdConfig:
     def sshd_link(self) -> Path:
         return self.ssh_dir / SSHD_LINK_NAME
 
+    @property
+    def sessions_dir(self) -> Path:
+        """One folder of session slot files per home (forced_command)."""
+        return self.ssh_dir / "sessions"
+
+    @property
+    def forced_command(self) -> str:
+        return forced_command(self.sessions_dir)
+
     def key_file(self, username: str) -> Path:
         return self.keys_dir / validate_username(username)
 
@@ -313,18 +364,26 @@ def render_config(cfg: SshdConfig) -> str:
         "PermitRootLogin no",
         "StrictModes yes",
         "IgnoreRhosts yes",
-        "PermitUserEnvironment no",
         "PermitUserRC no",
         "UseDNS no",
         "PrintMotd no",
         "PrintLastLog no",
         "Banner none",
         f"Ciphers {','.join(CIPHERS)}",
-        # The default 10:30:100 dropped ~60% of 200 simultaneous reconnects (DESIGN 2).
-        "MaxStartups 200:30:400",
+        # The default 10:30:100 dropped ~60% of 200 simultaneous reconnects (docs/architecture.md), and
+        # silent connections from one source could take all of it: a cap per source, and a
+        # short grace time, bound what any one address holds before authenticating.
+        f"MaxStartups {cfg.max_startups // 2}:30:{cfg.max_startups}",
+        f"PerSourceMaxStartups {cfg.source_startups}",
+        "PerSourceNetBlockSize 32:64",
+        f"LoginGraceTime {cfg.login_grace_s}",
+        # One session per connection, counted per home by the forced command; a connection
+        # that holds no channel at all (`ssh -N` without a forward in use) escapes that count,
+        # so it is closed.
         "MaxSessions 1",
+        "UnusedConnectionTimeout 10",
+        f"PermitUserEnvironment {HOME_VARIABLE}",
         "MaxAuthTries 3",
-        "LoginGraceTime 30",
         # A vanished client is dropped so its ports free up for the reconnect: in ~16 s, as
         # 9.2 probes only every 2 x 2 s (whole-second comparison) and gives up at probe 4.
         "ClientAliveInterval 2",
@@ -341,13 +400,13 @@ def render_config(cfg: SshdConfig) -> str:
         "AllowAgentForwarding no",
         "AllowStreamLocalForwarding no",
         "PermitTunnel no",
-        f"ForceCommand {FORCED_COMMAND}",
+        f"ForceCommand {cfg.forced_command}",
         # Each key line narrows this to its own ports (key_options).
         match,
         "    PermitTTY yes",
         "    AllowTcpForwarding remote",
         "    PermitListen 127.0.0.1:*",
-        f"    ForceCommand {FORCED_COMMAND}",
+        f"    ForceCommand {cfg.forced_command}",
         "",
     ]
     return "\n".join(lines)
@@ -360,21 +419,19 @@ def command(cfg: SshdConfig) -> list[str]:
 
 def prepare(cfg: SshdConfig) -> None:
     """Create the directories, host keys, config and sshd link; then check the config."""
-    for directory in (cfg.state_dir, cfg.ssh_dir, cfg.keys_dir):
+    for directory in (cfg.state_dir, cfg.ssh_dir, cfg.keys_dir, cfg.sessions_dir):
         directory.mkdir(mode=0o711, parents=True, exist_ok=True)
     # sshd reads a home's key file with the home's UID (system-users) and refuses it under
     # any directory that is not root/owner-only writable (StrictModes), up to /: others may
     # traverse these folders (0711), never list them.
-    cfg.ssh_dir.chmod(0o711)
-    cfg.keys_dir.chmod(0o711)
+    for directory in (cfg.ssh_dir, cfg.keys_dir, cfg.sessions_dir):
+        directory.chmod(0o711)
     _check_secure_dirs(cfg)
     ensure_host_keys(cfg)
     write_atomic(cfg.config_path, render_config(cfg), 0o600)
     link = cfg.sshd_link
     if not (link.is_symlink() and os.readlink(link) == SSHD_BINARY):
-        tmp = link.with_name(f".{link.name}.{secrets.token_hex(4)}")
-        tmp.symlink_to(SSHD_BINARY)
-        tmp.replace(link)
+        symlink_atomic(SSHD_BINARY, link)
     if os.geteuid() == 0:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     else:
@@ -438,40 +495,25 @@ def check_config(cfg: SshdConfig) -> None:
 def ensure_host_keys(cfg: SshdConfig) -> None:
     """Generate the ed25519 and RSA host keys once (private 0600); never replace them."""
     cfg.ssh_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
-    for path, spec in zip(
-        cfg.host_keys, (["-t", "ed25519"], ["-t", "rsa", "-b", "3072"]), strict=True
-    ):
-        pub = path.with_name(path.name + ".pub")
-        if path.exists():
-            os.chmod(path, 0o600)
-            if not pub.exists():
-                derived = subprocess.run(
-                    ["ssh-keygen", "-y", "-f", str(path)],
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    check=True,
-                ).stdout
-                write_atomic(pub, derived, 0o600)
-            continue
-        # Generated under a temporary name so a crash never leaves half a key pair in place.
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        try:
-            subprocess.run(
-                ["ssh-keygen", "-q", *spec, "-N", "", "-C", "cloudathome-edge", "-f", str(tmp)],
-                capture_output=True,
-                timeout=60,
-                check=True,
+    for path, generate in zip(cfg.host_keys, _HOST_KEY_GENERATORS, strict=True):
+        if not path.exists():
+            private = generate().private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
             )
-            os.chmod(tmp, 0o600)
+            # link() never replaces: when two runs race, both keep the first key.
+            with contextlib.suppress(FileExistsError):
+                write_atomic(path, private, 0o600, replace=False)
+        os.chmod(path, 0o600)
+        pub = path.with_name(path.name + ".pub")
+        if not pub.exists():
+            key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+            line = key.public_key().public_bytes(
+                serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+            )
             # Homes get the public key through the API; nobody reads the file but us.
-            os.chmod(tmp.with_name(tmp.name + ".pub"), 0o600)
-            tmp.with_name(tmp.name + ".pub").replace(pub)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
-            tmp.with_name(tmp.name + ".pub").unlink(missing_ok=True)
-        fsync_dir(path.parent)
+            write_atomic(pub, line + b" cloudathome-edge\n", 0o600)
 
 
 def host_key_line(cfg: SshdConfig) -> str:
@@ -500,6 +542,32 @@ def _keys_lock(cfg: SshdConfig) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _write_slots(cfg: SshdConfig, name: str) -> None:
+    """Exactly cfg.home_sessions empty slot files for the home, root-owned and read-only to it:
+    a session only needs a descriptor to flock, never to write."""
+    folder = cfg.sessions_dir / validate_username(name)
+    folder.mkdir(parents=True, exist_ok=True)
+    # The home's user lists the folder and opens a slot to flock it (the forced command),
+    # whatever the site's umask: 0755 and 0644 (the modes table).
+    folder.chmod(0o755)
+    wanted = {str(i) for i in range(1, cfg.home_sessions + 1)}
+    for path in folder.iterdir():
+        if path.name not in wanted:
+            path.unlink()
+    for slot in sorted(wanted - {p.name for p in folder.iterdir()}):
+        (folder / slot).touch(mode=0o644)
+        (folder / slot).chmod(0o644)
+
+
+def _remove_slots(cfg: SshdConfig, name: str) -> None:
+    # A live session keeps its descriptor (and lock) until it ends; nothing else needs the files.
+    folder = cfg.sessions_dir / validate_username(name)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
@@ -533,7 +601,7 @@ class SystemUsers:
 
     def install(self, username: str, public_key: str, ports: Sequence[int]) -> None:
         name = validate_username(username)
-        line = key_line(public_key, ports, TAG_PREFIX + name)
+        line = key_line(public_key, ports, name, self.cfg.forced_command)
         with _keys_lock(self.cfg):
             gid = self._ensure_group()
             existing = _getpwnam(name)
@@ -543,6 +611,7 @@ class SystemUsers:
                 self._check_ours(existing, gid)
             # 0644: sshd reads key files as the login's user, not as their owner (the one
             # exception of the modes table; the single account's file likewise).
+            _write_slots(self.cfg, name)
             write_atomic(self.cfg.key_file(name), line + "\n", 0o644)
 
     def remove(self, username: str) -> None:
@@ -555,11 +624,13 @@ class SystemUsers:
                 self._check_ours(existing, _getgid(self.cfg.group))
             self.cfg.key_file(name).unlink(missing_ok=True)
             fsync_dir(self.cfg.keys_dir)
+            _remove_slots(self.cfg, name)
             if existing is None:
                 return
             for _attempt in range(3):
-                # A live tunnel keeps the home's ports bound and makes userdel refuse.
-                _end_processes_of(existing.pw_uid)
+                # A live tunnel keeps the home's ports bound and makes userdel refuse. The
+                # UID was checked to be a home of ours: all it runs are that home's sessions.
+                stop_user_processes(existing.pw_uid)
                 result = _run(["userdel", name])
                 if result.returncode in (0, _USERDEL_NO_USER):
                     return
@@ -652,9 +723,10 @@ class SingleAccount:
 
     def install(self, username: str, public_key: str, ports: Sequence[int]) -> None:
         name = validate_username(username)
-        new = key_line(public_key, ports, TAG_PREFIX + name)
+        new = key_line(public_key, ports, name, self.cfg.forced_command)
         self._check_writer()
         with _keys_lock(self.cfg):
+            _write_slots(self.cfg, name)
             lines, replaced = [], False
             for line in self._lines():
                 if _tag(line) == name:
@@ -676,6 +748,7 @@ class SingleAccount:
             kept = [line for line in lines if _tag(line) != name]
             if kept != lines:
                 write_atomic(self.path, "".join(f"{line}\n" for line in kept), 0o644)
+            _remove_slots(self.cfg, name)
 
     def installed(self) -> set[str]:
         return {tag for line in self._lines() if (tag := _tag(line))}
@@ -724,45 +797,3 @@ def _getgid(group: str) -> int | None:
         return grp.getgrnam(group).gr_gid
     except KeyError:
         return None
-
-
-def _pids_of(uid: int) -> list[int]:
-    return [
-        int(entry.name)
-        for entry in Path("/proc").iterdir()
-        if entry.name.isdigit() and uid in (_uids_of(int(entry.name)) or ())
-    ]
-
-
-def _uids_of(pid: int) -> tuple[int, ...] | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:  # gone meanwhile
-        return None
-    for line in status.splitlines():
-        if line.startswith("Uid:"):
-            return tuple(int(part) for part in line.split()[1:])
-    return None
-
-
-def _end_processes_of(uid: int, timeout: float = 5.0) -> None:
-    """Stop the sessions of a home's own UID (sshd's unprivileged child, its sh and sleep).
-
-    Only called for a UID checked to be in our reserved range and group, so every process
-    running as it is one of that home's sessions. A pidfd pins each process before the UID is
-    read again, so a recycled PID is never signalled.
-    """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _pids_of(uid):
-            with contextlib.suppress(OSError):
-                pidfd = os.pidfd_open(pid)
-                try:
-                    if uid in (_uids_of(pid) or ()):
-                        signal.pidfd_send_signal(pidfd, sig)
-                finally:
-                    os.close(pidfd)
-        deadline = time.monotonic() + timeout
-        while _pids_of(uid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not _pids_of(uid):
-            return

@@ -10,23 +10,14 @@ from django.http import HttpRequest
 from ninja import Router
 
 from cloud.accounts.auth import current_user
+from cloud.domains import services as names
 from cloud.edge import services as edge
 from cloud.homes import services
 from cloud.homes.models import Home
-from cloud.homes.schemas import (
-    HomeIn,
-    HomeOut,
-    LiveRouteOut,
-    MappingIn,
-    MappingOut,
-    ReconcileOut,
-    SyncOut,
-)
+from cloud.homes.schemas import HomeIn, HomeOut, MappingIn, MappingOut
 from workers.common.api import errors
-from workers.common.errors import Forbidden
 
 router = Router(tags=["homes"])
-admin_router = Router(tags=["admin"])
 
 
 def home_out(home: Home) -> HomeOut:
@@ -41,6 +32,7 @@ def home_out(home: Home) -> HomeOut:
         ssh_host_key=edge.ssh_host_key(),
         port_base=home.port_base,
         port_count=home.port_count,
+        base_domain=names.base_domain(home),
     )
 
 
@@ -48,7 +40,7 @@ def home_out(home: Home) -> HomeOut:
 def claim_home(request: HttpRequest, body: HomeIn) -> tuple[int, HomeOut]:
     """Claim a home slot with an SSH public key; provisioning continues in the background
     (status goes from `provisioning` to `ready` or `failed`)."""
-    return 201, home_out(services.home_claim(current_user(request), body.public_key))
+    return 201, home_out(services.home_claim(current_user(request), body.public_key, body.label))
 
 
 @router.get("", response={200: list[HomeOut], **errors()})
@@ -93,9 +85,12 @@ def create_mapping(request: HttpRequest, slug: str, body: MappingIn) -> tuple[in
         home, body.host, body.scheme, body.tunnel_port, body.proxy_protocol
     )
     return 201, MappingOut(
-        host=mapping.host, scheme=mapping.scheme, tunnel_port=mapping.tunnel_port,
-        proxy_protocol=mapping.proxy_protocol, edge="pending",
-    )  # fmt: skip
+        host=mapping.host,
+        scheme=mapping.scheme,
+        tunnel_port=mapping.tunnel_port,
+        proxy_protocol=mapping.proxy_protocol,
+        edge="pending",
+    )
 
 
 @router.delete("/{slug}/proxy-mappings/{host}", response={204: None, **errors(400, 404, 422)})
@@ -105,35 +100,3 @@ def delete_mapping(
     """Delete the hostname's mappings (only the `scheme` one when given)."""
     services.mapping_delete(services.home_of(current_user(request), slug), host, scheme)
     return 204, None
-
-
-def _require_admin(request: HttpRequest) -> None:
-    if not getattr(current_user(request), "is_staff", False):
-        raise Forbidden("administrators only")
-
-
-@admin_router.post("/proxy-mappings/sync", response={200: SyncOut, **errors(403)})
-def admin_sync_mappings(request: HttpRequest) -> SyncOut:
-    """Re-sync every mapping of the database to HAProxy (diff-based; a no-op when in sync)."""
-    _require_admin(request)
-    result = edge.edge_sync()
-    return SyncOut(added=result.added, changed=result.changed, removed=result.removed)
-
-
-@admin_router.get("/proxy-mappings/haproxy", response={200: list[LiveRouteOut], **errors(403)})
-def admin_live_map(request: HttpRequest) -> list[LiveRouteOut]:
-    """The live HAProxy maps, as HAProxy itself reports them."""
-    _require_admin(request)
-    return [
-        LiveRouteOut(
-            host=r.host, scheme=r.scheme, tunnel_port=r.port, proxy_protocol=r.proxy_protocol
-        )
-        for r in edge.edge_live_routes()
-    ]
-
-
-@admin_router.post("/homes/sync", response={200: ReconcileOut, **errors(403)})
-def admin_sync_homes(request: HttpRequest) -> ReconcileOut:
-    """Reconcile the database's homes with the SSH identities of our sshd."""
-    _require_admin(request)
-    return ReconcileOut(**services.homes_reconcile())

@@ -7,6 +7,9 @@ from ninja import Field, Schema
 
 class HomeIn(Schema):
     public_key: str = Field(..., max_length=16384)
+    label: str | None = Field(
+        None, max_length=63, description="its label under the base domain (default: from the user)"
+    )
 
 
 class HomeOut(Schema):
@@ -20,6 +23,9 @@ class HomeOut(Schema):
     ssh_host_key: str
     port_base: int
     port_count: int
+    base_domain: str | None = Field(
+        None, description="the name this home owns under the base domain, with all below it"
+    )
 
 
 class MappingIn(Schema):
@@ -37,22 +43,3 @@ class MappingOut(Schema):
     edge: Literal["routed", "pending", "unknown"] = Field(
         "pending", description="what the live HAProxy map says of this mapping"
     )
-
-
-class LiveRouteOut(Schema):
-    host: str
-    scheme: str
-    tunnel_port: int
-    proxy_protocol: bool
-
-
-class SyncOut(Schema):
-    added: int
-    changed: int
-    removed: int
-
-
-class ReconcileOut(Schema):
-    provisioned: int
-    released: int
-    removed: int

@@ -1,6 +1,7 @@
 """Workflows of home slots and proxy mappings: claim and release a slot, provision its SSH
-identity, create and delete mappings. Each writes desired state, then hands the side
-effects to a reconciler task after the commit."""
+identity, create and delete mappings (only under names the home owns: cloud.domains).
+Each writes desired state, then hands the side effects to a reconciler task after the
+commit. Also seeds homes and mappings in bulk for load tests (`seed_scale`)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,21 @@ import logging
 import re
 import secrets
 import string
+from dataclasses import dataclass
 from typing import Literal
 
 from django.conf import settings
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
+from cloud.accounts.models import ApiToken
+from cloud.domains import services as names
 from cloud.edge import haproxy, sshd
 from cloud.edge import services as edge
 from cloud.homes.models import Home, HomeStatus, ProxyMapping, Scheme
 from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
+from workers.common.names import validate_hostname
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +33,29 @@ _SLUG_ALPHABET = string.ascii_letters + string.digits
 def _identity(index: int, username: str) -> str:
     clean = re.sub(r"[^a-z0-9_]", "", username.lower())[:16] or "user"
     return f"{settings.SSH_USER_PREFIX}{index:02d}_{clean}"
+
+
+def _assign(home: Home, user: User, public_key: str) -> None:
+    """Give a free slot to `user`: a new slug and the SSH identity its key will be installed as."""
+    home.owner = user
+    home.slug = "".join(secrets.choice(_SLUG_ALPHABET) for _ in range(14))
+    home.public_key = public_key
+    home.identity = _identity(home.index, user.get_username())
+    home.ssh_username = (
+        str(settings.SSH_ACCOUNT) if settings.SSH_MODE == "single-account" else home.identity
+    )
+
+
+# What a released slot looks like again.
+_FREE_SLOT = {
+    "status": HomeStatus.FREE,
+    "status_detail": "",
+    "slug": None,
+    "public_key": "",
+    "identity": "",
+    "ssh_username": "",
+    "label": None,
+}
 
 
 def _ours(identity: str) -> bool:
@@ -63,8 +92,9 @@ def home_of(user: User, slug: str) -> Home:
     return home
 
 
-def home_claim(user: User, public_key: str) -> Home:
-    """Take a free slot for `user` atomically; provisioning continues in a task."""
+def home_claim(user: User, public_key: str, label: str | None = None) -> Home:
+    """Take a free slot for `user` atomically, with its label under the base domain (`label`
+    or one derived from the user name); provisioning continues in a task."""
     try:
         key = sshd.validate_public_key(public_key)
     except ValueError as exc:
@@ -80,22 +110,22 @@ def home_claim(user: User, public_key: str) -> Home:
         )
         if home is None:
             raise Conflict("no free home slot left; ask an administrator for more slots")
-        home.owner = user
-        home.slug = "".join(secrets.choice(_SLUG_ALPHABET) for _ in range(14))
-        home.public_key = key
-        home.identity = _identity(home.index, user.get_username())
-        home.ssh_username = (
-            str(settings.SSH_ACCOUNT) if settings.SSH_MODE == "single-account" else home.identity
-        )
+        _assign(home, user, key)
         home.status = HomeStatus.PROVISIONING
         home.status_detail = "waiting for a worker"
+        home.label = names.label_choose(home, user, label)
         try:
-            home.save()
-        except IntegrityError:  # the OneToOne on owner: a concurrent claim by the same user
-            raise Conflict(
-                "you already have a home; release it first", field="public_key"
-            ) from None
+            with transaction.atomic():
+                home.save()
+        except IntegrityError:
+            # The OneToOne on owner (a concurrent claim by the same user) or the unique label.
+            if Home.objects.filter(owner=user).exists():
+                raise Conflict(
+                    "you already have a home; release it first", field="public_key"
+                ) from None
+            raise Conflict("this label was taken meanwhile; try again", field="label") from None
         _after_commit_provision(home.pk)
+    names.label_claim(home)
     return home
 
 
@@ -127,6 +157,7 @@ def home_release(home: Home) -> None:
     """Remove every mapping, route and key of the home; the slot frees once the task ran."""
     with transaction.atomic():
         ProxyMapping.objects.filter(home=home).delete()
+        names.home_names_release(home)
         Home.objects.filter(pk=home.pk).update(
             status=HomeStatus.RELEASING, status_detail="releasing", owner=None
         )
@@ -142,14 +173,9 @@ def home_finish_release(home_id: int) -> None:
     edge.edge_sync()  # routes of a releasing home are gone from the desired state
     if home.identity:
         edge.ssh_accounts().remove(home.identity)
-    Home.objects.filter(pk=home.pk, status=HomeStatus.RELEASING).update(
-        status=HomeStatus.FREE,
-        status_detail="",
-        slug=None,
-        public_key="",
-        identity="",
-        ssh_username="",
-    )
+    with transaction.atomic():
+        names.home_names_release(home)  # a label claimed while the release began
+        Home.objects.filter(pk=home.pk, status=HomeStatus.RELEASING).update(**_FREE_SLOT)
 
 
 def homes_reconcile() -> dict[str, int]:
@@ -217,7 +243,7 @@ def mapping_create(
 ) -> ProxyMapping:
     """Validate, store, and let the edge sync route it (no reload)."""
     try:
-        host = haproxy.validate_hostname(host)
+        host = validate_hostname(host)
     except ValueError as exc:
         raise invalid_from(exc, "host") from None
     if scheme not in Scheme.values:
@@ -226,6 +252,7 @@ def mapping_create(
         raise Conflict(f"home is {home.status}; mappings need a ready home", field="home")
     with transaction.atomic():
         Home.objects.select_for_update().filter(pk=home.pk).first()  # serialize port picking
+        names.claim_covering(home, host)  # 403 unless the home owns the name; held to commit
         port = _free_port(home) if tunnel_port is None else tunnel_port
         if port not in home.ports:
             raise Invalid(
@@ -254,11 +281,195 @@ def mapping_create(
 
 def mapping_delete(home: Home, host: str, scheme: str | None = None) -> None:
     """Delete the host's mappings of this home (only the one of `scheme` when given)."""
+    try:
+        host = validate_hostname(host)
+    except ValueError:
+        raise NotFound("no such mapping", field="host") from None  # never stored, so none
     with transaction.atomic():
-        rows = ProxyMapping.objects.filter(home=home, host=host.lower())
+        rows = ProxyMapping.objects.filter(home=home, host=host)
         if scheme is not None:
             rows = rows.filter(scheme=scheme)
         deleted, _ = rows.delete()
         if not deleted:
             raise NotFound("no such mapping", field="host")
-        _after_commit_edge_update(host.lower())
+        _after_commit_edge_update(host)
+
+
+# --- seeding, for load tests ------------------------------------------------------------------
+
+SEED_OWNER = "seed-home-{}"  # owns the n-th seeded home
+SEED_ACCOUNT = "seed-account-{}"  # an account without a home, to claim one through the API
+SEED_TOKEN_NAME = "seed_scale"  # noqa: S105 - the name of the tokens, not a token
+_SEEDED_NAME = re.compile(r"seed-(home|account)-\d+")
+
+
+@dataclass(frozen=True)
+class Seeded:
+    homes: list[Home]  # in seed order: homes[n] is owned by SEED_OWNER.format(n)
+    mappings: int
+    accounts: list[str]
+    first_mapping: ProxyMapping | None
+    tokens: dict[str, str]  # username -> a fresh token; only when asked for
+
+
+def homes_seed(
+    homes: int,
+    mappings: int,
+    accounts: int = 0,
+    *,
+    public_key: str,
+    domain: str = "scale.test",
+    first_host: str | None = None,
+    tokens: bool = False,
+) -> Seeded:
+    """Make the database hold exactly `homes` ready homes with `mappings` https mappings spread
+    over them (`h<n>-<j>.<domain>`, the first one named `first_host` when given) and `accounts`
+    accounts without a home, in bulk. Running it again with other counts grows or shrinks what
+    an earlier run seeded; nothing else is touched. Routes follow at the next edge sync.
+
+    Seeded accounts (`seed-home-<n>`, `seed-account-<n>`) have no usable password; with
+    `tokens`, the first home's owner and every account get a fresh API token (earlier seeded
+    tokens of theirs are revoked)."""
+    for field, count in (("homes", homes), ("mappings", mappings), ("accounts", accounts)):
+        if count < 0:
+            raise Invalid("must be 0 or more", field=field)
+    if mappings and not homes:
+        raise Invalid("mappings need at least one home", field="mappings")
+    domain = _hostname(domain, "domain")
+    first_host = _hostname(first_host, "first_host") if first_host else None
+    try:
+        key = sshd.validate_public_key(public_key)
+    except ValueError as exc:
+        raise invalid_from(exc, "public_key") from None
+    owners = [SEED_OWNER.format(n) for n in range(homes)]
+    extra = [SEED_ACCOUNT.format(n) for n in range(accounts)]
+    with transaction.atomic():
+        seeded = _seed_accounts(owners + extra)
+        wanted = {*owners, *extra}
+        gone = [user for name, user in seeded.items() if name not in wanted]
+        _release_seeded(list(Home.objects.filter(owner__in=gone)))
+        User.objects.filter(pk__in=[user.pk for user in gone]).delete()
+        placed = _seed_homes([seeded[name] for name in owners], key)
+        first = _seed_mappings(placed, mappings, domain, first_host)
+        issued = _seed_tokens([seeded[name] for name in owners[:1] + extra]) if tokens else {}
+    return Seeded(placed, mappings, extra, first, issued)
+
+
+def _hostname(value: str, field: str) -> str:
+    try:
+        return validate_hostname(value, field)
+    except ValueError as exc:
+        raise invalid_from(exc, field) from None
+
+
+def _seed_accounts(names: list[str]) -> dict[str, User]:
+    """Every account seeded so far, plus the `names` missing; a real account with one of
+    those names (it has a password) stops the run."""
+
+    def seeded() -> dict[str, User]:
+        candidates = User.objects.filter(username__startswith="seed-")
+        return {u.username: u for u in candidates if _SEEDED_NAME.fullmatch(u.username)}
+
+    found = seeded()
+    for name, user in found.items():
+        if user.has_usable_password():
+            raise Conflict(f"account {name} exists and was not seeded", field="homes")
+    missing = [User(username=n, password=make_password(None)) for n in names if n not in found]
+    User.objects.bulk_create(missing, batch_size=500)
+    return seeded()
+
+
+def _release_seeded(released: list[Home]) -> None:
+    accounts = edge.ssh_accounts()
+    for home in released:
+        if home.identity:
+            accounts.remove(home.identity)
+    ProxyMapping.objects.filter(home__in=released).delete()
+    for home in released:
+        names.home_names_release(home)
+    Home.objects.filter(pk__in=[h.pk for h in released]).update(owner=None, **_FREE_SLOT)
+
+
+def _seed_homes(owners: list[User], public_key: str) -> list[Home]:
+    """The owners' homes in order: the one each has already, else the lowest free slot;
+    ready, with their SSH identity installed."""
+    taken = {h.owner_id: h for h in Home.objects.select_for_update().filter(owner__in=owners)}
+    need = sum(1 for user in owners if user.pk not in taken)
+    free = list(
+        Home.objects.select_for_update()
+        .filter(status=HomeStatus.FREE, owner=None)
+        .order_by("index")[:need]
+    )
+    if len(free) < need:
+        raise Conflict(
+            f"{len(free)} free home slots for {need} new homes (CLOUDATHOME_HOME_SLOTS)",
+            field="homes",
+        )
+    placed = []
+    for user in owners:
+        home = taken.get(user.pk) or free.pop(0)
+        if home.owner_id != user.pk:
+            _assign(home, user, public_key)
+        home.status, home.status_detail = HomeStatus.READY, ""
+        placed.append(home)
+    Home.objects.bulk_update(
+        placed,
+        ["owner", "slug", "public_key", "identity", "ssh_username", "status", "status_detail"],
+        batch_size=500,
+    )
+    accounts = edge.ssh_accounts()
+    installed = accounts.installed()
+    for home in placed:
+        if home.identity not in installed:
+            accounts.install(home.identity, home.public_key, list(home.ports))
+    return placed
+
+
+def _seed_mappings(
+    homes: list[Home], count: int, domain: str, first_host: str | None
+) -> ProxyMapping | None:
+    """Mapping k goes to home k % len(homes) as its (k // len(homes))-th, on the port of that
+    rank in the home's range (wrapping around): every home gets its share."""
+    wanted: dict[str, tuple[Home, int]] = {}
+    for k in range(count):
+        n, j = k % len(homes), k // len(homes)
+        host = first_host if k == 0 and first_host else f"h{n}-{j}.{domain}"
+        wanted[host] = (homes[n], homes[n].port_base + j % homes[n].port_count)
+    if len(wanted) < count:
+        raise Invalid(f"{first_host} is one of the seeded names; pick another", "first_host")
+    others = ProxyMapping.objects.exclude(home__in=homes)
+    clash = others.filter(host__endswith=f".{domain}").first() or (
+        others.filter(host=first_host).first() if first_host else None
+    )
+    if clash is not None:
+        raise Conflict(f"{clash.host} is mapped by a home that was not seeded", field="domain")
+    kept, stale = set(), []
+    for pk, host, scheme, home_id, port in ProxyMapping.objects.filter(home__in=homes).values_list(
+        "pk", "host", "scheme", "home_id", "tunnel_port"
+    ):
+        home, wanted_port = wanted.get(host, (None, None))
+        if (
+            scheme == Scheme.HTTPS
+            and home is not None
+            and (home.pk, wanted_port) == (home_id, port)
+        ):
+            kept.add(host)
+        else:
+            stale.append(pk)
+    for start in range(0, len(stale), 500):
+        ProxyMapping.objects.filter(pk__in=stale[start : start + 500]).delete()
+    ProxyMapping.objects.bulk_create(
+        [
+            ProxyMapping(home=home, host=host, scheme=Scheme.HTTPS, tunnel_port=port)
+            for host, (home, port) in wanted.items()
+            if host not in kept
+        ],
+        batch_size=1000,
+    )
+    first = next(iter(wanted), None)
+    return ProxyMapping.objects.filter(host=first, scheme=Scheme.HTTPS).first() if first else None
+
+
+def _seed_tokens(users: list[User]) -> dict[str, str]:
+    ApiToken.objects.filter(user__in=users, name=SEED_TOKEN_NAME).delete()
+    return {user.username: ApiToken.issue(user, SEED_TOKEN_NAME)[1] for user in users}

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from home.certs.responder import ChallengeResponder, challenge_certificate
 from workers.common.files import write_atomic
+from workers.common.names import validate_hostname
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ ChallengeType = Literal["http-01", "tls-alpn-01"]
 CHALLENGE_TYPES: tuple[ChallengeType, ...] = ("http-01", "tls-alpn-01")
 USER_AGENT = "cloudathome-acme"
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _EMAIL = re.compile(r"^[^@\s,;:<>()\[\]\"\\]+@[a-z0-9]([a-z0-9.-]*[a-z0-9])?\.[a-z]{2,63}$", re.I)
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", re.S)
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\"\)\]]+)|certificate verify failed: ([^'\"\(\)]+)")
@@ -72,26 +72,6 @@ class IssuedCert:
     key_pem: str = field(repr=False)
     not_after: datetime.datetime
     account_url: str = ""
-
-
-def validate_domain(domain: str) -> str:
-    """The lower-cased name, or ValueError: a DNS name a CA can validate by HTTP-01/TLS-ALPN-01."""
-    name = domain.strip().lower().removesuffix(".")
-    if name.startswith("*."):
-        raise ValueError("domain: wildcard names need DNS-01, which this client does not do")
-    if not name or len(name) > 253:
-        raise ValueError("domain: must be 1 to 253 characters")
-    labels = name.split(".")
-    if len(labels) < 2:
-        raise ValueError(f"domain: {name!r} has no dot; a CA only issues for full names")
-    for label in labels:
-        if not _LABEL.match(label):
-            raise ValueError(
-                f"domain: label {label!r} must be 1-63 letters, digits or inner hyphens"
-            )
-    if labels[-1].isdigit():
-        raise ValueError(f"domain: {name!r} looks like an IP address, not a DNS name")
-    return name
 
 
 def validate_email(email: str) -> str:
@@ -417,7 +397,7 @@ def issue(
     reachable where the CA validates (edge :80 for http-01, :443 for tls-alpn-01) until it exits.
     The responder is always stopped. Raises AcmeError, or ValueError for invalid arguments.
     """
-    domain = validate_domain(domain)
+    domain = validate_hostname(domain, "domain")
     email = validate_email(email)
     if challenge not in CHALLENGE_TYPES:
         raise ValueError(f"challenge: must be one of {', '.join(CHALLENGE_TYPES)}")

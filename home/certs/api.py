@@ -22,7 +22,9 @@ def list_domains(request: HttpRequest) -> list[DomainOut]:
 @router.post("", response={201: DomainOut, **errors(400, 409, 422)})
 def create_domain(request: HttpRequest, body: DomainIn) -> Status[DomainOut]:
     """Add a domain; its certificate is issued in the background (`job.state` goes from
-    `pending` to `running`, then `done` or `failed` with `job.error`)."""
+    `pending` to `running`, then `done` or `failed` with `job.error`). A name this home does
+    not own yet waits in `waiting` for the TXT record that `ownership.record` shows; a name
+    under its base domain needs none."""
     domain = services.domain_create(
         body.name, body.email, body.cert_dir, body.challenge, body.post_renew_action
     )
@@ -46,4 +48,12 @@ def delete_domain(request: HttpRequest, domain_id: Id) -> Status[None]:
 def renew_domain(request: HttpRequest, domain_id: Id) -> Status[DomainOut]:
     """Queue a forced certificate run now (409 while one is queued or running)."""
     services.domain_renew(services.domain_get(domain_id))
+    return Status(202, domain_out(services.domain_get(domain_id)))
+
+
+@router.post("/{domain_id}/verify", response={202: DomainOut, **errors(404, 409, 422, 502)})
+def verify_domain(request: HttpRequest, domain_id: Id) -> Status[DomainOut]:
+    """Ask the cloud to check the domain's TXT record now; the job starts by itself once the
+    cloud says verified (`ownership.status`)."""
+    services.domain_check_name(services.domain_get(domain_id))
     return Status(202, domain_out(services.domain_get(domain_id)))

@@ -21,6 +21,7 @@ class CertStatus(models.TextChoices):
 class JobState(models.TextChoices):
     IDLE = "idle"
     PENDING = "pending"
+    WAITING = "waiting"  # for the cloud to say this home owns the name (a DNS proof)
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
@@ -47,7 +48,13 @@ class Domain(models.Model):
     # Renewal failures back off (1, 2, 4 ... hours, at most a day) instead of hammering the CA.
     renew_failures = models.PositiveIntegerField(default=0)
     renew_after = models.DateTimeField(null=True, blank=True)
-    # The certificate job people look at (DESIGN section 3): state, current step, reason.
+    # What the cloud says of the name (cloudlink.services.Ownership), asked before anything is
+    # mapped or ordered: nothing reaches the edge or the CA for a name the home does not own.
+    ownership = models.CharField(max_length=10, blank=True)
+    ownership_reason = models.CharField(max_length=500, blank=True)
+    proof_name = models.CharField(max_length=300, blank=True)
+    proof_value = models.CharField(max_length=64, blank=True)
+    # The certificate job people look at (docs/architecture.md, the control path): state, current step, reason.
     job_state = models.CharField(max_length=8, choices=JobState.choices, default=JobState.IDLE)
     job_step = models.CharField(max_length=200, blank=True)
     job_error = models.TextField(blank=True)

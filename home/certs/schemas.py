@@ -26,6 +26,12 @@ StepStatus = Literal["done", "current", "todo", "failed"]
 FLOW: list[tuple[str, re.Pattern[str]]] = [
     ("Queued for a worker", re.compile(r"waiting for a worker")),
     ("Started", re.compile(r"starting")),
+    ("Asked the cloud who owns the name", re.compile(r"asking the cloud who owns the name")),
+    (
+        "TXT record found (not needed under the base domain)",
+        re.compile(r"waiting for the TXT record .*"),
+    ),
+    ("Name owned by this home", re.compile(r"name owned .*")),
     ("Order created at the CA", re.compile(r"order created|authorization still valid")),
     ("Tunnel port allocated", re.compile(r"port \d+ allocated")),
     ("Temporary mapping registered", re.compile(r"temporary \S+ mapping registered")),
@@ -52,7 +58,7 @@ def job_steps(state: str, step: str) -> list[StepOut]:
     if state == JobState.DONE:
         return [StepOut(name=name, status="done") for name, _ in FLOW]
     current = 0
-    if state == JobState.RUNNING:
+    if state in (JobState.RUNNING, JobState.WAITING):
         current = next((i for i, (_, p) in enumerate(FLOW) if p.fullmatch(step)), 1)
     return [
         StepOut(name=name, status="done" if i < current else "current" if i == current else "todo")
@@ -111,6 +117,23 @@ class JobOut(Schema):
     steps: list[StepOut]
 
 
+class RecordOut(Schema):
+    type: Literal["TXT"] = "TXT"
+    name: str
+    value: str
+
+
+class OwnershipOut(Schema):
+    status: str = Field(
+        ...,
+        description="what the cloud says: base (under the home's base domain), verified, "
+        "unverified or failed (a custom domain waiting for its TXT record), refused, or '' "
+        "before the first job",
+    )
+    reason: str
+    record: RecordOut | None = Field(None, description="the DNS record that proves the name")
+
+
 class DomainOut(Schema):
     id: int
     name: str
@@ -122,6 +145,7 @@ class DomainOut(Schema):
     cert_status: str
     cert_path: str
     cert_expiry: dt.datetime | None
+    ownership: OwnershipOut
     job: JobOut
     entries: list[EntryOut]
 
@@ -142,6 +166,13 @@ def domain_out(domain: Domain) -> DomainOut:
         cert_status=domain.cert_status,
         cert_path=domain.cert_path,
         cert_expiry=domain.cert_expiry,
+        ownership=OwnershipOut(
+            status=domain.ownership,
+            reason=domain.ownership_reason,
+            record=RecordOut(name=domain.proof_name, value=domain.proof_value)
+            if domain.proof_name
+            else None,
+        ),
         job=JobOut(
             state=domain.job_state,
             step=domain.job_step,

@@ -1,6 +1,7 @@
 """Domain and certificate workflows: add, renew and delete a domain; issue its certificate
-through the tunnel (temporary port, mapping, tunnel and responder, all torn down whatever
-happens), renew the ones due, and clean what a crashed run left behind."""
+once the cloud says this home owns the name (waiting for its DNS proof when needed), through
+the tunnel (temporary port, mapping, tunnel and responder, all torn down whatever happens),
+renew the ones due, and clean what a crashed run left behind."""
 
 from __future__ import annotations
 
@@ -21,11 +22,25 @@ from django.utils import timezone
 from home.certs import acme, actions, publish
 from home.certs.models import CertStatus, Challenge, Domain, JobState
 from home.cloudlink.client import CloudError
-from home.cloudlink.services import cloud, link
+from home.cloudlink.services import (
+    Ownership,
+    cloud,
+    link,
+    name_ownership,
+    name_verify,
+    names_ownership,
+)
 from home.tunnels import services as tunnels
 from home.tunnels.models import ProxyEntry, Tunnel
 from workers.celery import TransientError
-from workers.common.errors import Conflict, DomainError, Invalid, NotFound, invalid_from
+from workers.common.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    NotFound,
+    Unavailable,
+    invalid_from,
+)
 from workers.common.names import validate_hostname
 from workers.locks import exclusive
 
@@ -223,6 +238,8 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
             # A folder stored before CLOUDATHOME_CERT_ROOT (or since moved out of it) fails
             # here, before the CA is asked for anything.
             cert_dir_check(domain.cert_dir)
+            if not _owned(domain):
+                return JobState.WAITING
             issued = acme.issue(
                 acme_settings(),
                 domain.name,
@@ -232,7 +249,14 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
                 on_step=lambda step: _step(domain, step),
             )
             path = certificate_publish(domain, issued)
-        except (acme.AcmeError, DomainError, ValueError, OSError, tunnels.NoFreePort) as exc:
+        except (
+            NotOwned,
+            acme.AcmeError,
+            DomainError,
+            ValueError,
+            OSError,
+            tunnels.NoFreePort,
+        ) as exc:
             renewing = domain.cert_status == CertStatus.VALID
             Domain.objects.filter(pk=domain.pk).update(
                 job_state=JobState.FAILED,
@@ -258,6 +282,72 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
 
             cert_tasks.post_renew_run.delay(domain.pk)
         return JobState.DONE
+
+
+def _record_ownership(domain: Domain, owner: Ownership) -> None:
+    Domain.objects.filter(pk=domain.pk).update(
+        ownership=owner.status,
+        ownership_reason=owner.reason,
+        proof_name=owner.record_name,
+        proof_value=owner.record_value,
+    )
+
+
+class NotOwned(Exception):
+    """The cloud says this home cannot publish the name (or could not be asked)."""
+
+
+def _owned(domain: Domain) -> bool:
+    """Ask the cloud who owns the name before anything is mapped or ordered: True when this
+    home does (under its base domain, or a verified custom domain); False when the domain
+    now waits for its TXT record; NotOwned with the cloud's reason when it cannot be owned."""
+    _step(domain, "asking the cloud who owns the name")
+    try:
+        owner = name_ownership(domain.name)
+    except CloudError as exc:
+        raise NotOwned(f"the cloud could not say who owns {domain.name}: {exc}") from None
+    _record_ownership(domain, owner)
+    if owner.owned:
+        _step(domain, f"name owned ({owner.reason or 'verified'})")
+        return True
+    if owner.status in ("unverified", "failed"):
+        Domain.objects.filter(pk=domain.pk).update(
+            job_state=JobState.WAITING, job_step=f"waiting for the TXT record {owner.record_name}"
+        )
+        return False
+    raise NotOwned(owner.reason)
+
+
+def certificates_waiting() -> list[int]:
+    """Beat: what the cloud says of every domain's name, so the console shows a custom domain
+    that lost its proof; the domains waiting for theirs that the cloud now says this home owns
+    go back to the queue (their certificate follows by itself)."""
+    domains = [d for d in Domain.objects.all() if d.ownership or d.job_state == JobState.WAITING]
+    if not domains:
+        return []  # no job has asked about any name yet: the first one will
+    waiting = {d.name for d in domains if d.job_state == JobState.WAITING}
+    try:
+        owners = names_ownership([d.name for d in domains], add=waiting)
+    except CloudError as exc:
+        log.warning("cannot ask the cloud who owns the names: %s", exc)
+        return []
+    resumed = []
+    for domain in domains:
+        owner = owners[domain.name]
+        _record_ownership(domain, owner)
+        if owner.owned and Domain.objects.filter(pk=domain.pk, job_state=JobState.WAITING).update(
+            job_state=JobState.PENDING, job_step="waiting for a worker", job_updated=timezone.now()
+        ):
+            resumed.append(domain.pk)
+    return resumed
+
+
+def domain_check_name(domain: Domain) -> None:
+    """ "Check now": the cloud looks the TXT record up at once (the next poll sees it)."""
+    try:
+        name_verify(domain.name)
+    except CloudError as exc:
+        raise Unavailable(f"the cloud could not check the record: {exc}") from None
 
 
 # --- the certificate folder: CLOUDATHOME_CERT_ROOT or below it (home.certs.publish) --------

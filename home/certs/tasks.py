@@ -26,6 +26,16 @@ def certificates_recover() -> int:
     return services.certificates_recover()
 
 
+@shared_task(name="home.certs.tasks.certificates_waiting")
+def certificates_waiting() -> int:
+    """Beat: refresh what the cloud says of every domain's name; the ones waiting for their
+    DNS proof that this home now owns get their certificate run."""
+    resumed = services.certificates_waiting()
+    for pk in resumed:
+        certificate_issue.delay(pk)
+    return len(resumed)
+
+
 @shared_task(
     name="home.certs.tasks.post_renew_run",
     soft_time_limit=settings.POST_RENEW_TIMEOUT + 30,

@@ -11,13 +11,14 @@ import ipaddress
 import os
 import re
 import select
-import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from random import SystemRandom
+
+from workers.common.processes import stop_process
 
 SSH = "ssh"
 REMOTE_BIND = "127.0.0.1"  # the cloud's permitlisten matches exactly "127.0.0.1:<port>"
@@ -118,7 +119,7 @@ def argv(spec: TunnelSpec) -> list[str]:
         ("-p", str(spec.port)),
         ("-R", forward),
     ]
-    # -tt: the PTY session is what makes sshd set TCP_NODELAY (DESIGN section 2).
+    # -tt: the PTY session is what makes sshd set TCP_NODELAY (docs/architecture.md, the data path).
     return [SSH, "-tt", *(arg for pair in options for arg in pair), f"{spec.username}@{spec.host}"]
 
 
@@ -256,23 +257,7 @@ def is_running(handle: ProcessHandle) -> bool:
 def stop(handle: ProcessHandle, timeout: float = 5) -> bool:
     """SIGTERM the handle's process, SIGKILL it after `timeout` seconds; returns whether it
     stopped something. A PID now used by another process is never signalled."""
-    pidfd = _pidfd_of(handle)
-    if pidfd is None:
-        return False
-    try:
-        try:
-            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
-        except ProcessLookupError:
-            return False  # it ended by itself since the check
-        if not _wait_exit(pidfd, timeout):
-            try:
-                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                return True
-            _wait_exit(pidfd, timeout)
-        return True
-    finally:
-        os.close(pidfd)
+    return stop_process(handle.pid, timeout=timeout, is_ours=lambda: is_running(handle))
 
 
 def _pidfd_of(handle: ProcessHandle) -> int | None:

@@ -5,12 +5,10 @@ not document."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.support.fuzz import fuzz
-from tests.support.sites import CloudSite, cloud_site
+from tests.support.sites import CloudSite
 
 # Examples per operation: enough to hit every error path's shape, bounded for `make test`.
 EXAMPLES = 12
@@ -18,18 +16,12 @@ OPERATIONS = 11  # the API's operations today: a schema that lost some would fuz
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[CloudSite]:
-    with cloud_site() as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def token(site: CloudSite) -> str:
-    return site.token("admin", site.admin_password)
+def token(cloud: CloudSite) -> str:
+    return cloud.token("admin", cloud.admin_password)
 
 
 def test_the_cloud_api_answers_every_generated_request_within_its_schema(
-    site: CloudSite, token: str
+    cloud: CloudSite, token: str
 ) -> None:
-    operations, sent = fuzz(site.url, token, EXAMPLES)
+    operations, sent = fuzz(cloud.url, token, EXAMPLES)
     assert operations >= OPERATIONS and sent >= 2 * operations  # valid and invalid input each

@@ -11,16 +11,10 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.support.browser import Album, chromium, tab
-from tests.support.sites import CloudSite, cloud_site
+from tests.support.sites import CloudSite
 from tests.support.ssh import keygen
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[CloudSite]:
-    with cloud_site() as running_site:
-        yield running_site
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +41,10 @@ def _field_of(page: Page, input_id: str):
 
 
 def test_a_new_user_signs_up_is_approved_by_the_admin_registers_a_home_and_publishes_a_hostname(
-    site: CloudSite, browser: Browser, album: Album, tmp_path: Path
+    cloud: CloudSite, browser: Browser, album: Album, tmp_path: Path
 ) -> None:
     password = "Frida-pass-2024"
-    with tab(browser, site.url) as person:
+    with tab(browser, cloud.url) as person:
         page = person.page
         page.goto("/signup/")
         album.shot(page, "signup")
@@ -68,11 +62,11 @@ def test_a_new_user_signs_up_is_approved_by_the_admin_registers_a_home_and_publi
         expect(page.locator("main .msg.error")).to_be_visible()
         album.shot(page, "login-before-approval")
 
-        with tab(browser, site.url) as admin:
+        with tab(browser, cloud.url) as admin:
             apage = admin.page
             apage.goto("/admin/")
             apage.fill("#id_username", "admin")
-            apage.fill("#id_password", site.admin_password)
+            apage.fill("#id_password", cloud.admin_password)
             apage.click("input[type=submit]")
             expect(apage.locator("#site-name")).to_be_visible()
             album.shot(apage, "admin-index")
@@ -91,11 +85,11 @@ def test_a_new_user_signs_up_is_approved_by_the_admin_registers_a_home_and_publi
 
         _log_in(page, "frida", password)
         expect(page.locator("main h1")).to_have_text("Dashboard")
-        assert page.url.rstrip("/") == site.url
+        assert page.url.rstrip("/") == cloud.url
         album.shot(page, "dashboard-no-home")
 
         page.get_by_role("link", name="Register a home").click()
-        expect(page).to_have_url(f"{site.url}/homes/register/")
+        expect(page).to_have_url(f"{cloud.url}/homes/register/")
         album.shot(page, "register-home")
         page.fill("#id_public_key", keygen(tmp_path / "frida_key"))
         page.click("main button[type=submit]")
@@ -110,13 +104,13 @@ def test_a_new_user_signs_up_is_approved_by_the_admin_registers_a_home_and_publi
 
         page.get_by_role("link", name="Add mapping").click()
         album.shot(page, "mapping-add")
-        page.fill("#id_host", "Frida.Example.test")
+        page.fill("#id_host", "Shop.Frida.Homes.test")
         page.fill("#id_tunnel_port", str(port_base))
         page.click("main button[type=submit]")
-        row = page.locator("#mappings tr", has_text="frida.example.test")
+        row = page.locator("#mappings tr", has_text="shop.frida.homes.test")
         expect(row).to_be_visible()
         expect(row).to_contain_text(str(port_base))
-        expect(page.locator(".messages .msg.success")).to_contain_text("frida.example.test")
+        expect(page.locator(".messages .msg.success")).to_contain_text("shop.frida.homes.test")
         expect(row.locator(".badge")).to_have_text("routed", timeout=15_000)
         album.shot(page, "dashboard-mapping")
 
@@ -129,23 +123,23 @@ def test_a_new_user_signs_up_is_approved_by_the_admin_registers_a_home_and_publi
         assert person.errors == []
 
     # The token the page showed once works for scripts and sees this home's mapping.
-    api = site.api(token)
-    homes = api.get(f"{site.url}/api/homes", timeout=10).json()
+    api = cloud.api(token)
+    homes = api.get(f"{cloud.url}/api/homes", timeout=10).json()
     assert [h["ssh_username"] for h in homes] == [username]
-    mappings = api.get(f"{site.url}/api/homes/{homes[0]['slug']}/proxy-mappings", timeout=10)
-    assert [m["host"] for m in mappings.json()] == ["frida.example.test"]
+    mappings = api.get(f"{cloud.url}/api/homes/{homes[0]['slug']}/proxy-mappings", timeout=10)
+    assert [m["host"] for m in mappings.json()] == ["shop.frida.homes.test"]
 
 
 def test_a_bad_hostname_is_shown_next_to_the_host_field_and_nothing_is_added(
-    site: CloudSite, browser: Browser, album: Album, tmp_path: Path
+    cloud: CloudSite, browser: Browser, album: Album, tmp_path: Path
 ) -> None:
-    site.create_user("gus", "Gus-pass-2024")
-    api = site.api(site.token("gus", "Gus-pass-2024"))
+    cloud.create_user("gus", "Gus-pass-2024")
+    api = cloud.api(cloud.token("gus", "Gus-pass-2024"))
     r = api.post(
-        f"{site.url}/api/homes", json={"public_key": keygen(tmp_path / "gus_key")}, timeout=10
+        f"{cloud.url}/api/homes", json={"public_key": keygen(tmp_path / "gus_key")}, timeout=10
     )
     assert r.status_code == 201, r.text
-    with tab(browser, site.url) as person:
+    with tab(browser, cloud.url) as person:
         page = person.page
         _log_in(page, "gus", "Gus-pass-2024")
         expect(page.locator("#home-status")).to_have_text("ready", timeout=30_000)

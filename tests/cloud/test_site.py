@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,76 +27,33 @@ from tests.support.net import (
 )
 from tests.support.sites import CloudSite, cloud_site
 from tests.support.ssh import client_options, keygen, known_hosts
+from tests.support.tenants import Tenant, live_routes, ready_home, tenant
 from workers.local.procs import stop_pid, wait_for
 
 
 @pytest.fixture(scope="module")
-def site() -> Iterator[CloudSite]:
-    with cloud_site() as running_site:
-        yield running_site
-
-
-@dataclass
-class Tenant:
-    username: str
-    password: str
-    token: str
-    api: requests.Session
-    key: Path
-    public_key: str
-    home: dict
-
-
-def _tenant(site: CloudSite, tmp: Path, name: str, staff: bool = False) -> Tenant:
-    password = f"pw-{name}-Secret9"
-    site.create_user(name, password, active=True, staff=staff)
-    token = site.token(name, password)
-    api = site.api(token)
-    key = tmp / f"{name}_key"
-    public_key = keygen(key)
-    r = api.post(f"{site.url}/api/homes", json={"public_key": public_key}, timeout=10)
-    assert r.status_code == 201, r.text
-    slug = r.json()["slug"]
-    home = wait_for(
-        lambda: (
-            (h := api.get(f"{site.url}/api/homes/{slug}", timeout=5).json())["status"] == "ready"
-            and h
-        ),
-        timeout=30,
-        what="home provisioning",
-    )
-    return Tenant(name, password, token, api, key, public_key, home)
-
-
-@pytest.fixture(scope="module")
-def alice(site: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    return _tenant(site, tmp_path_factory.mktemp("alice"), "alice")
-
-
-@pytest.fixture(scope="module")
-def bob(site: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    return _tenant(site, tmp_path_factory.mktemp("bob"), "bob")
-
-
-@pytest.fixture(scope="module")
-def known(site: CloudSite, alice: Tenant, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def known(cloud: CloudSite, alice: Tenant, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return known_hosts(
-        tmp_path_factory.mktemp("kh") / "known_hosts", site.ssh_port, alice.home["ssh_host_key"]
+        tmp_path_factory.mktemp("kh") / "known_hosts", cloud.ssh_port, alice.home["ssh_host_key"]
     )
 
 
 @pytest.fixture
-def tunnel(site: CloudSite, known: Path) -> Iterator:
-    """Open DESIGN's tunnel command for a tenant; every ssh started is stopped by PID."""
+def tunnel(cloud: CloudSite, known: Path) -> Iterator:
+    """Open the documented tunnel command for a tenant; every ssh started is stopped by PID."""
     procs: list[subprocess.Popen] = []
 
     def open_(tenant: Tenant, remote: int, local: int) -> subprocess.Popen:
+        forward = f"127.0.0.1:{remote}:127.0.0.1:{local}"
+        argv = ["ssh", "-tt", *client_options(tenant.key, known, cloud.ssh_port)]
+        argv += ["-o", "ExitOnForwardFailure=yes", "-c", "aes128-gcm@openssh.com", "-R", forward]
         proc = subprocess.Popen(
-            ["ssh", "-tt", *client_options(tenant.key, known, site.ssh_port),
-             "-o", "ExitOnForwardFailure=yes", "-c", "aes128-gcm@openssh.com",
-             "-R", f"127.0.0.1:{remote}:127.0.0.1:{local}", f"{tenant.home['ssh_username']}@127.0.0.1"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-        )  # fmt: skip
+            [*argv, f"{tenant.home['ssh_username']}@127.0.0.1"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         procs.append(proc)
         return proc
 
@@ -112,54 +68,60 @@ def _web_form(session: requests.Session, url: str, data: dict[str, str]) -> requ
     return session.post(url, data=data, headers={"Referer": url}, timeout=10)
 
 
-def _live(site: CloudSite) -> list[dict]:
-    admin = site.api(site.token("admin", site.admin_password))
-    r = admin.get(f"{site.url}/api/admin/proxy-mappings/haproxy", timeout=10)
-    assert r.status_code == 200, r.text
-    return list(r.json())
+def _map(cloud: CloudSite, tenant: Tenant, body: dict) -> requests.Response:
+    """POST a proxy mapping for the tenant's home."""
+    url = f"{cloud.url}/api/homes/{tenant.home['slug']}/proxy-mappings"
+    return tenant.api.post(url, json=body, timeout=10)
 
 
 # --- accounts ----------------------------------------------------------------------------------
 
 
 def test_signup_creates_an_inactive_account_that_can_neither_log_in_nor_get_a_token_until_approved(
-    site: CloudSite,
+    cloud: CloudSite,
 ) -> None:
     web = requests.Session()
-    r = _web_form(web, f"{site.url}/signup/", {
-        "username": "carol", "email": "carol@example.com", "password1": "Tr1cky-pass-42", "password2": "Tr1cky-pass-42",
-    })  # fmt: skip
+    r = _web_form(
+        web,
+        f"{cloud.url}/signup/",
+        {
+            "username": "carol",
+            "email": "carol@example.com",
+            "password1": "Tr1cky-pass-42",
+            "password2": "Tr1cky-pass-42",
+        },
+    )
     assert r.status_code == 200 and "waiting for approval" in r.text
     r = _web_form(
         requests.Session(),
-        f"{site.url}/login/",
+        f"{cloud.url}/login/",
         {"username": "carol", "password": "Tr1cky-pass-42"},
     )
     assert "/login/" in r.url and "cah_cloud_session" not in r.cookies
     r = requests.post(
-        f"{site.url}/api/auth/token",
+        f"{cloud.url}/api/auth/token",
         json={"username": "carol", "password": "Tr1cky-pass-42"},
         timeout=10,
     )
     assert r.status_code == 403 and "not active" in r.json()["detail"]
 
-    done = site.manage(
+    done = cloud.manage(
         "shell",
         "-c",
         "from django.contrib.auth.models import User; User.objects.filter(username='carol').update(is_active=True)",
     )
     assert done.returncode == 0, done.stderr
     web = requests.Session()
-    r = _web_form(web, f"{site.url}/login/", {"username": "carol", "password": "Tr1cky-pass-42"})
-    assert r.url.rstrip("/") == site.url and "Dashboard" in r.text
-    assert site.token("carol", "Tr1cky-pass-42").startswith("cah_")
+    r = _web_form(web, f"{cloud.url}/login/", {"username": "carol", "password": "Tr1cky-pass-42"})
+    assert r.url.rstrip("/") == cloud.url and "Dashboard" in r.text
+    assert cloud.token("carol", "Tr1cky-pass-42").startswith("cah_")
 
 
-def test_api_requires_a_token_and_stores_it_hashed(site: CloudSite, alice: Tenant) -> None:
-    assert requests.get(f"{site.url}/api/homes", timeout=5).status_code == 401
-    bad = site.api("cah_000000000000_nope").get(f"{site.url}/api/homes", timeout=5)
+def test_api_requires_a_token_and_stores_it_hashed(cloud: CloudSite, alice: Tenant) -> None:
+    assert requests.get(f"{cloud.url}/api/homes", timeout=5).status_code == 401
+    bad = cloud.api("cah_000000000000_nope").get(f"{cloud.url}/api/homes", timeout=5)
     assert bad.status_code == 401 and "detail" in bad.json()
-    dump = site.manage(
+    dump = cloud.manage(
         "shell",
         "-c",
         "from cloud.accounts.models import ApiToken; print(list(ApiToken.objects.values_list('digest', flat=True)))",
@@ -167,8 +129,8 @@ def test_api_requires_a_token_and_stores_it_hashed(site: CloudSite, alice: Tenan
     assert alice.token not in dump.stdout and alice.token.split("_")[2] not in dump.stdout
 
 
-def test_openapi_schema_and_docs_are_served(site: CloudSite) -> None:
-    schema = requests.get(f"{site.url}/api/schema/", timeout=10).json()
+def test_openapi_schema_and_docs_are_served(cloud: CloudSite) -> None:
+    schema = requests.get(f"{cloud.url}/api/schema/", timeout=10).json()
     for path in (
         "/api/homes",
         "/api/homes/{slug}/proxy-mappings",
@@ -176,24 +138,24 @@ def test_openapi_schema_and_docs_are_served(site: CloudSite) -> None:
         "/api/auth/token",
     ):
         assert path in schema["paths"]
-    assert "swagger" in requests.get(f"{site.url}/api/schema/swagger/", timeout=10).text.lower()
-    assert "redoc" in requests.get(f"{site.url}/api/schema/redoc/", timeout=10).text.lower()
+    assert "swagger" in requests.get(f"{cloud.url}/api/schema/swagger/", timeout=10).text.lower()
+    assert "redoc" in requests.get(f"{cloud.url}/api/schema/redoc/", timeout=10).text.lower()
 
 
 # --- homes and the SSH endpoint ----------------------------------------------------------------
 
 
-def test_home_gets_its_slot_port_range_and_pinned_host_key(site: CloudSite, alice: Tenant) -> None:
+def test_home_gets_its_slot_port_range_and_pinned_host_key(cloud: CloudSite, alice: Tenant) -> None:
     home = alice.home
     assert home["status"] == "ready"
-    base = int(site.env["CLOUDATHOME_PORT_BASE"])
+    base = int(cloud.env["CLOUDATHOME_PORT_BASE"])
     assert home["port_count"] == 10 and home["port_base"] == base + 100 * home["index"]
     assert home["ssh_host_key"].startswith("ssh-ed25519 ")
     assert re.fullmatch(r"t[0-9a-f]{4}\d{2}_alice", home["ssh_username"])
 
 
-def test_second_home_for_the_same_user_is_a_conflict(site: CloudSite, alice: Tenant) -> None:
-    r = alice.api.post(f"{site.url}/api/homes", json={"public_key": alice.public_key}, timeout=10)
+def test_second_home_for_the_same_user_is_a_conflict(cloud: CloudSite, alice: Tenant) -> None:
+    r = alice.api.post(f"{cloud.url}/api/homes", json={"public_key": alice.public_key}, timeout=10)
     assert r.status_code == 409 and "already have a home" in r.json()["detail"]
 
 
@@ -209,62 +171,62 @@ def test_second_home_for_the_same_user_is_a_conflict(site: CloudSite, alice: Ten
     ],
 )
 def test_malformed_or_huge_public_keys_are_refused_naming_the_field(
-    site: CloudSite, key: str
+    cloud: CloudSite, key: str
 ) -> None:
     password = "Sec-ret-77x"
     name = f"k{abs(hash(key)) % 10**6}"
-    site.create_user(name, password)
-    api = site.api(site.token(name, password))
-    r = api.post(f"{site.url}/api/homes", json={"public_key": key}, timeout=10)
+    cloud.create_user(name, password)
+    api = cloud.api(cloud.token(name, password))
+    r = api.post(f"{cloud.url}/api/homes", json={"public_key": key}, timeout=10)
     assert r.status_code in (400, 422), r.text
     assert "public_key" in r.json()["detail"]
-    assert api.get(f"{site.url}/api/homes", timeout=5).json() == []
+    assert api.get(f"{cloud.url}/api/homes", timeout=5).json() == []
 
 
 def test_tunnel_into_own_range_reaches_the_home_service_through_the_https_edge(
-    site: CloudSite, alice: Tenant, tunnel, tmp_path: Path
+    cloud: CloudSite, alice: Tenant, tunnel, tmp_path: Path
 ) -> None:
-    ctx, der = self_signed(tmp_path, "alice.example.test")
+    ctx, der = self_signed(tmp_path, "app.alice.homes.test")
     with serve("alice-home", ctx, der) as svc:
         port = alice.home["port_base"]
         proc = tunnel(alice, port, svc.port)
-        r = alice.api.post(f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings",
-                           json={"host": "Alice.Example.test", "tunnel_port": port}, timeout=10)  # fmt: skip
+        r = _map(cloud, alice, {"host": "App.Alice.Homes.test", "tunnel_port": port})
         assert r.status_code == 201, r.text
-        assert r.json()["host"] == "alice.example.test"
+        assert r.json()["host"] == "app.alice.homes.test"
         body, cert = wait_for(
-            lambda: tls_get(site.https_port, "alice.example.test"), timeout=15, what="edge route"
+            lambda: tls_get(cloud.https_port, "app.alice.homes.test"), timeout=15, what="edge route"
         )
         assert body == b"alice-home" and cert == der  # passthrough: the home's own certificate
         assert proc.poll() is None
         listed = alice.api.get(
-            f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings", timeout=5
+            f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings", timeout=5
         ).json()
         assert listed[0]["edge"] == "routed"
         r = alice.api.delete(
-            f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings/alice.example.test",
+            f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings/app.alice.homes.test",
             timeout=10,
         )
         assert r.status_code == 204
         wait_for(
-            lambda: tls_refused(site.https_port, "alice.example.test"),
+            lambda: tls_refused(cloud.https_port, "app.alice.homes.test"),
             timeout=10,
             what="route removed",
         )
 
 
 def test_http_mapping_routes_plain_http_by_host_and_proxy_v2_delivers_the_client_address(
-    site: CloudSite, alice: Tenant, tunnel
+    cloud: CloudSite, alice: Tenant, tunnel
 ) -> None:
     slug = alice.home["slug"]
     with serve("alice-plain") as svc:
         port = alice.home["port_base"] + 1
         tunnel(alice, port, svc.port)
-        r = alice.api.post(f"{site.url}/api/homes/{slug}/proxy-mappings",
-                           json={"host": "plain.alice.test", "scheme": "http", "tunnel_port": port}, timeout=10)  # fmt: skip
+        r = _map(
+            cloud, alice, {"host": "plain.alice.homes.test", "scheme": "http", "tunnel_port": port}
+        )
         assert r.status_code == 201, r.text
         _, body = wait_for(
-            lambda: (res := http_get(site.http_port, "plain.alice.test"))[0] == 200 and res,
+            lambda: (res := http_get(cloud.http_port, "plain.alice.homes.test"))[0] == 200 and res,
             timeout=15,
         )
         assert body == b"alice-plain"
@@ -272,49 +234,63 @@ def test_http_mapping_routes_plain_http_by_host_and_proxy_v2_delivers_the_client
     try:
         port = alice.home["port_base"] + 2
         tunnel(alice, port, capture.port)
-        r = alice.api.post(f"{site.url}/api/homes/{slug}/proxy-mappings",
-                           json={"host": "pp.alice.test", "tunnel_port": port, "proxy_protocol": True}, timeout=10)  # fmt: skip
+        pp_route = {"host": "pp.alice.homes.test", "tunnel_port": port, "proxy_protocol": True}
+        r = _map(cloud, alice, pp_route)
         assert r.status_code == 201, r.text
-        wait_for(lambda: any(m["host"] == "pp.alice.test" for m in _live(site)), timeout=15)
-        tls_refused(
-            site.https_port, "pp.alice.test"
-        )  # the capture hangs up; we only want its bytes
+        wait_for(
+            lambda: any(m["host"] == "pp.alice.homes.test" for m in live_routes(cloud)), timeout=15
+        )
+        # The capture hangs up; we only want its bytes.
+        tls_refused(cloud.https_port, "pp.alice.homes.test")
         header = capture.seen.get(timeout=10)
         assert header.startswith(PP2_SIGNATURE)
         assert header[16:20] == bytes([127, 0, 0, 1])  # IPv4 source address = the real client
     finally:
         capture.close()
-    for host in ("plain.alice.test", "pp.alice.test"):
-        alice.api.delete(f"{site.url}/api/homes/{slug}/proxy-mappings/{host}", timeout=10)
+    for host in ("plain.alice.homes.test", "pp.alice.homes.test"):
+        alice.api.delete(f"{cloud.url}/api/homes/{slug}/proxy-mappings/{host}", timeout=10)
 
 
 def test_ssh_listening_outside_the_own_range_or_doing_anything_else_is_refused(
-    site: CloudSite, alice: Tenant, bob: Tenant, known: Path
+    cloud: CloudSite, alice: Tenant, bob: Tenant, known: Path
 ) -> None:
     user = f"{alice.home['ssh_username']}@127.0.0.1"
-    opts = client_options(alice.key, known, site.ssh_port)
+    opts = client_options(alice.key, known, cloud.ssh_port)
 
     def ssh(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["ssh", *opts, *args], capture_output=True, text=True, timeout=30,
-                              stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+        return subprocess.run(
+            ["ssh", *opts, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
 
     for port in (bob.home["port_base"], alice.home["port_base"] - 1, 65000):
         r = ssh(
             "-tt", "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{port}:127.0.0.1:9", user
         )
         assert r.returncode != 0 and "forwarding failed" in r.stderr.lower(), r.stderr
-    r = ssh("-o", "ExitOnForwardFailure=yes", "-L", f"0:127.0.0.1:{site.web_port}", "-N", user)
+    r = ssh("-o", "ExitOnForwardFailure=yes", "-L", f"0:127.0.0.1:{cloud.web_port}", "-N", user)
     assert r.returncode != 0
     r = ssh("-T", user, "id")
     assert "uid=" not in r.stdout
-    r = subprocess.run(["sftp", "-b", "-", *opts[:0], "-P", str(site.ssh_port), "-i", str(alice.key),
-                        "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}", "-F", "/dev/null", user],
-                       input="ls\n", capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    sftp = ["sftp", "-b", "-", "-F", "/dev/null", "-P", str(cloud.ssh_port), "-i", str(alice.key)]
+    sftp += ["-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known}", user]
+    r = subprocess.run(sftp, input="ls\n", capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode != 0
-    r = subprocess.run(["ssh", "-F", "/dev/null", "-p", str(site.ssh_port), "-o", "BatchMode=yes",
-                        "-o", "PubkeyAuthentication=no", "-o", "PasswordAuthentication=yes",
-                        "-o", f"UserKnownHostsFile={known}", user, "true"],
-                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+    password = ["ssh", "-F", "/dev/null", "-p", str(cloud.ssh_port), "-o", "BatchMode=yes"]
+    password += ["-o", "PubkeyAuthentication=no", "-o", "PasswordAuthentication=yes"]
+    password += ["-o", f"UserKnownHostsFile={known}", user, "true"]
+    r = subprocess.run(
+        password,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert r.returncode == 255 and "permission denied" in r.stderr.lower()
 
 
@@ -322,42 +298,48 @@ def test_ssh_listening_outside_the_own_range_or_doing_anything_else_is_refused(
 
 
 def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
-    site: CloudSite, alice: Tenant, bob: Tenant
+    cloud: CloudSite, alice: Tenant, bob: Tenant
 ) -> None:
     slug = alice.home["slug"]
     r = alice.api.post(
-        f"{site.url}/api/homes/{slug}/proxy-mappings", json={"host": "mine.alice.test"}, timeout=10
+        f"{cloud.url}/api/homes/{slug}/proxy-mappings",
+        json={"host": "mine.alice.homes.test"},
+        timeout=10,
     )
     assert r.status_code == 201
     try:
-        assert bob.api.get(f"{site.url}/api/homes/{slug}", timeout=5).status_code == 404
+        assert bob.api.get(f"{cloud.url}/api/homes/{slug}", timeout=5).status_code == 404
         assert (
-            bob.api.get(f"{site.url}/api/homes/{slug}/proxy-mappings", timeout=5).status_code == 404
+            bob.api.get(f"{cloud.url}/api/homes/{slug}/proxy-mappings", timeout=5).status_code
+            == 404
         )
         assert (
             bob.api.delete(
-                f"{site.url}/api/homes/{slug}/proxy-mappings/mine.alice.test", timeout=5
+                f"{cloud.url}/api/homes/{slug}/proxy-mappings/mine.alice.homes.test", timeout=5
             ).status_code
             == 404
         )
-        assert bob.api.delete(f"{site.url}/api/homes/{slug}", timeout=5).status_code == 404
+        assert bob.api.delete(f"{cloud.url}/api/homes/{slug}", timeout=5).status_code == 404
         r = bob.api.post(
-            f"{site.url}/api/homes/{bob.home['slug']}/proxy-mappings",
-            json={"host": "mine.alice.test", "scheme": "http"},
+            f"{cloud.url}/api/homes/{bob.home['slug']}/proxy-mappings",
+            json={"host": "mine.alice.homes.test", "scheme": "http"},
             timeout=5,
         )
-        assert r.status_code == 409 and r.json()["field"] == "host"
+        assert r.status_code == 403 and r.json()["field"] == "host"
+        assert "this home's names are under bob.homes.test" in r.json()["detail"]
         for method, path in (
             ("post", "proxy-mappings/sync"),
             ("get", "proxy-mappings/haproxy"),
             ("post", "homes/sync"),
         ):
             assert (
-                getattr(bob.api, method)(f"{site.url}/api/admin/{path}", timeout=5).status_code
+                getattr(bob.api, method)(f"{cloud.url}/api/admin/{path}", timeout=5).status_code
                 == 403
             )
     finally:
-        alice.api.delete(f"{site.url}/api/homes/{slug}/proxy-mappings/mine.alice.test", timeout=10)
+        alice.api.delete(
+            f"{cloud.url}/api/homes/{slug}/proxy-mappings/mine.alice.homes.test", timeout=10
+        )
 
 
 @pytest.mark.parametrize(
@@ -369,105 +351,133 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
         ({"host": "ünïcode.test"}, "host"),
         ({"host": ("a" * 60 + ".") * 4 + "abcde.test"}, "host"),  # 254 characters
         ({"host": "*.wild.test"}, "host"),
-        ({"host": "ok.test", "tunnel_port": 1024}, "tunnel_port"),
-        ({"host": "ok.test", "tunnel_port": 70000}, "tunnel_port"),
-        ({"host": "ok.test", "scheme": "ftp"}, "scheme"),
+        ({"host": "ok.alice.homes.test", "tunnel_port": 1024}, "tunnel_port"),
+        ({"host": "ok.alice.homes.test", "tunnel_port": 70000}, "tunnel_port"),
+        ({"host": "ok.alice.homes.test", "scheme": "ftp"}, "scheme"),
     ],
 )
 def test_bad_mapping_input_is_refused_naming_the_field_and_never_reaches_haproxy(
-    site: CloudSite, alice: Tenant, body: dict, field: str
+    cloud: CloudSite, alice: Tenant, body: dict, field: str
 ) -> None:
     r = alice.api.post(
-        f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings", json=body, timeout=10
+        f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings", json=body, timeout=10
     )
     assert r.status_code in (400, 409, 422), r.text
     assert r.json()["detail"].startswith(f"{field}:") or r.json().get("field") == field, r.json()
-    assert all(m["host"] != body["host"].lower() for m in _live(site))
-    maps = "".join(p.read_text() for p in (site.state / "haproxy" / "maps").iterdir())
-    assert "ok.test" not in maps and "reload" not in maps
+    assert all(m["host"] != body["host"].lower() for m in live_routes(cloud))
+    maps = "".join(p.read_text() for p in (cloud.state / "haproxy" / "maps").iterdir())
+    assert "ok.alice.homes.test" not in maps and "reload" not in maps
 
 
 # --- faults ----------------------------------------------------------------------------------------
 
 
-def test_sync_twice_changes_nothing_the_second_time(site: CloudSite, alice: Tenant) -> None:
-    admin = site.api(site.token("admin", site.admin_password))
-    first = admin.post(f"{site.url}/api/admin/proxy-mappings/sync", timeout=10)
-    second = admin.post(f"{site.url}/api/admin/proxy-mappings/sync", timeout=10)
+def test_sync_twice_changes_nothing_the_second_time(cloud: CloudSite, alice: Tenant) -> None:
+    admin = cloud.api(cloud.token("admin", cloud.admin_password))
+    first = admin.post(f"{cloud.url}/api/admin/proxy-mappings/sync", timeout=10)
+    second = admin.post(f"{cloud.url}/api/admin/proxy-mappings/sync", timeout=10)
     assert first.status_code == second.status_code == 200
     assert second.json() == {"added": 0, "changed": 0, "removed": 0}
 
 
-def _pid_of(site: CloudSite, name: str) -> int:
-    lines = [line for line in site.tail().splitlines() if line.strip().startswith(name)]
+def _pid_of(cloud: CloudSite, name: str) -> int:
+    lines = [line for line in cloud.tail().splitlines() if line.strip().startswith(name)]
     return int(lines[-1].split()[2])
 
 
-def test_haproxy_killed_comes_back_with_every_route_without_a_sync(
-    site: CloudSite, alice: Tenant, tunnel, tmp_path: Path
+def test_a_stopped_haproxy_makes_the_admin_api_answer_503_with_the_reason(
+    cloud: CloudSite,
 ) -> None:
-    ctx, der = self_signed(tmp_path, "back.alice.test")
+    admin = cloud.api(cloud.token("admin", cloud.admin_password))
+    master = _pid_of(cloud, "haproxy")
+    workers = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert len(workers) == 1, workers  # the worker serves the admin socket
+    worker = int(workers[0])
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        r = admin.get(f"{cloud.url}/api/admin/proxy-mappings/haproxy", timeout=30)
+        sync = admin.post(f"{cloud.url}/api/admin/proxy-mappings/sync", timeout=30)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    for reply in (r, sync):
+        assert reply.status_code == 503, reply.text
+        assert reply.headers["Content-Type"].startswith("application/json")
+        assert "no complete reply within" in reply.json()["detail"]
+    live_routes(cloud)  # which asserts a 200: HAProxy answers again once it runs
+
+
+def test_haproxy_killed_comes_back_with_every_route_without_a_sync(
+    cloud: CloudSite, alice: Tenant, tunnel, tmp_path: Path
+) -> None:
+    ctx, der = self_signed(tmp_path, "back.alice.homes.test")
     with serve("back", ctx, der) as svc:
         port = alice.home["port_base"] + 3
         tunnel(alice, port, svc.port)
-        r = alice.api.post(f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings",
-                           json={"host": "back.alice.test", "tunnel_port": port}, timeout=10)  # fmt: skip
+        r = _map(cloud, alice, {"host": "back.alice.homes.test", "tunnel_port": port})
         assert r.status_code == 201
-        wait_for(lambda: tls_get(site.https_port, "back.alice.test")[0] == b"back", timeout=15)
+        wait_for(
+            lambda: tls_get(cloud.https_port, "back.alice.homes.test")[0] == b"back", timeout=15
+        )
         # The map file follows the live map (a change is live first); HAProxy restarts from it.
-        https_map = site.state / "haproxy" / "maps" / "https.map"
-        wait_for(lambda: "back.alice.test" in https_map.read_text(), timeout=10, what="map file")
-        old = _pid_of(site, "haproxy")
+        https_map = cloud.state / "haproxy" / "maps" / "https.map"
+        wait_for(
+            lambda: "back.alice.homes.test" in https_map.read_text(), timeout=10, what="map file"
+        )
+        old = _pid_of(cloud, "haproxy")
         os.killpg(old, signal.SIGKILL)
-        wait_for(lambda: _pid_of(site, "haproxy") != old, timeout=30, what="haproxy restarted")
+        wait_for(lambda: _pid_of(cloud, "haproxy") != old, timeout=30, what="haproxy restarted")
         body, _ = wait_for(
-            lambda: tls_get(site.https_port, "back.alice.test"), timeout=20, what="route back"
+            lambda: tls_get(cloud.https_port, "back.alice.homes.test"),
+            timeout=20,
+            what="route back",
         )
         assert body == b"back"
     alice.api.delete(
-        f"{site.url}/api/homes/{alice.home['slug']}/proxy-mappings/back.alice.test", timeout=10
+        f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings/back.alice.homes.test",
+        timeout=10,
     )
 
 
 def test_worker_killed_with_a_provisioning_task_in_hand_finishes_it_after_restart(
-    site: CloudSite, tmp_path: Path
+    cloud: CloudSite, tmp_path: Path
 ) -> None:
-    site.create_user("dave", "Dave-pass-99")
-    api = site.api(site.token("dave", "Dave-pass-99"))
-    worker = _pid_of(site, "worker")
+    cloud.create_user("dave", "Dave-pass-99")
+    api = cloud.api(cloud.token("dave", "Dave-pass-99"))
+    worker = _pid_of(cloud, "worker")
     os.killpg(worker, signal.SIGSTOP)  # the worker holds the message but cannot run it
     try:
         r = api.post(
-            f"{site.url}/api/homes", json={"public_key": keygen(tmp_path / "dave")}, timeout=10
+            f"{cloud.url}/api/homes", json={"public_key": keygen(tmp_path / "dave")}, timeout=10
         )
         assert r.status_code == 201 and r.json()["status"] == "provisioning"
     finally:
         os.killpg(worker, signal.SIGKILL)
     slug = r.json()["slug"]
-    wait_for(lambda: _pid_of(site, "worker") != worker, timeout=30, what="worker restarted")
-    home = wait_for(lambda: (h := api.get(f"{site.url}/api/homes/{slug}", timeout=5).json())["status"] == "ready" and h,
-                    timeout=60, what="provisioning after restart")  # fmt: skip
+    wait_for(lambda: _pid_of(cloud, "worker") != worker, timeout=30, what="worker restarted")
+    home = ready_home(cloud, api, slug, timeout=60)
     assert home["ssh_username"].endswith("_dave")
-    assert (site.state / "ssh" / "keys" / home["ssh_username"]).exists()
+    assert (cloud.state / "ssh" / "keys" / home["ssh_username"]).exists()
 
 
 def test_releasing_a_home_removes_its_mappings_routes_key_and_system_user(
-    site: CloudSite, tmp_path: Path
+    cloud: CloudSite, tmp_path: Path
 ) -> None:
-    erin = _tenant(site, tmp_path, "erin")
+    erin = tenant(cloud, tmp_path, "erin")
     slug = erin.home["slug"]
     r = erin.api.post(
-        f"{site.url}/api/homes/{slug}/proxy-mappings", json={"host": "erin.test"}, timeout=10
+        f"{cloud.url}/api/homes/{slug}/proxy-mappings", json={"host": "erin.homes.test"}, timeout=10
     )
     assert r.status_code == 201
-    wait_for(lambda: any(m["host"] == "erin.test" for m in _live(site)), timeout=15)
-    assert erin.api.delete(f"{site.url}/api/homes/{slug}", timeout=10).status_code == 204
+    wait_for(lambda: any(m["host"] == "erin.homes.test" for m in live_routes(cloud)), timeout=15)
+    assert erin.api.delete(f"{cloud.url}/api/homes/{slug}", timeout=10).status_code == 204
     wait_for(
-        lambda: all(m["host"] != "erin.test" for m in _live(site)), timeout=15, what="route removed"
+        lambda: all(m["host"] != "erin.homes.test" for m in live_routes(cloud)),
+        timeout=15,
+        what="route removed",
     )
     user = erin.home["ssh_username"]
     wait_for(
-        lambda: not (site.state / "ssh" / "keys" / user).exists(), timeout=15, what="key removed"
+        lambda: not (cloud.state / "ssh" / "keys" / user).exists(), timeout=15, what="key removed"
     )
     wait_for(
         lambda: subprocess.run(["id", user], capture_output=True, check=False).returncode != 0,
@@ -485,19 +495,19 @@ def other_site() -> Iterator[CloudSite]:
 
 
 def test_a_home_of_one_site_is_refused_by_the_sshd_of_another_site_on_the_same_machine(
-    site: CloudSite, other_site: CloudSite, alice: Tenant, tmp_path: Path
+    cloud: CloudSite, other_site: CloudSite, alice: Tenant, tmp_path: Path
 ) -> None:
     """Each site's homes are in a group of its own (from its user prefix), and each sshd
     allows only its own group: even a key file of the other site's home is not enough."""
     username = alice.home["ssh_username"]
-    prefix = site.env["CLOUDATHOME_SSH_USER_PREFIX"]
+    prefix = cloud.env["CLOUDATHOME_SSH_USER_PREFIX"]
     group = grp.getgrgid(pwd.getpwnam(username).pw_gid).gr_name
     assert group == f"cloudathome-{prefix}s"
-    assert f"AllowGroups {group}\n" in (site.state / "ssh" / "sshd_config").read_text()
+    assert f"AllowGroups {group}\n" in (cloud.state / "ssh" / "sshd_config").read_text()
     other_config = (other_site.state / "ssh" / "sshd_config").read_text()
     assert "AllowGroups cloudathome-" in other_config and group not in other_config
     planted = other_site.state / "ssh" / "keys" / username
-    shutil.copy(site.state / "ssh" / "keys" / username, planted)
+    shutil.copy(cloud.state / "ssh" / "keys" / username, planted)
     try:
         host_key = (other_site.state / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
         known = known_hosts(tmp_path / "known_hosts", other_site.ssh_port, " ".join(host_key[:2]))

@@ -4,51 +4,42 @@ caller chose one; DATABASE_URL selects PostgreSQL (pytest-django creates test_<n
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "home.settings")
-if "CLOUDATHOME_STATE_DIR" not in os.environ:
-    _STATE = tempfile.mkdtemp(prefix="cah-home-tests-")
-    os.makedirs(os.path.join(_STATE, "static"))  # STATIC_ROOT; whitenoise warns without it
-    os.environ["CLOUDATHOME_STATE_DIR"] = _STATE
-else:
-    _STATE = ""
+from tests.support import django_site
+from tests.support.sites import CloudSite, state_root
+from workers.local.pebble import MockDns, PebbleInfo, pebble_server
 
-# pytest-django sets Django up in its trylast pytest_configure only if Django is already
-# imported, and this conftest may load after its early hook: import it now.
-import django
+_STATE = django_site.prepare("home.settings")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from django.apps import apps
-    from django.conf import settings
-
-    if not apps.ready:
-        django.setup()
-    # The default hasher spends ~0.5 s per password by design; in-process tests only need it
-    # to work (the sites started as real processes keep the real hasher).
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    django_site.setup()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if _STATE:
-        shutil.rmtree(_STATE, ignore_errors=True)
+    django_site.cleanup(_STATE)
 
 
 @pytest.fixture(scope="module")
 def root() -> Iterator[Path]:
     """A root-owned folder for one module's sites (sshd refuses key files under /tmp)."""
-    from tests.support.sites import state_root
-
     with state_root() as path:
         yield path
+
+
+@pytest.fixture(scope="module")
+def pebble(cloud: CloudSite, root: Path, dns: MockDns) -> Iterator[PebbleInfo]:
+    """A local ACME CA that validates through the module's cloud edge (:80 and :443), with
+    the cloud's DNS."""
+    with pebble_server(
+        root / "pebble", http_port=cloud.http_port, tls_port=cloud.https_port, dns=dns
+    ) as info:
+        yield info
 
 
 @pytest.fixture(scope="module")

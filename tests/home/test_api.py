@@ -25,7 +25,7 @@ from workers.common.errors import Conflict, NotFound
 
 pytestmark = pytest.mark.django_db
 
-# DESIGN section 6, with every path parameter written {id}.
+# The API paths of the README, with every path parameter written {id}.
 CONTRACT_PATHS = {
     "/api/auth/token": {"post"},
     "/api/domains": {"get", "post"},

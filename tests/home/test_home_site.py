@@ -22,7 +22,6 @@ from tests.support.net import self_signed, serve, tls_get, tls_refused
 from tests.support.sites import (
     CloudSite,
     HomeSite,
-    cloud_site,
     home_site,
     register_home,
     scratch_database,
@@ -31,11 +30,8 @@ from tests.support.ssh import keygen
 from tests.support.unprivileged import User
 from workers.local.procs import stop_pid, wait_for
 
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[CloudSite]:
-    with cloud_site(extra_env={"CLOUDATHOME_HOME_SLOTS": "3"}) as site:
-        yield site
+# Three slots, so that a test can fill them all.
+CLOUD_ENV = {"CLOUDATHOME_HOME_SLOTS": "3"}
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +165,7 @@ def console(root: Path, registered, home_db: str, console_user: User) -> Iterato
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    ctx, der = self_signed(tmp_path_factory.mktemp("svc"), "www.homer.test")
+    ctx, der = self_signed(tmp_path_factory.mktemp("svc"), "www.homer.homes.test")
     with serve("homer-service", ctx, der) as svc:
         yield svc
 
@@ -186,7 +182,7 @@ def entry(console: HomeSite, service) -> Iterator[dict]:
     r = api.post(
         f"{console.url}/api/domains",
         json={
-            "name": "www.homer.test",
+            "name": "www.homer.homes.test",
             "email": "homer@example.com",
             "cert_dir": str(console.cert_root),
         },
@@ -196,7 +192,7 @@ def entry(console: HomeSite, service) -> Iterator[dict]:
     domain = r.json()["id"]
     r = api.post(
         f"{console.url}/api/domains/{domain}/proxy-entries",
-        json={"hostname": "www.homer.test", "home_port": service.port},
+        json={"hostname": "www.homer.homes.test", "home_port": service.port},
         timeout=15,
     )
     assert r.status_code == 201, r.text
@@ -257,7 +253,7 @@ def test_open_tunnel_publishes_the_service_through_the_cloud_edge(
     assert state["tunnel"]["pid"] and state["tunnel"]["since"]
     entry["tunnel"] = state["tunnel"]
     body, cert = wait_for(
-        lambda: tls_get(cloud.https_port, "www.homer.test"), timeout=15, what="edge route"
+        lambda: tls_get(cloud.https_port, "www.homer.homes.test"), timeout=15, what="edge route"
     )
     assert body == b"homer-service" and cert == service.cert_der
 
@@ -272,7 +268,7 @@ def test_a_killed_tunnel_comes_back_within_10_seconds_without_a_click(
     )
     os.kill(before["tunnel"]["pid"], signal.SIGKILL)
     body, _ = wait_for(
-        lambda: tls_get(cloud.https_port, "www.homer.test"),
+        lambda: tls_get(cloud.https_port, "www.homer.homes.test"),
         timeout=10,
         interval=0.2,
         what="traffic back",
@@ -307,7 +303,7 @@ def test_tunnel_survives_a_console_restart_and_close_still_stops_it(
     assert console.proc is not None
     stop_pid(console.proc)
     assert os.path.exists(f"/proc/{pid}")
-    assert tls_get(cloud.https_port, "www.homer.test")[0] == b"homer-service"
+    assert tls_get(cloud.https_port, "www.homer.homes.test")[0] == b"homer-service"
     config, _ = registered
     with home_site(root / "homer", config, home_db, "Console-pass-1", user=console_user) as again:
         api = again.api()
@@ -320,7 +316,7 @@ def test_tunnel_survives_a_console_restart_and_close_still_stops_it(
         )
         wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10, what="ssh stopped")
         wait_for(
-            lambda: tls_refused(cloud.https_port, "www.homer.test"),
+            lambda: tls_refused(cloud.https_port, "www.homer.homes.test"),
             timeout=10,
             what="edge no longer reaches",
         )

@@ -133,7 +133,8 @@ def test_a_database_of_the_old_domains_app_counts_the_recreated_schema_as_applie
     }
     assert plan == {
         ("certs", "0002_move_tables"),
-        ("certs", "0003_post_renew_action"),
+        ("certs", "0003_ownership"),
+        ("certs", "0004_post_renew_action"),
         ("tunnels", "0002_proxyentry"),
     }
 

@@ -26,6 +26,9 @@ STATE: list[tuple[str, int, str]] = [
     ("ssh", 0o711, "sshd reaches the key files as each home's user: traverse only"),
     ("ssh/keys", 0o711, "as above"),
     ("ssh/keys/.lock", 0o600, PRIVATE),
+    ("ssh/sessions", 0o711, "each home's forced command reaches its own slots: traverse only"),
+    ("ssh/sessions/*/*", 0o644, "a home's user opens its session slots to flock them (read only)"),
+    ("ssh/sessions/*", 0o755, "a home's user lists its own slots"),
     (
         "ssh/keys/*",
         0o644,

@@ -10,16 +10,16 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 
-from cloud.edge.sshd import homes_group
-from workers.local.procs import Account, wait_for
+from cloud.edge.sshd import HOME_UID_RANGE, homes_group
+from workers.common.processes import stop_user_processes
+from workers.local.procs import Account
 from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "cloud_site",
     "home_site",
     "register_home",
+    "run_bounded",
     "scratch_database",
     "state_root",
 ]
@@ -47,6 +48,26 @@ def state_root() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def run_bounded(
+    argv: list[str], timeout: float, grace: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run a command that starts whole sites (demo, bench). Past `timeout` it gets SIGTERM and
+    `grace` seconds to stop every site it started, then SIGKILL: a slow run fails with its
+    output instead of leaving processes behind (subprocess.run's timeout would SIGKILL it)."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                out, err = proc.communicate(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            err += f"\n(stopped: still running after {timeout:g} s)"
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 @contextlib.contextmanager
@@ -78,43 +99,16 @@ def port_base() -> int:
     return 10000 + (count % 20) * 1000
 
 
-def _pids(match: Callable[[Path], bool]) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):
-            if entry.name.isdigit() and match(entry):
-                found.append(int(entry.name))
-    return found
-
-
 def remove_system_users(prefix: str) -> None:
     """Safety net: the system users a cloud site of ours created (by their unique prefix),
     after ending their sessions, which outlive the site's sshd by design."""
-    users = [
-        e for e in pwd.getpwall() if e.pw_name.startswith(prefix) and 62000 <= e.pw_uid <= 62999
-    ]
-    for entry in users:
-        for pid in _pids(lambda p, uid=entry.pw_uid: p.stat().st_uid == uid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        wait_for(lambda uid=entry.pw_uid: not _pids(lambda p: p.stat().st_uid == uid), timeout=10)
-        subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
+    low, high = HOME_UID_RANGE
+    for entry in pwd.getpwall():
+        if entry.pw_name.startswith(prefix) and low <= entry.pw_uid <= high:
+            stop_user_processes(entry.pw_uid)
+            subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
     # The site's own group of homes goes with them.
     subprocess.run(["groupdel", homes_group(prefix)], capture_output=True, check=False)
-
-
-def stop_tunnels_of(root: Path) -> None:
-    """Safety net: ssh tunnels a console under `root` spawned (their argv names its files);
-    they outlive the console by design."""
-    marker = str(root).encode()
-    for pid in _pids(
-        lambda p: (
-            marker in p.joinpath("cmdline").read_bytes()
-            and p.joinpath("comm").read_text().strip() == "ssh"
-        )
-    ):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
 
 
 @contextlib.contextmanager
@@ -128,6 +122,8 @@ def cloud_site(
             "CLOUDATHOME_SSH_MODE": ssh_mode,
             "CLOUDATHOME_SSH_USER_PREFIX": prefix,
             "CLOUDATHOME_PORT_BASE": str(port_base()),
+            # Every home owns <its user>.homes.test and the names below it.
+            "CLOUDATHOME_BASE_DOMAIN": "homes.test",
             **(extra_env or {}),
         }
         try:

@@ -11,8 +11,9 @@ def keygen(path: Path, kind: str = "ed25519") -> str:
     """Generate a key pair with ssh-keygen; returns the public key line."""
     subprocess.run(
         ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"test@{path.name}", "-f", str(path)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     return (
         path.with_suffix(".pub").read_text().strip()
         if path.suffix
@@ -26,9 +27,15 @@ def known_hosts(path: Path, port: int, host_key_line: str, host: str = "127.0.0.
 
 
 def client_options(key: Path, known: Path, port: int) -> list[str]:
+    options = {
+        "BatchMode": "yes",
+        "IdentitiesOnly": "yes",
+        "IdentityAgent": "none",
+        "StrictHostKeyChecking": "yes",
+        "UserKnownHostsFile": str(known),
+        "ConnectTimeout": "10",
+    }
     return [
-        "-F", "/dev/null", "-p", str(port), "-i", str(key),
-        "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
-        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known}",
-        "-o", "ConnectTimeout=10",
-    ]  # fmt: skip
+        *("-F", "/dev/null", "-p", str(port), "-i", str(key)),
+        *(arg for name, value in options.items() for arg in ("-o", f"{name}={value}")),
+    ]

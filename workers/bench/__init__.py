@@ -1,2 +1,2 @@
-"""`cloudathome bench`: one module per section (data path, control plane, recovery, scale,
-certificates), the instruments they share, and the report."""
+"""`cloudathome bench`: one module per section (data, control, recovery, scale, certs), what they
+all run on (harness), their instruments (tools) and the report; `run` is the entry point."""

@@ -1,6 +1,6 @@
-"""What `cloudathome bench` writes: the targets of issue 6 checked against the figures, the
-printed table, docs/performance.{json,md,png} and docs/scale-out.md (the scale-out plan of
-DESIGN section 7, with this run's numbers). Pure formatting: nothing here measures."""
+"""What `cloudathome bench` writes: the targets checked against the figures, the
+printed table, docs/performance.{json,md,png} and docs/scale-out.md (the plan for more than one
+edge, with this run's numbers). Pure formatting: nothing here measures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# DESIGN section 2: the prototype's ratios to direct (download / keep-alive req/s / new TLS).
+# The prototype (docs/architecture.md): the's ratios to direct (download / keep-alive req/s / new TLS).
 PROTOTYPE = {
     "edge": {"download_MBps": 0.69, "keepalive_rps": 0.64, "newconn_per_s": 0.59},
     "edge_tunnel": {"download_MBps": 0.42, "keepalive_rps": 0.36, "newconn_per_s": 0.40},
@@ -137,10 +137,9 @@ def _why_figures(results: dict[str, Any]) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "cores": run.get("machine", {}).get("cores", "?"),
         "load": " -> ".join(f"{x:.1f}" for x in load),
-        "busy": 0.0, "cpu_us": 0.0, "p50": "?", "p99": "?", "direct_p99": "?",
-        "add_ms": "?", "noop_s": "?", "mappings": "?", "direct_cpu": 0.0, "bound": 0.0,
-        "direct_rps": 0.0,
-    }  # fmt: skip
+        **dict.fromkeys(("busy", "cpu_us", "direct_cpu", "bound", "direct_rps"), 0.0),
+        **dict.fromkeys(("p50", "p99", "direct_p99", "add_ms", "noop_s", "mappings"), "?"),
+    }
     data = results.get("data_path")
     if data:
         tunnel = data["paths"]["edge_tunnel"]
@@ -170,9 +169,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if value is None:
             continue
         met = value >= t.limit if t.op == ">=" else value <= t.limit
-        checked.append({"name": t.name, "value": value, "op": t.op, "limit": t.limit,
-                        "unit": t.unit, "met": met, "why": "" if met else t.why.format(**facts)})  # fmt: skip
+        why = "" if met else t.why.format(**facts)
+        checked.append(
+            {"name": t.name, "value": value, "op": t.op, "limit": t.limit, "unit": t.unit}
+            | {"met": met, "why": why}
+        )
     return checked
+
+
+def goal(path: tuple[str, ...]) -> float:
+    """The limit of the target on the figure at `path` (the plot draws it)."""
+    return next(t.limit for t in TARGETS if t.path == path)
 
 
 # --- the printed table ----------------------------------------------------------------------
@@ -182,25 +189,36 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+# The printed table's columns: (heading, width, figure, format, the ratio to direct or not).
+_COLUMNS = (
+    ("MB/s", 8, "download_MBps", ".1f", False),
+    ("ratio", 6, "download_MBps", ".2f", True),
+    ("req/s", 9, "keepalive_rps", ".0f", False),
+    ("ratio", 6, "keepalive_rps", ".2f", True),
+    ("p50 ms", 7, "keepalive_p50_ms", ".2f", False),
+    ("p99 ms", 7, "keepalive_p99_ms", ".2f", False),
+    ("conn/s", 8, "newconn_per_s", ".0f", False),
+    ("ratio", 6, "newconn_per_s", ".2f", True),
+)
+
+
 def table(results: dict[str, Any]) -> str:
     lines: list[str] = []
     data = results.get("data_path")
     if data:
-        lines.append(f"{'path':<12} {'MB/s':>8} {'ratio':>6} {'req/s':>9} {'ratio':>6} "
-                     f"{'p50 ms':>7} {'p99 ms':>7} {'conn/s':>8} {'ratio':>6}")  # fmt: skip
+        lines.append(" ".join([f"{'path':<12}", *(f"{c[0]:>{c[1]}}" for c in _COLUMNS)]))
         for path, fig in data["paths"].items():
-            r = data["ratios"].get(path, {})
-            lines.append(
-                f"{path:<12} {fig['download_MBps']:>8.1f} {r.get('download_MBps', 1):>6.2f} "
-                f"{fig['keepalive_rps']:>9.0f} {r.get('keepalive_rps', 1):>6.2f} "
-                f"{fig['keepalive_p50_ms']:>7.2f} {fig['keepalive_p99_ms']:>7.2f} "
-                f"{fig['newconn_per_s']:>8.0f} {r.get('newconn_per_s', 1):>6.2f}"
-            )
+            ratios = data["ratios"].get(path, {})
+            cells = [
+                f"{ratios.get(key, 1) if ratio else fig[key]:>{width}{form}}"
+                for _, width, key, form, ratio in _COLUMNS
+            ]
+            lines.append(" ".join([f"{path:<12}", *cells]))
         lines.append("")
     for t in results.get("targets", []):
         mark = "met   " if t["met"] else "MISSED"
-        lines.append(f"{mark} {t['name']}: {_fmt(t['value'])}{t['unit']} "
-                     f"(target {t['op']} {t['limit']:g}{t['unit']})")  # fmt: skip
+        measured = f"{_fmt(t['value'])}{t['unit']}"
+        lines.append(f"{mark} {t['name']}: {measured} (target {t['op']} {t['limit']:g}{t['unit']})")
     return "\n".join(lines)
 
 
@@ -239,16 +257,22 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     x = range(len(keys))
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
     width = 0.27
-    ax.bar([i - width for i in x], [ratios["edge"][k] for k in keys], width,
-           label="edge only (HAProxy)", color="#6baed6")  # fmt: skip
-    ax.bar(list(x), [ratios["edge_tunnel"][k] for k in keys], width,
-           label="edge + SSH tunnel", color="#2171b5")  # fmt: skip
-    ax.bar([i + width for i in x], [PROTOTYPE["edge_tunnel"][k] for k in keys], width,
-           label="prototype, edge + tunnel", color="#bdbdbd")  # fmt: skip
-    goals = {"download_MBps": 0.40, "keepalive_rps": 0.35, "newconn_per_s": 0.35}
+    bars = (  # (offset, ratios, label, color)
+        (-width, ratios["edge"], "edge only (HAProxy)", "#6baed6"),
+        (0.0, ratios["edge_tunnel"], "edge + SSH tunnel", "#2171b5"),
+        (width, PROTOTYPE["edge_tunnel"], "prototype, edge + tunnel", "#bdbdbd"),
+    )
+    for offset, values, label, color in bars:
+        ax.bar([i + offset for i in x], [values[k] for k in keys], width, label=label, color=color)
     for i, k in enumerate(keys):
-        ax.hlines(goals[k], i - 0.45, i + 0.45, colors="#d62728", linestyles="dashed",
-                  label="target (edge + tunnel)" if i == 0 else "_nolegend_")  # fmt: skip
+        ax.hlines(
+            goal(("data_path", "ratios", "edge_tunnel", k)),
+            i - 0.45,
+            i + 0.45,
+            colors="#d62728",
+            linestyles="dashed",
+            label="target (edge + tunnel)" if i == 0 else "_nolegend_",
+        )
     ax.set_xticks(list(x), labels)
     ax.set_ylabel("fraction of direct")
     ax.set_ylim(0, 1.05)
@@ -268,10 +292,26 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+
+
 def markdown(results: dict[str, Any], png: str | None) -> str:
-    run = results["run"]
+    sections = (
+        _md_run(results["run"]),
+        _md_targets(results.get("targets", [])),
+        _md_data(results["data_path"], png) if "data_path" in results else [],
+        _md_control(results["control_plane"]) if "control_plane" in results else [],
+        _md_recovery(results["recovery"]) if "recovery" in results else [],
+        _md_scale(results["scale"]) if "scale" in results else [],
+        _md_certs(results["certificates"]) if "certificates" in results else [],
+    )
+    return "\n".join(line for section in sections for line in section)
+
+
+def _md_run(run: dict[str, Any]) -> list[str]:
     m = run["machine"]
-    out = [
+    return [
         "# Performance",
         "",
         "Generated by `cloudathome bench`"
@@ -284,9 +324,10 @@ def markdown(results: dict[str, Any], png: str | None) -> str:
         "",
         "## Machine",
         "",
-        _row(["cores", "CPU", "kernel", "memory"]),
-        _row(["---"] * 4),
-        _row([str(m["cores"]), m["cpu"], m["kernel"], f"{m['memory_mb']} MB"]),
+        *_table(
+            ["cores", "CPU", "kernel", "memory"],
+            [[str(m["cores"]), m["cpu"], m["kernel"], f"{m['memory_mb']} MB"]],
+        ),
         "",
         f"{m['haproxy']}; {m['openssh']}; {m['nginx']}; {m['wrk']}; Python {m['python']}.",
         "",
@@ -295,136 +336,196 @@ def markdown(results: dict[str, Any], png: str | None) -> str:
         "cores, and the tails (p99) grew with it.",
         "",
     ]
-    t = results.get("targets", [])
-    if t:
-        out += ["## Targets", "", _row(["target", "measured", "goal", "", "why, and the fix"]),
-                _row(["---"] * 5)]  # fmt: skip
-        for x in t:
-            out.append(_row([x["name"], f"{_fmt(x['value'])}{x['unit']}",
-                             f"{x['op']} {x['limit']:g}{x['unit']}",
-                             "met" if x["met"] else "**missed**", x["why"] or ""]))  # fmt: skip
-        out.append("")
-    data = results.get("data_path")
-    if data:
-        s = data["settings"]
-        out += [
-            "## 1. Data path",
-            "",
-            "Three ways to the same nginx HTTPS service: direct; through the edge only (HAProxy "
-            "SNI passthrough to nginx); through the edge and the product's SSH tunnel "
-            "(`home/tunnels/ssh.py`'s `ssh -tt -R`, the cloud's own sshd). One 100 MiB download "
-            f"with curl; wrk on {s['wrk_threads']} thread, {s['wrk_connections']} connections, "
-            f"{s['wrk_seconds']:g} s per run for 1 KiB keep-alive requests and for new TLS "
-            f"connections (`Connection: close`); medians of {s['repeats']} run(s).",
-            "",
-            _row(["path", "100 MiB MB/s", "ratio", "keep-alive req/s", "ratio", "p50 ms",
-                  "p99 ms", "new TLS conn/s", "ratio", "prototype ratios"]),
-            _row(["---"] * 10),
-        ]  # fmt: skip
-        for path, fig in data["paths"].items():
-            r = data["ratios"].get(path, {})
-            proto = PROTOTYPE.get(path)
-            out.append(_row([
-                path, _fmt(fig["download_MBps"], 1), _fmt(r.get("download_MBps", 1.0)),
-                _fmt(fig["keepalive_rps"], 0), _fmt(r.get("keepalive_rps", 1.0)),
-                _fmt(fig["keepalive_p50_ms"]), _fmt(fig["keepalive_p99_ms"]),
-                _fmt(fig["newconn_per_s"], 0), _fmt(r.get("newconn_per_s", 1.0)),
+
+
+def _md_targets(checked: list[dict[str, Any]]) -> list[str]:
+    if not checked:
+        return []
+    rows = [
+        [
+            t["name"],
+            f"{_fmt(t['value'])}{t['unit']}",
+            f"{t['op']} {t['limit']:g}{t['unit']}",
+            "met" if t["met"] else "**missed**",
+            t["why"] or "",
+        ]
+        for t in checked
+    ]
+    header = ["target", "measured", "goal", "", "why, and the fix"]
+    return ["## Targets", "", *_table(header, rows), ""]
+
+
+def _md_data(data: dict[str, Any], png: str | None) -> list[str]:
+    s = data["settings"]
+    rows = []
+    for path, fig in data["paths"].items():
+        r = data["ratios"].get(path, {})
+        proto = PROTOTYPE.get(path)
+        rows.append(
+            [
+                path,
+                _fmt(fig["download_MBps"], 1),
+                _fmt(r.get("download_MBps", 1.0)),
+                _fmt(fig["keepalive_rps"], 0),
+                _fmt(r.get("keepalive_rps", 1.0)),
+                _fmt(fig["keepalive_p50_ms"]),
+                _fmt(fig["keepalive_p99_ms"]),
+                _fmt(fig["newconn_per_s"], 0),
+                _fmt(r.get("newconn_per_s", 1.0)),
                 " / ".join(f"{v:.2f}" for v in proto.values()) if proto else "",
-            ]))  # fmt: skip
-        if png:
-            out += ["", f"![ratios to direct]({png})"]
-        out += ["", "CPU time per request of each process (µs; for the download: ms per "
-                "100 MiB). `client` is the load generator.", ""]  # fmt: skip
-        groups = ["haproxy", "sshd", "ssh", "service", "client"]
-        out += [_row(["test", "path", *groups]), _row(["---"] * (2 + len(groups)))]
-        for kind, per_path in data["cpu_us_per_request"].items():
-            if not isinstance(per_path, dict):
-                continue
-            for path, spent in per_path.items():
-                out.append(_row([METRICS[kind], path, *(_fmt(spent.get(g), 1) for g in groups)]))
-        mem = data["tunnel_memory_kb"]
-        out += ["", f"Tunnel memory: ssh (home side) {mem['ssh_rss'] / 1024:.1f} MB RSS / "
-                f"{mem['ssh_pss'] / 1024:.1f} MB PSS; sshd (cloud side, "
-                f"{mem['sshd_session_processes']} processes) {mem['sshd_session_rss'] / 1024:.1f}"
-                f" MB RSS / {mem['sshd_session_pss'] / 1024:.1f} MB PSS.", ""]  # fmt: skip
-    cp = results.get("control_plane")
-    if cp:
-        c, d = cp["create_to_routable"], cp["delete_to_unreachable"]
-        r, tn = cp["register_to_tunnel"], cp["tunnel_accepted_after_register"]
-        out += [
-            "## 2. Control plane",
-            "",
-            _row(["step", "n", "p50", "p99", "max"]),
-            _row(["---"] * 5),
-            _row(["API create mapping -> first successful request through the edge",
-                  str(c["n"]), f"{c['p50_ms']} ms", f"{c['p99_ms']} ms", f"{c['max_ms']} ms"]),
-            _row(["API delete mapping -> unreachable", str(d["n"]), f"{d['p50_ms']} ms",
-                  f"{d['p99_ms']} ms", f"{d['max_ms']} ms"]),
-            _row(["keygen + register -> first tunnel accepted", str(r["n"]),
-                  f"{r['median_s']} s", "", f"{r['max_s']} s"]),
-            _row(["... of which: ssh spawn -> forward accepted", str(tn["n"]),
-                  f"{tn['median_s']} s", "", f"{tn['max_s']} s"]),
-            "",
-            f"Failures: {cp['failures']}.",
-            "",
-        ]  # fmt: skip
-    rec = results.get("recovery")
-    if rec:
-        k = rec["kill_to_traffic"]
-        out += ["## 3. Recovery", "",
-                f"SIGKILL to the tunnel's ssh (opened by the Home Console) -> first successful "
-                f"request through the edge again: median {k['median_s']} s, max {k['max_s']} s "
-                f"over {k['n']} kill(s) (samples {k['samples_s']}); the supervisor runs every "
-                f"{rec['supervise_every_s']} s.", ""]  # fmt: skip
-    sc = results.get("scale")
-    if sc:
-        lat = sc["latency_new_connection"]
-        rss = sc["haproxy_rss_kb"]
-        api = sc["runtime_api_ms"]
-        ch = sc["change_to_routable"]
-        out += [
-            "## 4. Scale",
-            "",
-            f"{sc['homes']:,} homes (single-account SSH mode: one key line each in one file) "
-            f"and {sc['mappings']:,} mappings, inserted in bulk ({sc['bulk_insert_s']} s), on a "
-            "cloud site of their own.",
-            "",
-            _row(["figure", "value"]),
-            _row(["---", "---"]),
-            _row(["full edge sync from scratch (admin endpoint)", f"{sc['sync_from_scratch_s']} s"]),
-            _row(["edge sync with nothing to change", f"{sc['sync_noop_s']} s"]),
-            _row(["one-mapping change through the API -> routable (p50 / p99)",
-                  f"{ch['p50_ms']} / {ch['p99_ms']} ms (n={ch['n']})"]),
-            _row(["HAProxy's own `add map` / `del map` / `show map` at this size",
-                  f"{api['add_map_ms']} / {api['del_map_ms']} / {api['show_map_ms']} ms"]),
-            _row(["HAProxy reloads during the changes", str(sc["reloads"])]),
-            _row(["HAProxy RSS, empty map -> large map",
-                  f"{rss['empty'] / 1024:.1f} MB -> {rss['large'] / 1024:.1f} MB"]),
-            _row(["new TLS connection through the edge, large map (p50 / p99)",
-                  f"{lat['large_map']['p50_ms']} / {lat['large_map']['p99_ms']} ms"]),
-            _row(["new TLS connection through the edge, one mapping (p50 / p99)",
-                  f"{lat['small_map']['p50_ms']} / {lat['small_map']['p99_ms']} ms"]),
-            _row(["shrink to one mapping (bulk delete + sync)", f"{sc['shrink_to_one_s']} s"]),
-        ]  # fmt: skip
-        pv = sc.get("provision")
-        if pv:
-            out += [_row([f"provision {pv['homes']} homes through the API (system users): "
-                          "claim -> all ready", f"{pv['claim_to_all_ready_s']} s"]),
-                    _row(["release them -> every system user gone",
-                          f"{pv['release_to_all_users_gone_s']} s "
-                          f"({pv['system_users_left']} left)"])]  # fmt: skip
-        out.append("")
-    ce = results.get("certificates")
-    if ce:
-        a = ce["add_to_cert_on_disk"]
-        out += ["## 5. Certificates", "",
-                f"Add domain in the Home Console -> certificate on disk, against the local "
-                f"Pebble ({ce['challenge']} through the edge and a temporary tunnel): median "
-                f"{a['median_s']} s, max {a['max_s']} s over {a['n']} domain(s).", ""]  # fmt: skip
-    return "\n".join(out)
+            ]
+        )
+    header = ["path", "100 MiB MB/s", "ratio", "keep-alive req/s", "ratio", "p50 ms"]
+    header += ["p99 ms", "new TLS conn/s", "ratio", "prototype ratios"]
+    out = [
+        "## 1. Data path",
+        "",
+        "Three ways to the same nginx HTTPS service: direct; through the edge only (HAProxy "
+        "SNI passthrough to nginx); through the edge and the product's SSH tunnel "
+        "(`home/tunnels/ssh.py`'s `ssh -tt -R`, the cloud's own sshd). One 100 MiB download "
+        f"with curl; wrk on {s['wrk_threads']} thread, {s['wrk_connections']} connections, "
+        f"{s['wrk_seconds']:g} s per run for 1 KiB keep-alive requests and for new TLS "
+        f"connections (`Connection: close`); medians of {s['repeats']} run(s).",
+        "",
+        *_table(header, rows),
+    ]
+    if png:
+        out += ["", f"![ratios to direct]({png})"]
+    groups = ["haproxy", "sshd", "ssh", "service", "client"]
+    cpu = [
+        [METRICS[kind], path, *(_fmt(spent.get(g), 1) for g in groups)]
+        for kind, per_path in data["cpu_us_per_request"].items()
+        if isinstance(per_path, dict)
+        for path, spent in per_path.items()
+    ]
+    mem = data["tunnel_memory_kb"]
+    mb = {k: v / 1024 for k, v in mem.items()}
+    return [
+        *out,
+        "",
+        "CPU time per request of each process (µs; for the download: ms per 100 MiB). "
+        "`client` is the load generator.",
+        "",
+        *_table(["test", "path", *groups], cpu),
+        "",
+        f"Tunnel memory: ssh (home side) {mb['ssh_rss']:.1f} MB RSS / {mb['ssh_pss']:.1f} MB "
+        f"PSS; sshd (cloud side, {mem['sshd_session_processes']} processes) "
+        f"{mb['sshd_session_rss']:.1f} MB RSS / {mb['sshd_session_pss']:.1f} MB PSS.",
+        "",
+    ]
 
 
-# --- scale-out (DESIGN section 7) -----------------------------------------------------------
+def _md_control(cp: dict[str, Any]) -> list[str]:
+    c, d = cp["create_to_routable"], cp["delete_to_unreachable"]
+    r, tn = cp["register_to_tunnel"], cp["tunnel_accepted_after_register"]
+    rows = [
+        ["API create mapping -> first successful request through the edge", *_in_ms(c)],
+        ["API delete mapping -> unreachable", *_in_ms(d)],
+        ["keygen + register -> first tunnel accepted", *_in_s(r)],
+        ["... of which: ssh spawn -> forward accepted", *_in_s(tn)],
+    ]
+    return [
+        "## 2. Control plane",
+        "",
+        *_table(["step", "n", "p50", "p99", "max"], rows),
+        "",
+        f"Failures: {cp['failures']}.",
+        "",
+    ]
+
+
+def _in_ms(figure: dict[str, Any]) -> list[str]:
+    """n, p50, p99, max of a summary in ms."""
+    return [str(figure["n"]), *(f"{figure[k]} ms" for k in ("p50_ms", "p99_ms", "max_ms"))]
+
+
+def _in_s(figure: dict[str, Any]) -> list[str]:
+    """n, median (in the p50 column), no p99, max of a summary in seconds."""
+    return [str(figure["n"]), f"{figure['median_s']} s", "", f"{figure['max_s']} s"]
+
+
+def _md_recovery(rec: dict[str, Any]) -> list[str]:
+    k = rec["kill_to_traffic"]
+    return [
+        "## 3. Recovery",
+        "",
+        "SIGKILL to the tunnel's ssh (opened by the Home Console) -> first successful request "
+        f"through the edge again: median {k['median_s']} s, max {k['max_s']} s over {k['n']} "
+        f"kill(s) (samples {k['samples_s']}); the supervisor runs every "
+        f"{rec['supervise_every_s']} s.",
+        "",
+    ]
+
+
+def _md_scale(sc: dict[str, Any]) -> list[str]:
+    lat = sc["latency_new_connection"]
+    large, small = lat["large_map"], lat["small_map"]
+    rss = sc["haproxy_rss_kb"]
+    api = sc["runtime_api_ms"]
+    ch = sc["change_to_routable"]
+    rows = [
+        ["full edge sync from scratch (admin endpoint)", f"{sc['sync_from_scratch_s']} s"],
+        ["edge sync with nothing to change", f"{sc['sync_noop_s']} s"],
+        [
+            "one-mapping change through the API -> routable (p50 / p99)",
+            f"{ch['p50_ms']} / {ch['p99_ms']} ms (n={ch['n']})",
+        ],
+        [
+            "HAProxy's own `add map` / `del map` / `show map` at this size",
+            f"{api['add_map_ms']} / {api['del_map_ms']} / {api['show_map_ms']} ms",
+        ],
+        ["HAProxy reloads during the changes", str(sc["reloads"])],
+        [
+            "HAProxy RSS, empty map -> large map",
+            f"{rss['empty'] / 1024:.1f} MB -> {rss['large'] / 1024:.1f} MB",
+        ],
+        [
+            "new TLS connection through the edge, large map (p50 / p99)",
+            f"{large['p50_ms']} / {large['p99_ms']} ms",
+        ],
+        [
+            "new TLS connection through the edge, one mapping (p50 / p99)",
+            f"{small['p50_ms']} / {small['p99_ms']} ms",
+        ],
+        ["shrink to one mapping (bulk delete + sync)", f"{sc['shrink_to_one_s']} s"],
+    ]
+    pv = sc.get("provision")
+    if pv:
+        rows += [
+            [
+                f"provision {pv['homes']} homes through the API (system users): claim -> all ready",
+                f"{pv['claim_to_all_ready_s']} s",
+            ],
+            [
+                "release them -> every system user gone",
+                f"{pv['release_to_all_users_gone_s']} s ({pv['system_users_left']} left)",
+            ],
+        ]
+    return [
+        "## 4. Scale",
+        "",
+        f"{sc['homes']:,} homes (single-account SSH mode: one key line each in one file) "
+        f"and {sc['mappings']:,} mappings, inserted in bulk ({sc['bulk_insert_s']} s), on a "
+        "cloud site of their own.",
+        "",
+        *_table(["figure", "value"], rows),
+        "",
+    ]
+
+
+def _md_certs(ce: dict[str, Any]) -> list[str]:
+    a = ce["add_to_cert_on_disk"]
+    return [
+        "## 5. Certificates",
+        "",
+        "Add domain in the Home Console -> certificate on disk, against the local Pebble "
+        f"({ce['challenge']} through the edge and a temporary tunnel): median {a['median_s']} "
+        f"s, max {a['max_s']} s over {a['n']} domain(s).",
+        "",
+    ]
+
+
+# --- scale-out ---------------------------------------------------------------------------
 
 
 def scale_out_plan(results: dict[str, Any]) -> str:
@@ -449,7 +550,7 @@ def scale_out_plan(results: dict[str, Any]) -> str:
     quick = " (from a `--quick` run: small samples)" if results["run"]["quick"] else ""
     return f"""# Scale-out plan
 
-DESIGN section 7, written down with the figures of `cloudathome bench`{quick} (see
+The plan for more than one edge, written down with the figures of `cloudathome bench`{quick} (see
 `performance.md`; this file is regenerated with them). Machine: {results["run"]["machine"]["cores"]}
 cores, loopback, load generator on the same cores, so every per-core figure below is a floor.
 
@@ -470,7 +571,7 @@ The home side (ssh client) is not the edge's cost, and the map lookup is not eit
 connection through a map of {sc["mappings"]:,} routes took p50
 {sc["latency_new_connection"]["large_map"]["p50_ms"]} ms vs
 {sc["latency_new_connection"]["small_map"]["p50_ms"]} ms with one route (the difference is noise;
-DESIGN section 2 found no measurable cost up to 1M entries).
+the prototype behind docs/architecture.md found no measurable cost up to 1M entries).
 
 ## What runs out first on one node
 
@@ -480,7 +581,7 @@ DESIGN section 2 found no measurable cost up to 1M entries).
    (Prometheus: sshd + haproxy CPU per node).
 2. **Memory for idle tunnels**: ~{homes_per_gb:,} connected homes per GB; 10,000 homes need
    ~{10000 * cloud_kb / 2**20:.1f} GB. Also one PTY per tunnel (`kernel.pty.max` 4096 by default:
-   raise it) and `MaxStartups` for mass reconnects (DESIGN section 2).
+   raise it) and `MaxStartups` for mass reconnects (docs/architecture.md, the data path).
 3. **Control plane**: route changes are cheap for HAProxy but our sync diffs the whole desired
    state per change (p50 {ch["p50_ms"]} ms at {sc["mappings"]:,} routes); with many edges this work
    multiplies. The incremental path (one `add map` per change, full diff only from beat) is the

@@ -1,6 +1,7 @@
 """Instruments of `cloudathome bench`: a real nginx HTTPS service, the load generators (wrk for
-requests, curl for one big download), a TLS probe through the edge, and per-process CPU and
-memory read from /proc. Everything talks to 127.0.0.1 only and is bounded in time."""
+requests, curl for one big download), a TLS probe through the edge, HAProxy's Runtime API, and
+per-process CPU and memory read from /proc. Everything talks to 127.0.0.1 (or a unix socket)
+only and is bounded in time."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import ctypes
 import datetime
 import json
 import os
+import signal
 import socket
 import ssl
 import statistics
@@ -199,8 +201,8 @@ def wrk(
     script = script_dir / "report.lua"
     if not script.exists():
         script.write_text(_WRK_REPORT)
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
-            "-s", str(script)]  # fmt: skip
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s"]
+    argv += ["-s", str(script)]
     if new_connections:
         argv += ["-H", "Connection: close"]
     done = subprocess.run(
@@ -226,12 +228,10 @@ def wrk(
 def download(url: str, host: str, port: int, timeout: float = 60) -> float:
     """One GET of the 100 MiB file with curl (the TLS name is `host`, the address 127.0.0.1);
     returns MB/s (10^6 bytes per second, as curl counts)."""
-    done = subprocess.run(
-        ["curl", "--silent", "--show-error", "--insecure", "--output", "/dev/null",
-         "--max-time", str(int(timeout)), "--resolve", f"{host}:{port}:127.0.0.1",
-         "--write-out", "%{size_download} %{time_total} %{http_code}", url],
-        capture_output=True, text=True, timeout=timeout + 10, check=False,
-    )  # fmt: skip
+    argv = ["curl", "--silent", "--show-error", "--insecure", "--output", "/dev/null"]
+    argv += ["--max-time", str(int(timeout)), "--resolve", f"{host}:{port}:127.0.0.1"]
+    argv += ["--write-out", "%{size_download} %{time_total} %{http_code}", url]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10, check=False)
     parts = done.stdout.split()
     if done.returncode != 0 or len(parts) != 3 or parts[2] != "200":
         raise RuntimeError(f"curl {url} failed ({done.returncode}): {done.stderr.strip()}")
@@ -281,6 +281,29 @@ def time_until(
     return None
 
 
+# --- HAProxy ----------------------------------------------------------------------------------
+
+
+def haproxy(socket_path: Path, command: str, timeout: float = 5.0) -> str:
+    """One command on HAProxy's Runtime API (admin unix socket) and its whole reply: the bench
+    times HAProxy itself, so it speaks to the socket directly rather than through a site."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(socket_path))
+        sock.sendall(command.encode("ascii") + b"\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def haproxy_quiet(socket_path: Path, command: str) -> None:
+    """A command that answers nothing when it worked (`add map`, `del map`)."""
+    reply = haproxy(socket_path, command).strip()
+    if reply:
+        raise RuntimeError(f"HAProxy: {command.split()[:2]}: {reply[:300]}")
+
+
 # --- processes --------------------------------------------------------------------------------
 
 
@@ -290,6 +313,41 @@ def _stat_fields(pid: int) -> list[str] | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return data[data.rfind(")") + 2 :].split()
+
+
+def listening_ports() -> set[int]:
+    """TCP ports something listens on, any address, from the kernel's tables."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat: with the PID, names one process for good."""
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None
+
+
+def signal_if_same(pid: int, started: int, sig: signal.Signals) -> bool:
+    """Signal `pid` only if it is still the process that started at `started` (a pidfd pins it
+    before the check, so a recycled PID is never hit)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return False
+    try:
+        if start_time(pid) != started:
+            return False
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            signal.pidfd_send_signal(pidfd, sig)
+        return True
+    finally:
+        os.close(pidfd)
 
 
 def comm(pid: int) -> str:

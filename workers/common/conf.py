@@ -4,11 +4,15 @@ read secrets from `<NAME>_FILE` when given, so no secret has to live in code or 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from workers.common.files import write_atomic
+from workers.common.names import validate_hostname
 
 
 class ConfigError(RuntimeError):
@@ -45,8 +49,45 @@ def envbool(name: str, default: bool = False) -> bool:
     raise ConfigError(f"{name}: expected a boolean (1/0, true/false), got {raw!r}")
 
 
+def envlist(name: str, default: str = "") -> list[str]:
+    """A comma-separated list; blanks around items and empty items are dropped."""
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+def envhostname(name: str) -> str | None:
+    """A hostname (the one rule of workers.common.names), or None when unset."""
+    raw = env(name).strip()
+    if not raw:
+        return None
+    try:
+        return validate_hostname(raw, field=name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def host_ports(name: str, default_port: int) -> list[tuple[str, int]]:
+    """`ip[:port]` items (IPv6 as `[ip]:port`), comma separated, as (ip, port) pairs."""
+    pairs = []
+    for item in envlist(name):
+        host, port = item, str(default_port)
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            if rest:
+                port = rest.removeprefix(":")
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        try:
+            address = str(ipaddress.ip_address(host))
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an IP address (ip or ip:port)") from None
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"{name}: {item!r} has no valid port (1..65535)")
+        pairs.append((address, int(port)))
+    return pairs
+
+
 def state_dir(site: str) -> Path:
-    """Everything the embedded defaults write lives here (DESIGN section 6)."""
+    """Everything the embedded defaults write lives here (README, Configuration)."""
     default = Path.home() / ".local" / "state" / "cloudathome" / site
     path = Path(env("CLOUDATHOME_STATE_DIR") or default).expanduser().resolve()
     # 0711: others may traverse (sshd reads a home's key file as that home's user; services
@@ -65,15 +106,11 @@ def secret_key(state: Path) -> str:
     if given:
         return given
     path = state / "secret_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    value = secrets.token_urlsafe(50)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value)
-    return value
+    if not path.exists():
+        # link() never replaces: processes starting together all end up with the first key.
+        with contextlib.suppress(FileExistsError):
+            write_atomic(path, secrets.token_urlsafe(50), 0o600, replace=False)
+    return path.read_text().strip()
 
 
 def database(state: Path) -> dict[str, Any]:

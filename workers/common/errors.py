@@ -39,6 +39,13 @@ class Unavailable(DomainError):
     status = 502
 
 
+class ServiceUnavailable(DomainError):
+    """A component of the site itself (HAProxy, Redis, a lock another run holds) cannot do it
+    right now; the same request may well succeed in a moment."""
+
+    status = 503
+
+
 def invalid_from(exc: ValueError, default_field: str) -> Invalid:
     """Validators raise ValueError('field: reason'); keep the field they named."""
     field, sep, reason = str(exc).partition(": ")

@@ -1,30 +1,37 @@
-"""Hostname rules both sites agree on (RFC 1123, lower-cased, no wildcard): the cloud
-checks every name before it reaches HAProxy, the home before it asks the cloud or an ACME CA."""
+"""The one hostname rule of both sites (RFC 1123, lower-cased, no wildcard, no address): the
+cloud checks every name before it reaches HAProxy, the console before it asks the cloud, the
+ACME client before it asks a CA."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 _LABEL = re.compile(r"[a-z0-9-]{1,63}")
+# What a browser's URL parser reads as an IPv4 number (WHATWG "ends in a number"): a last
+# label of digits, or of hex digits after 0x. `10.0.0.1`, `1.0x7f` and `127.1` are addresses.
+_NUMBER = re.compile(r"[0-9]+|0x[0-9a-f]*")
 
 
 def validate_hostname(host: str, field: str = "host") -> str:
-    """Return `host` lower-cased if it is an RFC 1123 hostname we route; raise ValueError if not."""
+    """`host` in its one stored form (lower-cased, one trailing dot dropped: `Example.COM.`
+    is `example.com`), or ValueError("<field>: <reason>")."""
     if not isinstance(host, str):
         raise ValueError(f"{field}: must be a string")
-    if not host:
-        raise ValueError(f"{field}: must not be empty")
     if not host.isascii():
         raise ValueError(
             f"{field}: must be ASCII (write internationalized names in their xn-- form)"
         )
-    host = host.lower()
+    # The absolute form names the same host; one spelling keeps maps and ownership unique.
+    host = host.lower().removesuffix(".")
+    if not host:
+        raise ValueError(f"{field}: must not be empty")
     if len(host) > 253:
         raise ValueError(f"{field}: {len(host)} characters, at most 253 allowed")
+    if _is_address(host):
+        raise ValueError(f"{field}: {host!r} is an IP address, not a DNS name")
     if "*" in host:
         raise ValueError(f"{field}: wildcards are not allowed")
-    if host.endswith("."):
-        raise ValueError(f"{field}: must not end with a dot")
     labels = host.split(".")
     if len(labels) < 2:
         raise ValueError(f"{field}: needs at least two labels (name.tld)")
@@ -37,7 +44,19 @@ def validate_hostname(host: str, field: str = "host") -> str:
             raise ValueError(f"{field}: label {label!r} may only contain a-z, 0-9 and '-'")
         if label.startswith("-") or label.endswith("-"):
             raise ValueError(f"{field}: label {label!r} must not start or end with '-'")
-    if labels[-1].isdigit():
-        # RFC 1123 section 2.1: a name must not look like a dotted-decimal address.
-        raise ValueError(f"{field}: the last label is all digits, which reads as an IP address")
+    if _NUMBER.fullmatch(labels[-1]):
+        raise ValueError(f"{field}: {host!r} reads as an IP address, not a DNS name")
     return host
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def covers(owned: str, name: str) -> bool:
+    """An owned name covers itself and every name below it (both already validated)."""
+    return name == owned or name.endswith(f".{owned}")

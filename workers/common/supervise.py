@@ -17,6 +17,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.common.processes import stop_processes
+
+# Requests gunicorn serves at once (2 workers x 4 threads); HAProxy queues the rest.
+WEB_THREADS = 8
+
 
 @dataclass
 class Service:
@@ -24,7 +29,6 @@ class Service:
     argv: Sequence[str]
     env: dict[str, str] | None = None
     ready: Callable[[], bool] | None = None
-    stop_signal: int = signal.SIGTERM
 
 
 @dataclass
@@ -96,18 +100,12 @@ class Supervisor:
         return code
 
     def stop(self) -> None:
-        for service, proc in reversed(self.procs):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, service.stop_signal)
-        deadline = time.monotonic() + 15
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        """Stop every process with its group, all at once and in bounded time, then reap them."""
+        # poll() first: a PID reaped already may belong to someone else by now.
+        running = [proc.pid for _, proc in reversed(self.procs) if proc.poll() is None]
+        stop_processes(running, timeout=15, group=True)
+        for _, proc in self.procs:
+            proc.wait()
         self.procs.clear()
 
 
@@ -115,11 +113,23 @@ def redis_service(state: Path) -> Service:
     """A private Redis on a unix socket (0600) in the state dir, used when REDIS_URL is unset."""
     sock = state / "redis.sock"
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    argv = [
-        binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "600",
-        "--save", "", "--appendonly", "no", "--dir", str(state), "--daemonize", "no",
-    ]  # fmt: skip
+    # No TCP, a private socket, nothing written to disk, no fork.
+    options = {
+        "--port": "0",
+        "--unixsocket": str(sock),
+        "--unixsocketperm": "600",
+        "--save": "",
+        "--appendonly": "no",
+        "--dir": str(state),
+        "--daemonize": "no",
+    }
+    argv = [binary, *_flags(options)]
     return Service("redis", argv, ready=sock.exists)
+
+
+def _flags(options: dict[str, str]) -> list[str]:
+    """{"--name": "value"} as argv: ["--name", "value"]."""
+    return [part for option in options.items() for part in option]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -132,13 +142,28 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def web_service(wsgi: str, bind: str, port: int, env: dict[str, str]) -> Service:
-    argv = python_module(
-        "gunicorn", wsgi, "--bind", f"{bind}:{port}", "--workers", "2", "--threads", "4",
-        "--access-logfile", "-",
-    )  # fmt: skip
-    probe = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
-    return Service("web", argv, env=env, ready=lambda: port_open(port, probe))
+def unix_socket_open(path: Path) -> bool:
+    with (
+        contextlib.suppress(OSError),
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock,
+    ):
+        sock.settimeout(0.5)
+        sock.connect(str(path))
+        return True
+    return False
+
+
+def web_service(wsgi: str, bind: str, env: dict[str, str]) -> Service:
+    """gunicorn serving `wsgi` on `bind`: "host:port", or "unix:<path>" (behind HAProxy)."""
+    options = {"--bind": bind, "--workers": "2", "--threads": str(WEB_THREADS // 2)}
+    options["--access-logfile"] = "-"
+    argv = python_module("gunicorn", wsgi, *_flags(options))
+    if bind.startswith("unix:"):
+        path = Path(bind.removeprefix("unix:"))
+        return Service("web", argv, env=env, ready=lambda: unix_socket_open(path))
+    host, _, port = bind.rpartition(":")
+    probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    return Service("web", argv, env=env, ready=lambda: port_open(int(port), probe))
 
 
 def celery_services(

@@ -1,7 +1,9 @@
-"""`cloudathome demo`: both sites on this machine, a sample home HTTPS service and a local
-ACME server (Pebble), through the whole walkthrough of the original README, verified with a
-real TLS client, then a summary of where everything runs. Needs root (the cloud's sshd
-gives each home its own system user)."""
+"""`cloudathome demo`: both sites on this machine, a sample home HTTPS service, a local DNS
+server and a local ACME server (Pebble), through the whole walkthrough of the original
+README: the home owns its name under the cloud's base domain, proves a custom domain with a
+DNS TXT record, gets its certificate and serves a page, verified with a real TLS client,
+then a summary of where everything runs. Needs root (the cloud's sshd gives each home its
+own system user)."""
 
 from __future__ import annotations
 
@@ -23,15 +25,17 @@ from typing import Any, TypeVar
 
 import requests
 
-from workers.local.pebble import PebbleInfo, pebble_server
+from workers.local.pebble import MockDns, PebbleInfo, mock_dns, pebble_server
 from workers.local.procs import wait_for
 from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
 
 T = TypeVar("T")
 USER, PASSWORD, EMAIL = "alice", "Alice-demo-2026", "alice@example.com"
-HOSTNAME = "shop.demo.test"
+HOSTNAME = "shop.demo.test"  # a custom domain, proven with a TXT record
+BASE_DOMAIN = "homes.demo.test"  # the operator's: one wildcard DNS record in real life
 PREFIX = "demo"  # the demo's SSH identities: demo00_alice
 PAGE = b"<h1>Hello from a service running at home</h1>\n"
+STATE_BASE = Path("/var/lib/cloudathome-demo")
 
 
 class DemoFailed(Exception):
@@ -101,8 +105,8 @@ def signup(cloud: CloudSite) -> None:
     web = requests.Session()
     url = f"{cloud.url}/signup/"
     web.get(url, timeout=10)
-    data = {"username": USER, "email": EMAIL, "password1": PASSWORD, "password2": PASSWORD,
-            "csrfmiddlewaretoken": web.cookies.get("cah_cloud_csrftoken", "")}  # fmt: skip
+    data = {"username": USER, "email": EMAIL, "password1": PASSWORD, "password2": PASSWORD}
+    data["csrfmiddlewaretoken"] = web.cookies.get("cah_cloud_csrftoken") or ""
     r = web.post(url, data=data, headers={"Referer": url}, timeout=10)
     if "waiting for approval" not in r.text:
         raise RuntimeError(f"signup was not accepted (HTTP {r.status_code})")
@@ -114,9 +118,22 @@ def approve(cloud: CloudSite) -> None:
         raise RuntimeError(done.stderr.strip())
 
 
-def issue_certificate(home: HomeSite, api: requests.Session, cert_root: Path) -> dict[str, Any]:
-    r = api.post(f"{home.url}/api/domains", timeout=10,
-                 json={"name": HOSTNAME, "email": EMAIL, "cert_dir": str(cert_root)})  # fmt: skip
+def base_domain(cloud: CloudSite) -> str:
+    api = cloud.api(cloud.token(USER, PASSWORD))
+    homes = api.get(f"{cloud.url}/api/homes", timeout=10).json()
+    name = homes[0]["base_domain"] if homes else None
+    if not name:
+        raise RuntimeError("the home has no name under the base domain")
+    return str(name)
+
+
+def issue_certificate(
+    home: HomeSite, api: requests.Session, dns: MockDns, cert_root: Path
+) -> dict[str, Any]:
+    """Add the domain on the console; when it waits for its proof, create the TXT record it
+    shows (what the user does at their DNS provider) and ask for a check."""
+    body = {"name": HOSTNAME, "email": EMAIL, "cert_dir": str(cert_root)}
+    r = api.post(f"{home.url}/api/domains", json=body, timeout=10)
     r.raise_for_status()
     domain_id = r.json()["id"]
     seen: list[str] = []
@@ -127,6 +144,13 @@ def issue_certificate(home: HomeSite, api: requests.Session, cert_root: Path) ->
         if step and step not in seen:
             seen.append(step)
             print(f"       · {step}", flush=True)
+            record = domain["ownership"]["record"]
+            if domain["job"]["state"] == "waiting" and record:
+                print(f"       · creating {record['name']} TXT {record['value']}", flush=True)
+                dns.add_txt(record["name"], record["value"])
+                api.post(
+                    f"{home.url}/api/domains/{domain_id}/verify", timeout=10
+                ).raise_for_status()
         return domain if domain["job"]["state"] in ("done", "failed") else None
 
     domain = wait_for(finished, timeout=180, interval=0.2, what="the certificate")
@@ -136,8 +160,8 @@ def issue_certificate(home: HomeSite, api: requests.Session, cert_root: Path) ->
 
 
 def open_tunnel(home: HomeSite, api: requests.Session, domain_id: int, port: int) -> dict[str, Any]:
-    r = api.post(f"{home.url}/api/domains/{domain_id}/proxy-entries", timeout=30,
-                 json={"hostname": HOSTNAME, "home_port": port})  # fmt: skip
+    body = {"hostname": HOSTNAME, "home_port": port}
+    r = api.post(f"{home.url}/api/domains/{domain_id}/proxy-entries", json=body, timeout=30)
     r.raise_for_status()
     entry_id = r.json()["id"]
     api.post(
@@ -182,8 +206,24 @@ def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path) -> str:
 def walkthrough(root: Path, keep_running: bool) -> int:
     steps = Steps()
     with contextlib.ExitStack() as stack:
-        cloud = steps.run("start the cloud site (HAProxy, sshd, web, worker, beat, Flower, Redis)",
-                          lambda: stack.enter_context(start_cloud(root / "cloud", {"CLOUDATHOME_SSH_USER_PREFIX": PREFIX})))  # fmt: skip
+
+        def started(context: contextlib.AbstractContextManager[T]) -> Callable[[], T]:
+            return lambda: stack.enter_context(context)
+
+        dns = steps.run(
+            "start a local DNS server (pebble-challtestsrv) for the cloud and the CA",
+            started(mock_dns(root / "dns")),
+        )
+        cloud_settings = {
+            "CLOUDATHOME_SSH_USER_PREFIX": PREFIX,
+            "CLOUDATHOME_BASE_DOMAIN": BASE_DOMAIN,
+            "CLOUDATHOME_DNS_RESOLVERS": dns.resolver,
+        }
+        cloud = steps.run(
+            f"start the cloud site with the base domain {BASE_DOMAIN} "
+            "(HAProxy, sshd, web, worker, beat, Flower, Redis)",
+            started(start_cloud(root / "cloud", cloud_settings)),
+        )
         steps.run(f"sign up {USER} at /signup/ (inactive until approved)", lambda: signup(cloud))
         steps.run(f"approve {USER} (as an administrator)", lambda: approve(cloud))
         config, registered = steps.run(
@@ -197,20 +237,34 @@ def walkthrough(root: Path, keep_running: bool) -> int:
             "\n".join(f"       {line}" for line in registered.stdout.splitlines()[-5:]), flush=True
         )
         stack.callback(release_home, cloud)
-        pebble = steps.run("start a local ACME server (Pebble) validating through the edge",
-                           lambda: stack.enter_context(pebble_server(root / "pebble", cloud.http_port, cloud.https_port)))  # fmt: skip
+        print(f"         its names    : {base_domain(cloud)} and every name below it", flush=True)
+        pebble = steps.run(
+            "start a local ACME server (Pebble) validating through the edge",
+            started(pebble_server(root / "pebble", cloud.http_port, cloud.https_port, dns=dns)),
+        )
         console_password = PASSWORD
-        home = steps.run("start the Home Console (web, worker, beat, Flower, Redis)", lambda: stack.enter_context(
-            start_home(root / "home", config, console_password, {
-                "CLOUDATHOME_ACME_DIRECTORY": pebble.directory_url, "CLOUDATHOME_ACME_CA_BUNDLE": pebble.ca_bundle,
-            })))  # fmt: skip
+        acme = {
+            "CLOUDATHOME_ACME_DIRECTORY": pebble.directory_url,
+            "CLOUDATHOME_ACME_CA_BUNDLE": pebble.ca_bundle,
+        }
+        home = steps.run(
+            "start the Home Console (web, worker, beat, Flower, Redis)",
+            started(start_home(root / "home", config, console_password, acme)),
+        )
         api = home.api()
-        domain = steps.run(f"add the domain {HOSTNAME} and issue its certificate through the tunnel",
-                           lambda: issue_certificate(home, api, home.cert_root))  # fmt: skip
-        port = steps.run("start the sample HTTPS service at home with that certificate",
-                         lambda: stack.enter_context(sample_service(Path(domain["cert_path"]))))  # fmt: skip
-        entry = steps.run("add the HTTPS proxy entry and open its tunnel",
-                          lambda: open_tunnel(home, api, domain["id"], port))  # fmt: skip
+        domain = steps.run(
+            f"add the custom domain {HOSTNAME}, prove it with its TXT record, "
+            "issue its certificate through the tunnel",
+            lambda: issue_certificate(home, api, dns, home.cert_root),
+        )
+        port = steps.run(
+            "start the sample HTTPS service at home with that certificate",
+            started(sample_service(Path(domain["cert_path"]))),
+        )
+        entry = steps.run(
+            "add the HTTPS proxy entry and open its tunnel",
+            lambda: open_tunnel(home, api, domain["id"], port),
+        )
         stack.callback(close_tunnel, home, api, entry["id"])
         result = steps.run(
             "verify with a real TLS client through the cloud edge",
@@ -218,17 +272,7 @@ def walkthrough(root: Path, keep_running: bool) -> int:
         )
         total = sum(took for _, took in steps.done)
         print(f"\nAll {len(steps.done)} steps passed in {total:.1f} s: {result}.\n")
-        print(
-            f"  cloud UI        {cloud.url}/   (admin / {cloud.admin_password}; {USER} / {PASSWORD})"
-        )
-        print(f"  cloud API docs  {cloud.url}/api/schema/swagger/")
-        print(f"  Home Console    {home.url}/   (admin / {console_password})")
-        print(
-            f"  Flower          cloud http://127.0.0.1:{cloud.flower_port}/  home http://127.0.0.1:{home.flower_port}/"
-        )
-        print(f"  the site        curl --cacert {root / 'roots.pem'} --resolve {HOSTNAME}:{cloud.https_port}:127.0.0.1 "
-              f"https://{HOSTNAME}:{cloud.https_port}/")  # fmt: skip
-        print(f"  state and logs  {root}")
+        _summary(root, cloud, home, console_password)
         if keep_running:
             print("\nRunning; Ctrl-C stops everything.", flush=True)
             stopped = threading.Event()
@@ -239,13 +283,31 @@ def walkthrough(root: Path, keep_running: bool) -> int:
     return 0
 
 
+def _summary(root: Path, cloud: CloudSite, home: HomeSite, console_password: str) -> None:
+    site = f"https://{HOSTNAME}:{cloud.https_port}/"
+    curl = f"curl --cacert {root / 'roots.pem'} --resolve {HOSTNAME}:{cloud.https_port}:127.0.0.1"
+    flower = (
+        f"cloud http://127.0.0.1:{cloud.flower_port}/  home http://127.0.0.1:{home.flower_port}/"
+    )
+    lines = [
+        ("cloud UI", f"{cloud.url}/   (admin / {cloud.admin_password}; {USER} / {PASSWORD})"),
+        ("cloud API docs", f"{cloud.url}/api/schema/swagger/"),
+        ("Home Console", f"{home.url}/   (admin / {console_password})"),
+        ("Flower", flower),
+        ("the site", f"{curl} {site}"),
+        ("state and logs", str(root)),
+    ]
+    for label, text in lines:
+        print(f"  {label:<15} {text}")
+
+
 def close_tunnel(home: HomeSite, api: requests.Session, entry_id: int) -> None:
     with contextlib.suppress(requests.RequestException):
         api.post(
             f"{home.url}/api/proxy-entries/{entry_id}/tunnel", json={"open": False}, timeout=10
         )
-        wait_for(lambda: api.get(f"{home.url}/api/proxy-entries/{entry_id}", timeout=10).json()["tunnel"]["state"] == "closed",
-                 timeout=20)  # fmt: skip
+        url = f"{home.url}/api/proxy-entries/{entry_id}"
+        wait_for(lambda: api.get(url, timeout=10).json()["tunnel"]["state"] == "closed", timeout=20)
 
 
 def release_home(cloud: CloudSite) -> None:
@@ -254,7 +316,7 @@ def release_home(cloud: CloudSite) -> None:
         api = cloud.api(cloud.token(USER, PASSWORD))
         for home in api.get(f"{cloud.url}/api/homes", timeout=10).json():
             api.delete(f"{cloud.url}/api/homes/{home['slug']}", timeout=10)
-        # The key goes first, the system user last (DESIGN: release removes every trace).
+        # The key goes first, the system user last (a release removes every trace).
         wait_for(lambda: not any(u.pw_name.startswith(PREFIX) for u in pwd.getpwall()), timeout=30)
 
 
@@ -265,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="stop after verifying (exit 0 only if every step passed)",
     )
-    parser.add_argument("--state", type=Path, help="where both sites keep their state (default: a new folder under /var/lib/cloudathome-demo)")  # fmt: skip
+    parser.add_argument(
+        "--state",
+        type=Path,
+        help=f"where both sites keep their state (default: a new folder under {STATE_BASE})",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print(
@@ -278,10 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(mode=0o755, parents=True, exist_ok=True)
     else:
         # Not under /tmp: sshd refuses key files below a world-writable folder.
-        base = Path("/var/lib/cloudathome-demo")
-        base.mkdir(mode=0o755, parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+        STATE_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="run-", dir=STATE_BASE))
         root.chmod(0o755)
+    # SIGTERM unwinds like Ctrl-C: every site started so far is stopped on the way.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     print(f"cloudathome demo: state in {root}\n", flush=True)
     try:
         return walkthrough(root, keep_running=not args.exit)

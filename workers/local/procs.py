@@ -4,8 +4,6 @@ deadline, and children that are always stopped by PID (never by name)."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -14,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from workers.common.processes import stop_process
 from workers.common.supervise import port_open
 
 __all__ = ["Account", "free_port", "port_open", "running", "stop_pid", "wait_for"]
@@ -60,23 +59,10 @@ def wait_for(
 
 
 def stop_pid(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    """Stop a process we started (and its process group when it leads one)."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        if os.getpgid(proc.pid) == proc.pid:
-            os.killpg(proc.pid, signal.SIGTERM)
-        else:
-            proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            if os.getpgid(proc.pid) == proc.pid:
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-        proc.wait(timeout)
+    """Stop a process we started (and its process group when it leads one), then reap it."""
+    if proc.poll() is None:
+        stop_process(proc.pid, timeout=timeout, group=True)
+    proc.wait(timeout)
 
 
 @contextlib.contextmanager
@@ -106,18 +92,19 @@ def running(
         )
     try:
         if ready is not None:
-
-            def check() -> object:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{argv[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-                    )
-                return ready()
-
             try:
-                wait_for(check, timeout=timeout, what=f"{argv[0]} to be ready")
+                # An exit ends the wait at once: wait_for would take an exception for "not yet".
+                wait_for(
+                    lambda: proc.poll() is not None or ready(),
+                    timeout=timeout,
+                    what=f"{argv[0]} to be ready",
+                )
             except TimeoutError as exc:
                 raise TimeoutError(f"{exc}\n--- {log} ---\n{log.read_text()[-3000:]}") from exc
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{argv[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+                )
         yield proc
     finally:
         stop_pid(proc)

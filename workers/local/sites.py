@@ -5,6 +5,7 @@ commands run as a user would, and every process stopped by PID when the block ex
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import subprocess
@@ -12,9 +13,11 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
+from workers.local.pebble import MockDns
 from workers.local.procs import Account, free_port, running, wait_for
 
 
@@ -32,10 +35,20 @@ def _site_up(
     def ready() -> bool:
         return banner in log.read_text(errors="replace") if log.exists() else False
 
-    python = account.python if account else sys.executable
-    argv = [python, "-m", "workers.common.cli", site, "up", *args]
-    with running(argv, log=log, env=env, ready=ready, timeout=90, account=account) as proc:
+    with running(
+        cli(site, "up", *args, account=account),
+        log=log,
+        env=env,
+        ready=ready,
+        timeout=90,
+        account=account,
+    ) as proc:
         yield proc
+
+
+def cli(*args: str, account: Account | None = None) -> list[str]:
+    """The argv of `cloudathome <args>` with this interpreter (or one `account` may run)."""
+    return [account.python if account else sys.executable, "-m", "workers.common.cli", *args]
 
 
 def clean_environ() -> dict[str, str]:
@@ -43,7 +56,7 @@ def clean_environ() -> dict[str, str]:
     return {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("CLOUDATHOME_", "DJANGO_", "REDIS_URL"))
+        if not k.startswith(("CLOUDATHOME_", "CLOUDLINK_", "DJANGO_", "DATABASE_URL", "REDIS_URL"))
     }
 
 
@@ -65,10 +78,7 @@ class CloudSite:
         self.url = f"http://127.0.0.1:{self.web_port}"
 
     def manage(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "workers.common.cli", "cloud", "manage", *args],
-            env=self.env, capture_output=True, text=True, input=input, timeout=120, check=False,
-        )  # fmt: skip
+        return _manage(self.env, "cloud", args, input)
 
     def token(self, username: str, password: str) -> str:
         r = requests.post(
@@ -87,12 +97,9 @@ class CloudSite:
     def create_user(
         self, username: str, password: str, active: bool = True, staff: bool = False
     ) -> None:
-        code = (
-            "from django.contrib.auth import get_user_model as g;"
-            f"u=g().objects.create_user({username!r}, password={password!r});"
-            f"u.is_active={active!r}; u.is_staff={staff!r}; u.save()"
-        )
-        done = self.manage("shell", "-c", code)
+        """`cloud manage create_account`, the password on stdin."""
+        flags = [*(["--staff"] if staff else []), *([] if active else ["--inactive"])]
+        done = self.manage("create_account", username, "--password-stdin", *flags, input=password)
         if done.returncode != 0:
             raise RuntimeError(f"creating user {username} failed: {done.stderr.strip()}")
 
@@ -124,9 +131,16 @@ def start_cloud(root: Path, settings: dict[str, str] | None = None) -> Iterator[
     }
     log = root / "cloud-up.log"
     site = CloudSite(
-        state, env, ports["web"], ports["https"], ports["http"], ports["ssh"], ports["flower"],
-        admin_password, log,
-    )  # fmt: skip
+        state=state,
+        env=env,
+        web_port=ports["web"],
+        https_port=ports["https"],
+        http_port=ports["http"],
+        ssh_port=ports["ssh"],
+        flower_port=ports["flower"],
+        admin_password=admin_password,
+        log=log,
+    )
 
     with _site_up("cloud", log, env, banner="cloud site up") as proc:
         wait_for(
@@ -134,6 +148,25 @@ def start_cloud(root: Path, settings: dict[str, str] | None = None) -> Iterator[
         )
         site.proc = proc
         yield site
+
+
+def prove_domain(
+    cloud: CloudSite, api: requests.Session, slug: str, dns: MockDns, name: str
+) -> dict[str, Any]:
+    """A custom domain proven as its user would: add it to the home, create the TXT record
+    the cloud shows (in `dns`, the cloud's resolver), ask for a check, wait until verified."""
+    home = f"{cloud.url}/api/homes/{slug}"
+    r = api.post(f"{home}/domains", json={"name": name}, timeout=10)
+    r.raise_for_status()
+    record = r.json()["verification"]
+    dns.add_txt(record["name"], record["value"])
+    api.post(f"{home}/domains/{name}/verify", timeout=10).raise_for_status()
+
+    def verified() -> dict[str, Any] | None:
+        domain = dict(api.get(f"{home}/domains/{name}", timeout=10).json())
+        return domain if domain["status"] == "verified" else None
+
+    return wait_for(verified, timeout=30, what=f"{name} verified")
 
 
 @dataclass
@@ -155,7 +188,7 @@ class HomeSite:
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A Django command of the site, as the account the site runs as."""
-        return _run_as(self.account, ["home", "manage", *args], self.env)
+        return _manage(self.env, "home", args, account=self.account)
 
     def api(self) -> requests.Session:
         r = requests.post(
@@ -172,16 +205,21 @@ class HomeSite:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def _run_as(
-    account: Account | None, args: list[str], env: dict[str, str]
+def _run(
+    argv: list[str], env: dict[str, str], account: Account | None, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    python = account.python if account else sys.executable
+    """Run a command of ours bounded in time, its output captured; as `account` (with its
+    own HOME) when given."""
     return subprocess.run(
-        [python, "-m", "workers.common.cli", *args],
+        argv,
         env={**env, "HOME": str(account.home)} if account else env,
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=120,
+        check=False,
         **(account.popen_args() if account else {}),
-    )  # fmt: skip
+    )
 
 
 def register_home(
@@ -194,16 +232,17 @@ def register_home(
     if account is not None:
         root.mkdir(mode=0o755, parents=True, exist_ok=True)
         os.chown(root, account.uid, account.gid)
-    env = {
-        **clean_environ(),
-        "CLOUDLINK_CONFIG": str(config),
-        "CLOUDATHOME_PASSWORD": password,
-    }
-    keygen = _run_as(account, ["keygen", "--output", str(key)], env)
+    env = {**clean_environ(), "CLOUDLINK_CONFIG": str(config), "CLOUDATHOME_PASSWORD": password}
+    keygen = _run(cli("keygen", "--output", str(key), account=account), env, account)
     if keygen.returncode != 0:
         raise RuntimeError(f"keygen failed: {keygen.stderr.strip()}")
-    done = _run_as(account, ["register", "--cloudserver-url", cloud.url, "--username", username,
-                             "--public-key", f"{key}.pub", "--private-key", str(key)], env)  # fmt: skip
+    register = cli(
+        "register",
+        *("--cloudserver-url", cloud.url, "--username", username),
+        *("--public-key", f"{key}.pub", "--private-key", str(key)),
+        account=account,
+    )
+    done = _run(register, env, account)
     return config, done
 
 
@@ -221,18 +260,19 @@ def start_home(
     only because it is asked to (`--allow-root`: the demo and the benchmarks)."""
     state = root / "home-state"
     ports = {name: free_port() for name in ("web", "flower")}
-    env = {
-        **clean_environ(),
-        "CLOUDATHOME_STATE_DIR": str(state),
-        "CLOUDLINK_CONFIG": str(config),
-        "CLOUDATHOME_HOME_PORT": str(ports["web"]),
-        "CLOUDATHOME_FLOWER_PORT": str(ports["flower"]),
-        "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
-        # Certificates beside the state, where the sample services read them.
-        "CLOUDATHOME_CERT_ROOT": str(root / "certs"),
-        **({"HOME": str(account.home)} if account else {}),
-        **(settings or {}),
-    }
+    env = home_environ(
+        state,
+        config,
+        {
+            "CLOUDATHOME_HOME_PORT": str(ports["web"]),
+            "CLOUDATHOME_FLOWER_PORT": str(ports["flower"]),
+            "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
+            # Certificates beside the state, where the sample services read them.
+            "CLOUDATHOME_CERT_ROOT": str(root / "certs"),
+            **({"HOME": str(account.home)} if account else {}),
+            **(settings or {}),
+        },
+    )
     log = root / f"home-up-{secrets.token_hex(2)}.log"
     site = HomeSite(state, env, ports["web"], ports["flower"], admin_password, log, account)
     args = ["--allow-root"] if account is None and os.geteuid() == 0 else []
@@ -245,3 +285,60 @@ def start_home(
         )
         site.proc = proc
         yield site
+
+
+def home_environ(
+    state: Path, config: Path, settings: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of a home's processes: its state dir and cloudlink.yaml, then `settings`."""
+    return {
+        **clean_environ(),
+        "CLOUDATHOME_STATE_DIR": str(state),
+        "CLOUDLINK_CONFIG": str(config),
+        **(settings or {}),
+    }
+
+
+@dataclass(frozen=True)
+class TunnelRun:
+    pid: int  # the tunnel's ssh
+    ready_s: float  # ssh spawned -> the cloud accepted the forward
+    proc: subprocess.Popen  # `home manage tunnel_run` itself
+
+
+@contextlib.contextmanager
+def run_tunnel(
+    state: Path, config: Path, remote_port: int, local_port: int, log: Path
+) -> Iterator[TunnelRun]:
+    """`cloudathome home manage tunnel_run`: the home's own tunnel (its ssh command line, spawn
+    and readiness) without a console, until the block exits (SIGTERM; it stops its ssh)."""
+    argv = cli(
+        "home",
+        "manage",
+        "tunnel_run",
+        "--json",
+        *("--remote-port", str(remote_port), "--local-port", str(local_port)),
+    )
+    offset = log.stat().st_size if log.exists() else 0
+
+    def ready() -> dict[str, Any] | None:
+        with open(log, "rb") as out:
+            out.seek(offset)
+            lines = out.read().decode(errors="replace").splitlines()
+        return next((json.loads(ln) for ln in lines if ln.startswith('{"pid"')), None)
+
+    env = home_environ(state, config)
+    with running(argv, log=log, env=env, ready=ready, timeout=60) as proc:
+        line = ready() or {}
+        yield TunnelRun(int(line["pid"]), float(line["ready_s"]), proc)
+
+
+def _manage(
+    env: dict[str, str],
+    site: str,
+    args: tuple[str, ...],
+    input: str | None = None,
+    account: Account | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`cloudathome <site> manage <args>`, bounded in time, its output captured."""
+    return _run(cli(site, "manage", *args, account=account), env, account, input)

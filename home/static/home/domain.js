@@ -2,6 +2,7 @@
 // second (session cookie; GET needs no CSRF token), reload the page once something settles.
 (() => {
   const url = document.currentScript.dataset.url;
+  const shown = document.currentScript.dataset.jobState;
   const table = document.getElementById("entries-table");
   const signature = table ? table.dataset.signature : "";
   let polls = 0;
@@ -29,7 +30,11 @@
     error.textContent = job.error;
     error.hidden = !job.error;
     const now = data.entries.map((e) => `${e.id}:${e.tunnel.state}:${e.tunnel.pid ?? ""}`).join(",");
-    const busy = job.state === "pending" || job.state === "running" || data.entries.some((e) => e.tunnel.state === "opening");
+    // Waiting for the TXT record is the user's turn: show the record once the job gets there,
+    // and the steps again once the cloud has seen it.
+    const waits = (state) => state === "waiting";
+    const busy = job.state === "pending" || job.state === "running" || waits(job.state) || data.entries.some((e) => e.tunnel.state === "opening");
+    if (waits(job.state) !== waits(shown)) { clearInterval(timer); location.reload(); return; }
     if (!busy || now !== signature) { clearInterval(timer); location.reload(); }
   }, 1000);
 })();

@@ -206,7 +206,7 @@ def test_unresolvable_domain_gives_one_dns_sentence_and_stops_the_responder(
     pebble: PebbleInfo, settings: AcmeSettings
 ) -> None:
     domain = "nowhere.home.test"
-    pebble.set_servfail(domain)
+    pebble.dns.set_servfail(domain)
     expose = Exposer(pebble.http_port)
 
     with pytest.raises(AcmeError) as raised:

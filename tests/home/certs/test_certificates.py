@@ -20,28 +20,13 @@ from tests.support import modes
 from tests.support.sites import (
     CloudSite,
     HomeSite,
-    cloud_site,
     home_site,
     register_home,
     scratch_database,
 )
 from tests.support.unprivileged import User
-from workers.local.pebble import PebbleInfo, pebble_server
+from workers.local.pebble import MockDns, PebbleInfo
 from workers.local.procs import wait_for
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[CloudSite]:
-    with cloud_site() as site:
-        yield site
-
-
-@pytest.fixture(scope="module")
-def pebble(cloud: CloudSite, root: Path) -> Iterator[PebbleInfo]:
-    with pebble_server(
-        root / "pebble", http_port=cloud.http_port, tls_port=cloud.https_port
-    ) as info:
-        yield info
 
 
 @pytest.fixture(scope="module")
@@ -93,25 +78,32 @@ def _tunnel_processes(root: Path) -> int:
     return int(found.stdout.strip() or 0)
 
 
+def _issue(console: HomeSite, api: requests.Session, name: str, out: Path, **extra: object) -> dict:
+    r = api.post(
+        f"{console.url}/api/domains",
+        json={"name": name, "email": "certy@example.com", "cert_dir": str(out), **extra},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def _finished(api: requests.Session, console: HomeSite, domain_id: int) -> dict:
+    return wait_for(
+        lambda: (d := _domain(api, console, domain_id))["job"]["state"] in ("done", "failed") and d,
+        timeout=90,
+        what="certificate job",
+    )
+
+
 @pytest.mark.parametrize("challenge", ["http-01", "tls-alpn-01"])
 def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_root(
     cloud: CloudSite, console: HomeSite, pebble: PebbleInfo, root: Path, challenge: str
 ) -> None:
     api = console.api()
-    name = f"{challenge.replace('-', '')}.certy.test"
+    name = f"{challenge.replace('-', '')}.certy.homes.test"
     out = console.cert_root
-    r = api.post(
-        f"{console.url}/api/domains",
-        json={
-            "name": name,
-            "email": "certy@example.com",
-            "cert_dir": str(out),
-            "challenge": challenge,
-        },
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
-    done = _finished(api, console, r.json()["id"])
+    done = _finished(api, console, _issue(console, api, name, out, challenge=challenge)["id"])
     assert done["job"]["state"] == "done", done["job"]
     assert done["cert_status"] == "valid" and done["cert_expiry"]
     live = out / name
@@ -119,19 +111,9 @@ def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_r
     roots = root / f"roots-{challenge}.pem"
     roots.write_text("".join(pebble.roots()))
     chain = live / "chain.pem"
+    verify = ["openssl", "verify", "-CAfile", str(roots), "-untrusted", str(chain)]
     verified = subprocess.run(
-        [
-            "openssl",
-            "verify",
-            "-CAfile",
-            str(roots),
-            "-untrusted",
-            str(chain),
-            str(live / "cert.pem"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+        [*verify, str(live / "cert.pem")], capture_output=True, text=True, check=False
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     text = subprocess.run(
@@ -149,63 +131,17 @@ def test_certificate_is_issued_through_the_tunnel_and_verifies_against_pebbles_r
 def test_a_name_that_does_not_resolve_fails_with_a_clear_reason_and_leaves_nothing(
     cloud: CloudSite, console: HomeSite, pebble: PebbleInfo, root: Path
 ) -> None:
-    name = "nowhere.certy.test"
-    pebble.set_servfail(name)
+    name = "nowhere.certy.homes.test"
+    pebble.dns.set_servfail(name)
     api = console.api()
     out = console.cert_root / "fail"
-    r = api.post(
-        f"{console.url}/api/domains",
-        json={"name": name, "email": "certy@example.com", "cert_dir": str(out)},
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
-    failed = _finished(api, console, r.json()["id"])
+    failed = _finished(api, console, _issue(console, api, name, out)["id"])
     assert failed["job"]["state"] == "failed" and failed["cert_status"] == "failed"
     error = failed["job"]["error"]
     assert name in error and "DNS" in error and "\n" not in error
     assert name not in _live_hosts(cloud)
     assert not (out / name).exists()
     assert _tunnel_processes(root) == 0
-
-
-def test_a_domain_named_like_a_folder_of_another_tool_fails_and_keeps_that_folder(
-    cloud: CloudSite, console: HomeSite, console_user: User
-) -> None:
-    """The attack of issue 12: a domain named like a folder already in the certificate
-    directory replaced it. Now the job fails naming the path, and the folder stays whole."""
-    name = "clash.certy.test"
-    out = console.cert_root / "clash"
-    out.mkdir(parents=True)
-    console_user.own(console.cert_root, out)
-    (out / name).mkdir()  # root's, as another tool's would be
-    (out / name / "site.conf").write_text("someone else's file\n")
-    api = console.api()
-    failed = _finished(api, console, _issue(console, api, name, out)["id"])
-    assert failed["job"]["state"] == "failed", failed["job"]
-    assert failed["job"]["error"].startswith(f"{out / name}: is in the way")
-    assert sorted(p.name for p in out.iterdir()) == [name]  # no version folder left
-    assert [p.name for p in (out / name).iterdir()] == ["site.conf"]
-    assert (out / name / "site.conf").read_text() == "someone else's file\n"
-    assert name not in _live_hosts(cloud)
-    shutil.rmtree(out / name)  # the other tool's folder has no place in the modes table
-
-
-def _issue(console: HomeSite, api: requests.Session, name: str, out: Path, **extra: object) -> dict:
-    r = api.post(
-        f"{console.url}/api/domains",
-        json={"name": name, "email": "certy@example.com", "cert_dir": str(out), **extra},
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
-    return dict(r.json())
-
-
-def _finished(api: requests.Session, console: HomeSite, domain_id: int) -> dict:
-    return wait_for(
-        lambda: (d := _domain(api, console, domain_id))["job"]["state"] in ("done", "failed") and d,
-        timeout=90,
-        what="certificate job",
-    )
 
 
 def _due(console: HomeSite) -> list[int]:
@@ -234,7 +170,7 @@ def test_due_certificates_are_renewed_by_the_beat_task_and_a_second_run_does_not
     marks = root / "renew-marks"
     marks.mkdir()
     console_user.own(marks)
-    name = "renew.certy.test"
+    name = "renew.certy.homes.test"
     domain = _issue(console, api, name, console.cert_root / "renew", post_renew_action="mark")
     first = _finished(api, console, domain["id"])
     assert first["job"]["state"] == "done", first["job"]
@@ -266,7 +202,7 @@ def test_a_worker_killed_mid_flow_leaves_nothing_behind_and_the_flow_can_be_retr
     cloud: CloudSite, console: HomeSite, root: Path
 ) -> None:
     api = console.api()
-    name = "killed.certy.test"
+    name = "killed.certy.homes.test"
     out = console.cert_root / "killed"
     worker = next(
         int(line.split()[2])
@@ -296,6 +232,92 @@ def test_a_worker_killed_mid_flow_leaves_nothing_behind_and_the_flow_can_be_retr
     assert r.status_code in (200, 202), r.text
     retried = _finished(api, console, domain["id"])
     assert retried["job"]["state"] == "done" and (out / name / "fullchain.pem").exists()
+
+
+def _orders(root: Path) -> int:
+    """New-order requests Pebble has answered so far."""
+    return (root / "pebble" / "pebble.log").read_text().count("POST /order-plz")
+
+
+def test_a_custom_domain_waits_for_its_txt_record_and_then_gets_its_certificate_by_itself(
+    cloud: CloudSite, console: HomeSite, dns: MockDns, root: Path
+) -> None:
+    api = console.api()
+    name = "shop-certy.test"
+    orders = _orders(root)
+    domain = _issue(console, api, name, console.cert_root / "custom")
+    waiting = wait_for(
+        lambda: (d := _domain(api, console, domain["id"]))["job"]["state"] == "waiting" and d,
+        timeout=30,
+        what="the job waiting for the DNS proof",
+    )
+    ownership = waiting["ownership"]
+    assert ownership["status"] == "unverified" and ownership["record"]["type"] == "TXT"
+    assert ownership["record"]["name"] == f"_cloudathome.{name}"
+    assert waiting["job"]["step"] == f"waiting for the TXT record _cloudathome.{name}"
+    assert [s["name"] for s in waiting["job"]["steps"] if s["status"] == "current"] == [
+        "TXT record found (not needed under the base domain)"
+    ]
+    assert name not in _live_hosts(cloud) and _orders(root) == orders  # nothing mapped or ordered
+    dns.add_txt(ownership["record"]["name"], ownership["record"]["value"])
+    r = api.post(f"{console.url}/api/domains/{domain['id']}/verify", timeout=10)
+    assert r.status_code == 202, r.text
+    done = _finished(api, console, domain["id"])
+    assert done["job"]["state"] == "done", done["job"]
+    assert done["ownership"]["status"] == "verified" and done["cert_status"] == "valid"
+    assert (console.cert_root / "custom" / name / "fullchain.pem").exists()
+    assert _orders(root) == orders + 1
+
+
+def _console_page(console: HomeSite, path: str) -> str:
+    web = requests.Session()
+    web.get(f"{console.url}/login/", timeout=10)
+    r = web.post(f"{console.url}/login/", timeout=10, headers={"Referer": f"{console.url}/login/"},
+                 data={"username": "admin", "password": console.admin_password,
+                       "csrfmiddlewaretoken": web.cookies["cah_home_csrftoken"]})  # fmt: skip
+    assert r.ok
+    return web.get(f"{console.url}{path}", timeout=10).text
+
+
+def test_a_name_the_home_cannot_own_stops_before_any_mapping_or_order_with_the_reason_shown(
+    cloud: CloudSite, console: HomeSite, root: Path
+) -> None:
+    api = console.api()
+    name = "www.other.homes.test"  # under the base domain, but another label than certy's
+    orders = _orders(root)
+    domain = _issue(console, api, name, console.cert_root / "refused")
+    failed = _finished(api, console, domain["id"])
+    assert failed["job"]["state"] == "failed" and failed["ownership"]["status"] == "refused"
+    reason = failed["job"]["error"]
+    assert "names under homes.test come with a home's label" in reason
+    assert "certy.homes.test" in reason  # the step: this home's own names
+    assert name not in _live_hosts(cloud) and _orders(root) == orders
+    assert not (console.cert_root / "refused").exists()
+    assert "names under homes.test come with a home&#x27;s label" in _console_page(
+        console, f"/domains/{domain['id']}/"
+    )
+
+
+def test_a_domain_named_like_a_folder_of_another_tool_fails_and_keeps_that_folder(
+    cloud: CloudSite, console: HomeSite, console_user: User
+) -> None:
+    """The attack of issue 12: a domain named like a folder already in the certificate
+    directory replaced it. Now the job fails naming the path, and the folder stays whole."""
+    name = "clash.certy.homes.test"
+    out = console.cert_root / "clash"
+    out.mkdir(parents=True)
+    console_user.own(console.cert_root, out)
+    (out / name).mkdir()  # root's, as another tool's would be
+    (out / name / "site.conf").write_text("someone else's file\n")
+    api = console.api()
+    failed = _finished(api, console, _issue(console, api, name, out)["id"])
+    assert failed["job"]["state"] == "failed", failed["job"]
+    assert failed["job"]["error"].startswith(f"{out / name}: is in the way")
+    assert sorted(p.name for p in out.iterdir()) == [name]  # no version folder left
+    assert [p.name for p in (out / name).iterdir()] == ["site.conf"]
+    assert (out / name / "site.conf").read_text() == "someone else's file\n"
+    assert name not in _live_hosts(cloud)
+    shutil.rmtree(out / name)  # the other tool's folder has no place in the modes table
 
 
 def test_every_file_both_sites_wrote_during_the_flow_has_the_mode_of_the_table(

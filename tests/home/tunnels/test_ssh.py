@@ -1,5 +1,5 @@
 """The tunnel processes against a real sshd of the test's own (a dedicated system user, the
-forced blocking command of DESIGN section 2) and a real HTTP service standing for the home's."""
+forced blocking command of docs/architecture.md, the data path) and a real HTTP service standing for the home's."""
 
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from home.keys import generate_keypair
 from home.tunnels import ssh
 from tests.support.net import Service, http_get, serve
+from workers.common.processes import processes_of_user, stop_user_processes
 from workers.local.procs import free_port, port_open, running, wait_for
+from workers.local.sites import cli, home_environ, run_tunnel
 
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")
@@ -36,19 +39,6 @@ class Sshd:
     client_key: Path
     known_hosts: Path
     log: Path
-
-
-def _uid_processes(uid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            status = (entry / "status").read_text()
-            line = next(x for x in status.splitlines() if x.startswith("Uid:"))
-            if int(line.split()[1]) == uid:
-                pids.append(int(entry.name))
-    return pids
 
 
 @contextlib.contextmanager
@@ -72,10 +62,8 @@ def system_user() -> Iterator[str]:
         # Its sessions end once the clients are gone; anything left under this fresh uid was
         # started by this test's sshd, so stopping it by PID is stopping our own.
         with contextlib.suppress(TimeoutError):
-            wait_for(lambda: not _uid_processes(uid), timeout=10, what=f"{name}'s processes")
-        for pid in _uid_processes(uid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not processes_of_user(uid), timeout=10, what=f"{name}'s processes")
+        stop_user_processes(uid)
         subprocess.run(["userdel", name], check=True, capture_output=True)
 
 
@@ -388,6 +376,64 @@ def test_start_time_of_a_missing_process_is_none() -> None:
     # PIDs never exceed pid_max; one above it cannot exist.
     pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
     assert ssh.start_time_of(pid_max + 1) is None
+
+
+# --- in the foreground: `home manage tunnel_run` -------------------------------------------
+
+
+def link_file(directory: Path, sshd: Sshd, remote_port: int) -> Path:
+    """A cloudlink.yaml for the test's sshd, whose range is the one port `remote_port`."""
+    config = directory / "cloudlink.yaml"
+    ssh_link = {
+        "host": "127.0.0.1",
+        "port": sshd.port,
+        "username": sshd.user,
+        "private_key_path": str(sshd.client_key),
+        "known_hosts": str(sshd.known_hosts),
+    }
+    link = {
+        "cloudserver_url": "http://127.0.0.1:9",
+        "auth_token": "cah_unused_unused",
+        "home_slug": "test",
+        "ssh": ssh_link,
+        "ports": {"base": remote_port, "count": 1},
+    }
+    config.write_text(yaml.safe_dump(link))
+    return config
+
+
+def test_tunnel_run_carries_traffic_until_it_is_told_to_stop(
+    sshd: Sshd, service: Service, tmp_path: Path
+) -> None:
+    remote = free_port()
+    config = link_file(tmp_path, sshd, remote)
+    with run_tunnel(tmp_path / "state", config, remote, service.port, tmp_path / "run.log") as run:
+        assert Path(f"/proc/{run.pid}/comm").read_text().strip() == "ssh"
+        assert 0 < run.ready_s < 15
+        assert http_get(remote, "example.test") == (200, b"home-service")
+    assert run.proc.returncode == 0
+    wait_for(lambda: ssh.start_time_of(run.pid) is None, timeout=10, what="ssh stopped")
+    assert not port_open(remote)
+
+
+def test_tunnel_run_refuses_a_port_outside_the_home_range(sshd: Sshd, tmp_path: Path) -> None:
+    remote = free_port()
+    config = link_file(tmp_path, sshd, remote)
+    argv = cli(
+        "home", "manage", "tunnel_run", "--remote-port", str(remote + 1), "--local-port", "80"
+    )
+    done = subprocess.run(
+        argv,
+        env=home_environ(tmp_path / "state", config),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert f"--remote-port: {remote + 1} is outside this home's range {remote}-{remote}" in (
+        done.stderr
+    )
 
 
 # --- backoff ----------------------------------------------------------------------------------

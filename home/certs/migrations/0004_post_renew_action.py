@@ -20,7 +20,7 @@ def keep_old_commands_as_a_note(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("certs", "0002_move_tables")]
+    dependencies = [("certs", "0003_ownership")]
 
     operations = [
         migrations.AddField(

@@ -1,0 +1,126 @@
+"""Section 1, the data path: one nginx HTTPS service reached directly, through HAProxy only, and
+through HAProxy + the product's SSH tunnel; a 100 MiB download, keep-alive 1 KiB requests and
+new TLS connections, with the CPU each process spent per request and the tunnel's memory."""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable
+from typing import Any
+
+from workers.bench import tools as bt
+from workers.bench.harness import Bench, haproxy_pids, log, sshd_pids
+
+RATIOS = ("download_MBps", "keepalive_rps", "newconn_per_s")
+# CPU seconds -> the unit of the table: ms per download, µs per request or connection.
+CPU_UNITS = {"download_MBps": 1e3, "keepalive_rps": 1e6, "newconn_per_s": 1e6}
+
+Run = Callable[[], tuple[float, int]]  # -> (the figure, requests it took)
+
+
+def measure(bench: Bench) -> dict[str, Any]:
+    m = bench.main()
+    https = m.cloud.https_port
+    paths = {
+        "direct": ("direct.bench.test", m.direct_port),
+        "edge": ("edge.bench.test", https),
+        "edge_tunnel": ("tunnel.bench.test", https),
+    }
+    groups: dict[str, Callable[[], list[int]]] = {
+        "haproxy": lambda: haproxy_pids(m.cloud),
+        "sshd": lambda: sshd_pids(m.cloud)[1],
+        "ssh": lambda: [m.tunnel.pid],
+        "service": lambda: [m.nginx.pid, *bt.descendants(m.nginx.pid)],
+    }
+    figures: dict[str, dict[str, list[float]]] = {p: {} for p in paths}
+    cpu: dict[str, dict[str, dict[str, float]]] = {}
+    counts: dict[str, dict[str, float]] = {}
+
+    def measured(kind: str, path: str, run: Run) -> float:
+        pids = {g: f() for g, f in groups.items()}
+        before = {g: bt.cpu_seconds(p) for g, p in pids.items()}
+        client_before = _children_cpu()
+        value, requests_done = run()
+        spent = {g: bt.cpu_seconds(p) - before[g] for g, p in pids.items()}
+        spent["client"] = _children_cpu() - client_before
+        bucket = cpu.setdefault(kind, {}).setdefault(path, {})
+        for g, s in spent.items():
+            bucket[g] = bucket.get(g, 0.0) + s
+        total = counts.setdefault(kind, {})
+        total[path] = total.get(path, 0) + requests_done
+        return value
+
+    for host, port in paths.values():  # warm-up: caches, TLS tickets, page cache
+        bt.download(f"https://{host}:{port}/{bt.BIG_FILE}", host, port)
+        if not bench.plan.quick:
+            bench.wrk(f"https://{host}:{port}/{bt.SMALL_FILE}", 1)
+    for rep in range(bench.plan.repeats):
+        for path, (host, port) in paths.items():
+            log(f"· data path {path} ({rep + 1}/{bench.plan.repeats})")
+            for kind, run in _runs(bench, host, port, figures[path]).items():
+                figures[path].setdefault(kind, []).append(measured(kind, path, run))
+
+    result: dict[str, Any] = {"paths": {}, "ratios": {}, "cpu_us_per_request": {}}
+    for path, values in figures.items():
+        result["paths"][path] = {
+            k: round(bt.median(v), 3) if k != "errors" else int(sum(v)) for k, v in values.items()
+        }
+    for path in ("edge", "edge_tunnel"):
+        result["ratios"][path] = {
+            k: round(result["paths"][path][k] / result["paths"]["direct"][k], 3) for k in RATIOS
+        }
+    for kind, per_path in cpu.items():
+        result["cpu_us_per_request"][kind] = {
+            path: {
+                g: round(s * CPU_UNITS[kind] / max(1, counts[kind][path]), 2)
+                for g, s in spent.items()
+            }
+            for path, spent in per_path.items()
+        }
+    result["cpu_us_per_request"]["download_MBps_unit"] = "ms of CPU per 100 MiB download"
+    _listener, sessions = sshd_pids(m.cloud)
+    ssh_rss, ssh_pss = bt.memory_kb(m.tunnel.pid)
+    sess = [bt.memory_kb(p) for p in sessions]
+    result["tunnel_memory_kb"] = {
+        "ssh_rss": ssh_rss,
+        "ssh_pss": ssh_pss,
+        "sshd_session_rss": sum(r for r, _ in sess),
+        "sshd_session_pss": sum(p for _, p in sess),
+        "sshd_session_processes": len(sessions),
+    }
+    result["settings"] = {
+        "wrk_threads": 1,
+        "wrk_connections": bench.plan.connections,
+        "wrk_seconds": bench.plan.wrk_seconds,
+        "repeats": bench.plan.repeats,
+        "download_bytes": 100 * bt.MIB,
+    }
+    return result
+
+
+def _runs(bench: Bench, host: str, port: int, figures: dict[str, list[float]]) -> dict[str, Run]:
+    """The three measurements of one path, in order; wrk's latencies land in `figures`."""
+    small = f"https://{host}:{port}/{bt.SMALL_FILE}"
+
+    def download() -> tuple[float, int]:
+        return bt.download(f"https://{host}:{port}/{bt.BIG_FILE}", host, port), 1
+
+    def keepalive() -> tuple[float, int]:
+        r = bench.wrk(small, bench.plan.wrk_seconds)
+        figures.setdefault("keepalive_p50_ms", []).append(r.p50_ms)
+        figures.setdefault("keepalive_p99_ms", []).append(r.p99_ms)
+        figures.setdefault("errors", []).append(r.errors)
+        return r.rps, r.requests
+
+    def new_connections() -> tuple[float, int]:
+        r = bench.wrk(small, bench.plan.wrk_seconds, new_connections=True)
+        figures.setdefault("newconn_p99_ms", []).append(r.p99_ms)
+        figures.setdefault("errors", []).append(r.errors)
+        return r.rps, r.requests
+
+    return {"download_MBps": download, "keepalive_rps": keepalive, "newconn_per_s": new_connections}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

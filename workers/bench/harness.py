@@ -1,0 +1,329 @@
+"""What every section of `cloudathome bench` runs on: the plan of one run, the main site (a
+cloud, one home registered as a user does it, nginx, the product's tunnel) started once and
+shared, the Home Console with a local Pebble, and the way figures are summarised."""
+
+from __future__ import annotations
+
+import contextlib
+import pwd
+import secrets
+import signal
+import subprocess
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from workers.bench import tools as bt
+from workers.local.pebble import MockDns, mock_dns, pebble_server
+from workers.local.procs import free_port, wait_for
+from workers.local.sites import (
+    CloudSite,
+    HomeSite,
+    TunnelRun,
+    prove_domain,
+    register_home,
+    run_tunnel,
+    start_cloud,
+    start_home,
+)
+
+NAMES = ("direct.bench.test", "edge.bench.test", "tunnel.bench.test", "probe.scale.test")
+# Above Linux's ephemeral range (32768-60999), so no outgoing connection can hold a tunnel port.
+MAIN_PORTS = range(61000, 65536)
+HAPROXY, SSHD = "/usr/sbin/haproxy", "/usr/sbin/sshd"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything one run does; `--quick` is the same run, smaller."""
+
+    quick: bool
+    wrk_seconds: float
+    repeats: int
+    connections: int
+    mappings: int
+    registrations: int
+    recoveries: int
+    certificates: int
+    scale_homes: int
+    scale_mappings_per_home: int
+    scale_changes: int
+    provision_homes: int
+    latency_seconds: float
+
+
+FULL = Plan(
+    quick=False,
+    wrk_seconds=8,
+    repeats=3,
+    connections=8,
+    mappings=100,
+    registrations=3,
+    recoveries=5,
+    certificates=3,
+    scale_homes=1000,
+    scale_mappings_per_home=10,
+    scale_changes=20,
+    provision_homes=100,
+    latency_seconds=5,
+)
+QUICK = replace(
+    FULL,
+    quick=True,
+    wrk_seconds=1,
+    repeats=1,
+    mappings=10,
+    registrations=1,
+    recoveries=1,
+    certificates=1,
+    scale_homes=50,
+    scale_changes=3,
+    provision_homes=5,
+    latency_seconds=1,
+)
+
+
+def log(text: str) -> None:
+    print(text, flush=True)
+
+
+def in_ms(seconds: list[float]) -> dict[str, float]:
+    return {
+        "n": len(seconds),
+        "p50_ms": round(bt.percentile(seconds, 50) * 1000, 2),
+        "p99_ms": round(bt.percentile(seconds, 99) * 1000, 2),
+        "max_ms": round(max(seconds, default=0) * 1000, 2),
+    }
+
+
+def in_s(seconds: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(seconds),
+        "median_s": round(bt.median(seconds), 3),
+        "max_s": round(max(seconds, default=0), 3),
+        "samples_s": [round(x, 3) for x in seconds],
+    }
+
+
+# --- the cloud's processes, found below `cloudathome cloud up` --------------------------------
+
+
+def haproxy_pids(cloud: CloudSite) -> list[int]:
+    assert cloud.proc is not None
+    return [p for p in bt.descendants(cloud.proc.pid) if bt.exe(p) == HAPROXY]
+
+
+def sshd_pids(cloud: CloudSite) -> tuple[list[int], list[int]]:
+    """(listener, session processes) of the cloud's own sshd."""
+    assert cloud.proc is not None
+    below = bt.descendants(cloud.proc.pid)
+    sshd = [p for p in below if bt.exe(p) == SSHD]
+    sessions = {c for p in sshd for c in bt.descendants(p)}
+    return [p for p in sshd if p not in sessions], sorted(sessions)
+
+
+def free_port_range(size: int, within: range) -> int:
+    """The lowest base (a multiple of 100) in `within` of `size` ports nobody listens on:
+    another bench or test suite on this machine may hold the others."""
+    busy = bt.listening_ports()
+    for base in range(within.start, within.stop - size + 1, 100):
+        if busy.isdisjoint(range(base, base + size)):
+            return base
+    raise RuntimeError(f"no {size} free ports in {within.start}-{within.stop - 1}")
+
+
+def users_with(prefix: str, part: str = "") -> list[str]:
+    return [e.pw_name for e in pwd.getpwall() if e.pw_name.startswith(prefix) and part in e.pw_name]
+
+
+def remove_new_users(prefix: str, before: set[str]) -> list[str]:
+    """Safety net: system users of this run's cloud left behind (a crash before the release).
+    Only names the run created count: its prefix is random, and no user that existed before
+    the run is ever touched."""
+    left = [name for name in users_with(prefix) if name not in before]
+    for name in left:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+    return left
+
+
+def load_link(config: Path) -> dict[str, Any]:
+    data = yaml.safe_load(config.read_text())
+    if not isinstance(data, dict):
+        raise RuntimeError(f"{config}: not a mapping")
+    return data
+
+
+def check(done: subprocess.CompletedProcess[str], what: str) -> str:
+    """The output of a site command that must have succeeded."""
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+# --- the main site: a cloud, one registered home, nginx, the product's tunnel ------------------
+
+
+@dataclass
+class Main:
+    cloud: CloudSite
+    admin: requests.Session
+    prefix: str
+    config: Path
+    link: dict[str, Any]
+    nginx: bt.Nginx
+    direct_port: int
+    edge_port: int  # nginx listens here itself: the edge-only path
+    tunnel_port: int  # the product's ssh -R lands here: the edge + tunnel path
+    tunnel: TunnelRun
+    home_api: requests.Session
+    dns: MockDns  # the cloud's resolver and Pebble's, where the bench's TXT records live
+
+
+@dataclass
+class Console:
+    home: HomeSite
+    api: requests.Session
+    domains: list[dict[str, Any]]  # issued so far, with their certificate on disk
+
+
+class Bench:
+    """One run: its state folder, plan and exit stack; the main site and the console are
+    started by the first section that needs them and stopped when the run ends."""
+
+    def __init__(self, root: Path, plan: Plan, stack: contextlib.ExitStack) -> None:
+        self.root = root
+        self.plan = plan
+        self.stack = stack
+        self.hosts = root / "hosts"
+        self.hosts.write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {n}\n" for n in NAMES))
+        self._main: Main | None = None
+        self._console: Console | None = None
+        self.user_prefix = ""
+        self.strays: list[tuple[int, int]] = []  # (pid, start time) of ssh the console opened
+        stack.callback(self._stop_strays)
+
+    def _stop_strays(self) -> None:
+        for pid, start_time in self.strays:
+            bt.signal_if_same(pid, start_time, signal.SIGTERM)
+
+    def wrk(self, url: str, seconds: float, new_connections: bool = False) -> bt.WrkResult:
+        return bt.wrk(
+            url,
+            seconds=seconds,
+            connections=self.plan.connections,
+            hosts_file=self.hosts,
+            script_dir=self.root,
+            new_connections=new_connections,
+        )
+
+    # --- the main site --------------------------------------------------------------------
+
+    def main(self) -> Main:
+        if self._main is None:
+            self._main = self._start_main()
+        return self._main
+
+    def _start_main(self) -> Main:
+        prefix = f"b{secrets.token_hex(2)}"
+        self.user_prefix = prefix
+        self.stack.callback(remove_new_users, prefix, set(users_with(prefix)))
+        log("· starting the cloud site (HAProxy, sshd, web, worker, beat)")
+        slots = self.plan.provision_homes + self.plan.registrations + 4
+        dns = self.stack.enter_context(mock_dns(self.root / "dns"))
+        settings = {
+            "CLOUDATHOME_DNS_RESOLVERS": dns.resolver,
+            "CLOUDATHOME_SSH_USER_PREFIX": prefix,
+            "CLOUDATHOME_PORT_BASE": str(free_port_range(slots * 10, MAIN_PORTS)),
+            "CLOUDATHOME_PORT_STRIDE": "10",
+            "CLOUDATHOME_PORTS_PER_HOME": "10",
+            "CLOUDATHOME_HOME_SLOTS": str(slots),
+        }
+        cloud = self.stack.enter_context(start_cloud(self.root / "cloud", settings))
+        admin = cloud.api(cloud.token("admin", cloud.admin_password))
+        password = secrets.token_urlsafe(12)
+        cloud.create_user("bench", password)
+        log("· registering the bench home (keygen + register, as a user runs them)")
+        config, done = register_home(cloud, self.root / "home", "bench", password)
+        check(done, "register")
+        link = load_link(config)
+        base = int(link["ports"]["base"])
+        direct_port = free_port()
+        edge_port, tunnel_port = base + 9, base + 8  # the console allocates from base upwards
+        nginx = self.stack.enter_context(
+            bt.nginx_server(self.root / "nginx", [direct_port, edge_port])
+        )
+        home_api = cloud.api(str(link["auth_token"]))
+        self.stack.callback(self._release, cloud, home_api, str(link["home_slug"]), prefix)
+        log("· proving bench.test with its TXT record, so the bench home may map *.bench.test")
+        prove_domain(cloud, home_api, str(link["home_slug"]), dns, "bench.test")
+        tunnel = self.stack.enter_context(
+            self.tunnel(self.root / "home", config, tunnel_port, direct_port)
+        )
+        main = Main(
+            cloud=cloud,
+            admin=admin,
+            prefix=prefix,
+            config=config,
+            link=link,
+            nginx=nginx,
+            direct_port=direct_port,
+            edge_port=edge_port,
+            tunnel_port=tunnel_port,
+            tunnel=tunnel,
+            home_api=home_api,
+            dns=dns,
+        )
+        for host, port in (("edge.bench.test", edge_port), ("tunnel.bench.test", tunnel_port)):
+            self.create_mapping(main, host, port)
+            if bt.time_until(bt.routable(cloud.https_port, host), 20) is None:
+                raise RuntimeError(f"{host} never became routable through the edge")
+        return main
+
+    def tunnel(
+        self, home_root: Path, config: Path, remote_port: int, local_port: int
+    ) -> contextlib.AbstractContextManager[TunnelRun]:
+        """The product's tunnel, exactly: `home manage tunnel_run` (the console's own argv,
+        spawn and readiness) for the home of `config`."""
+        log_path = home_root / f"tunnel-{remote_port}.out"
+        return run_tunnel(home_root / "home-state", config, remote_port, local_port, log_path)
+
+    def create_mapping(self, main: Main, host: str, port: int) -> None:
+        slug = main.link["home_slug"]
+        r = main.home_api.post(
+            f"{main.cloud.url}/api/homes/{slug}/proxy-mappings",
+            json={"host": host, "scheme": "https", "tunnel_port": port},
+            timeout=10,
+        )
+        if r.status_code != 201:
+            raise RuntimeError(f"creating mapping {host}: HTTP {r.status_code} {r.text[:300]}")
+
+    def _release(self, cloud: CloudSite, api: requests.Session, slug: str, prefix: str) -> None:
+        with contextlib.suppress(requests.RequestException):
+            api.delete(f"{cloud.url}/api/homes/{slug}", timeout=10)
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: not users_with(prefix), timeout=30, what="home users removed")
+
+    # --- the Home Console, against a local Pebble -----------------------------------------
+
+    def console(self) -> Console:
+        if self._console is None:
+            m = self.main()
+            pebble = self.stack.enter_context(
+                pebble_server(
+                    self.root / "pebble", m.cloud.http_port, m.cloud.https_port, dns=m.dns
+                )
+            )
+            log("· starting the Home Console (web, worker, beat) against the local Pebble")
+            acme = {
+                "CLOUDATHOME_ACME_DIRECTORY": pebble.directory_url,
+                "CLOUDATHOME_ACME_CA_BUNDLE": pebble.ca_bundle,
+            }
+            password = secrets.token_urlsafe(12)
+            home = self.stack.enter_context(
+                start_home(self.root / "home", m.config, password, acme)
+            )
+            self._console = Console(home, home.api(), [])
+        return self._console

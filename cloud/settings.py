@@ -22,7 +22,7 @@ from workers.common.conf import (
 # Django reads settings as module globals: the shared base is star-imported (its __all__ lists
 # what it exports) and the names used below are imported by name as well.
 from workers.common.settings import *  # noqa: F403
-from workers.common.settings import SHARED_APPS, allowed_hosts, templates
+from workers.common.settings import SHARED_APPS, allowed_hosts, cookie_names, templates
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "cloudathome cloud"
@@ -46,6 +46,8 @@ TEMPLATES = templates(BASE_DIR / "templates")
 
 DATABASES = {"default": database(STATE_DIR)}
 STATIC_ROOT = STATE_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+SESSION_COOKIE_NAME, CSRF_COOKIE_NAME = cookie_names("cloud")
 
 # Celery: the cloud's own broker (docs/architecture.md).
 REDIS_URL = redis_url(STATE_DIR)

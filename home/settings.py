@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.common.conf import database, env, envint, redis_url, secret_key, state_dir
+from home.certs.actions import parse_actions
+from workers.common.conf import (
+    ConfigError,
+    database,
+    env,
+    envint,
+    redis_url,
+    secret_key,
+    state_dir,
+)
 
 # Django reads settings as module globals: the shared base is star-imported (its __all__ lists
 # what it exports) and the names used below are imported by name as well.
 from workers.common.settings import *  # noqa: F403
 from workers.common.settings import MIDDLEWARE as SHARED_MIDDLEWARE
-from workers.common.settings import SHARED_APPS, allowed_hosts, templates
+from workers.common.settings import SHARED_APPS, allowed_hosts, cookie_names, templates
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "Home Console"
@@ -37,6 +46,8 @@ TEMPLATES = templates(BASE_DIR / "templates")
 
 DATABASES = {"default": database(STATE_DIR)}
 STATIC_ROOT = STATE_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+SESSION_COOKIE_NAME, CSRF_COOKIE_NAME = cookie_names("home")
 
 REDIS_URL = redis_url(STATE_DIR)
 HOME_PORT = envint("CLOUDATHOME_HOME_PORT", 8001, 1, 65535)
@@ -60,6 +71,14 @@ ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
 ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
 RENEW_DAYS = envint("CLOUDATHOME_RENEW_DAYS", 30, 0, 36500)
 RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
+# Every domain's certificate folder is this root or below it (resolved once, here).
+CERT_ROOT = Path(env("CLOUDATHOME_CERT_ROOT") or STATE_DIR / "certs").expanduser()
+if not CERT_ROOT.is_absolute():
+    raise ConfigError(f"CLOUDATHOME_CERT_ROOT: must be an absolute path, not {str(CERT_ROOT)!r}")
+CERT_ROOT = CERT_ROOT.resolve()
+# What may run after a renewal: the operator's named argument vectors, never a web request's.
+POST_RENEW_ACTIONS = parse_actions(env("CLOUDATHOME_POST_RENEW_ACTIONS"))
+POST_RENEW_TIMEOUT = envint("CLOUDATHOME_POST_RENEW_TIMEOUT", 60, 1, 600)
 
 # The link check (cloud API, token, SSH preflight) behind the dashboard and /api/status.
 LINK_CHECK_SECONDS = envint("CLOUDATHOME_LINK_CHECK_SECONDS", 60, 5, 86400)

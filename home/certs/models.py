@@ -32,7 +32,13 @@ class Domain(models.Model):
     email = models.EmailField()
     cert_dir = models.CharField(max_length=1024)
     challenge = models.CharField(max_length=12, choices=Challenge.choices, default=Challenge.HTTP01)
-    post_renew_command = models.JSONField(default=list, blank=True)
+    # The name of one of the operator's actions (home.certs.actions), never a program.
+    post_renew_action = models.CharField(max_length=40, blank=True)
+    # Its last run, for the dashboard: when, the exit code (None: not started or stopped at
+    # the time limit) and the tail of its output.
+    action_ran = models.DateTimeField(null=True, blank=True)
+    action_exit = models.IntegerField(null=True, blank=True)
+    action_output = models.TextField(blank=True)
     cert_status = models.CharField(
         max_length=8, choices=CertStatus.choices, default=CertStatus.NONE
     )

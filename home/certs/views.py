@@ -50,7 +50,7 @@ def domain_add(request: HttpRequest) -> HttpResponse:
                 data["email"],
                 data["cert_dir"],
                 data["challenge"],
-                services.parse_command(data["post_renew_command"]),
+                data["post_renew_action"],
             )
         except DomainError as exc:
             show_on_form(form, exc)

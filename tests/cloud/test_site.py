@@ -3,8 +3,11 @@ worker + beat, Flower, private Redis, PostgreSQL), driven like a user and a scri
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -22,7 +25,7 @@ from tests.support.net import (
     tls_get,
     tls_refused,
 )
-from tests.support.sites import CloudSite
+from tests.support.sites import CloudSite, cloud_site
 from tests.support.ssh import client_options, keygen, known_hosts
 from tests.support.tenants import Tenant, live_routes, ready_home, tenant
 from workers.local.procs import stop_pid, wait_for
@@ -61,7 +64,7 @@ def tunnel(cloud: CloudSite, known: Path) -> Iterator:
 
 def _web_form(session: requests.Session, url: str, data: dict[str, str]) -> requests.Response:
     session.get(url, timeout=10)
-    data = {**data, "csrfmiddlewaretoken": session.cookies.get("csrftoken", "")}
+    data = {**data, "csrfmiddlewaretoken": session.cookies.get("cah_cloud_csrftoken", "")}
     return session.post(url, data=data, headers={"Referer": url}, timeout=10)
 
 
@@ -94,7 +97,7 @@ def test_signup_creates_an_inactive_account_that_can_neither_log_in_nor_get_a_to
         f"{cloud.url}/login/",
         {"username": "carol", "password": "Tr1cky-pass-42"},
     )
-    assert "/login/" in r.url and "sessionid" not in r.cookies
+    assert "/login/" in r.url and "cah_cloud_session" not in r.cookies
     r = requests.post(
         f"{cloud.url}/api/auth/token",
         json={"username": "carol", "password": "Tr1cky-pass-42"},
@@ -480,3 +483,47 @@ def test_releasing_a_home_removes_its_mappings_routes_key_and_system_user(
         lambda: subprocess.run(["id", user], capture_output=True, check=False).returncode != 0,
         timeout=15,
     )
+
+
+# --- two cloud sites on one machine ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_site() -> Iterator[CloudSite]:
+    with cloud_site() as running_site:
+        yield running_site
+
+
+def test_a_home_of_one_site_is_refused_by_the_sshd_of_another_site_on_the_same_machine(
+    cloud: CloudSite, other_site: CloudSite, alice: Tenant, tmp_path: Path
+) -> None:
+    """Each site's homes are in a group of its own (from its user prefix), and each sshd
+    allows only its own group: even a key file of the other site's home is not enough."""
+    username = alice.home["ssh_username"]
+    prefix = cloud.env["CLOUDATHOME_SSH_USER_PREFIX"]
+    group = grp.getgrgid(pwd.getpwnam(username).pw_gid).gr_name
+    assert group == f"cloudathome-{prefix}s"
+    assert f"AllowGroups {group}\n" in (cloud.state / "ssh" / "sshd_config").read_text()
+    other_config = (other_site.state / "ssh" / "sshd_config").read_text()
+    assert "AllowGroups cloudathome-" in other_config and group not in other_config
+    planted = other_site.state / "ssh" / "keys" / username
+    shutil.copy(cloud.state / "ssh" / "keys" / username, planted)
+    try:
+        host_key = (other_site.state / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
+        known = known_hosts(tmp_path / "known_hosts", other_site.ssh_port, " ".join(host_key[:2]))
+        done = subprocess.run(
+            ["ssh", "-tt", *client_options(alice.key, known, other_site.ssh_port),
+             "-R", f"127.0.0.1:{alice.home['port_base']}:127.0.0.1:9", f"{username}@127.0.0.1"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode == 255 and "Permission denied" in done.stderr, done.stderr
+        wait_for(
+            lambda: (
+                "none of user's groups are listed in AllowGroups"
+                in (other_site.state / "logs" / "sshd.log").read_text()
+            ),
+            timeout=10,
+            what="the other sshd's reason",
+        )
+    finally:
+        planted.unlink()

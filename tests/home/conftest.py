@@ -42,6 +42,16 @@ def pebble(cloud: CloudSite, root: Path, dns: MockDns) -> Iterator[PebbleInfo]:
         yield info
 
 
+@pytest.fixture(scope="module")
+def console_user() -> Iterator[Any]:
+    """The ordinary user one module's consoles run as (and register with), removed afterwards
+    with every process it left: the console needs no root (issue 12)."""
+    from tests.support.unprivileged import system_user
+
+    with system_user() as user:
+        yield user
+
+
 # --- the console in process: a user, a token, a script's view of the API, a dead cloud ---------
 
 PASSWORD = "correct horse battery staple"

@@ -9,6 +9,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, Response, expect
@@ -71,9 +72,11 @@ def _stop_ssh(pid: int | None) -> None:
 
 
 @pytest.fixture(scope="module")
-def console(cloud: CloudSite, root: Path, pebble: PebbleInfo) -> Iterator[HomeSite]:
+def console(
+    cloud: CloudSite, root: Path, pebble: PebbleInfo, console_user: Any
+) -> Iterator[HomeSite]:
     cloud.create_user("shopkeeper", "Shop-pass-42")
-    config, done = register_home(cloud, root / "shop", "shopkeeper", "Shop-pass-42")
+    config, done = register_home(cloud, root / "shop", "shopkeeper", "Shop-pass-42", console_user)
     assert done.returncode == 0, done.stderr
     env = {
         "CLOUDATHOME_ACME_DIRECTORY": pebble.directory_url,
@@ -81,7 +84,7 @@ def console(cloud: CloudSite, root: Path, pebble: PebbleInfo) -> Iterator[HomeSi
     }
     with (
         scratch_database("cah_home") as db,
-        home_site(root / "shop", config, db, CONSOLE_PASSWORD, env) as site,
+        home_site(root / "shop", config, db, CONSOLE_PASSWORD, env, user=console_user) as site,
     ):
         try:
             yield site

@@ -90,9 +90,13 @@ def state_dir(site: str) -> Path:
     """Everything the embedded defaults write lives here (README, Configuration)."""
     default = Path.home() / ".local" / "state" / "cloudathome" / site
     path = Path(env("CLOUDATHOME_STATE_DIR") or default).expanduser().resolve()
-    # 0711: others may traverse (sshd reads a home's key file as that home's user) but not
-    # list; every secret inside is a 0600 file or a 0700 folder of its own.
-    path.mkdir(parents=True, exist_ok=True, mode=0o711)
+    # 0711: others may traverse (sshd reads a home's key file as that home's user; services
+    # read the certificates) but not list; every secret inside is a 0600 file or a 0700
+    # folder of its own. Explicit, so the umask (0077 in our processes) cannot narrow it.
+    for folder in [*reversed(path.parents), path]:
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o711)
+            folder.chmod(0o711)
     return path
 
 
@@ -114,9 +118,12 @@ def database(state: Path) -> dict[str, Any]:
     unset means SQLite in the state dir."""
     url = env("DATABASE_URL")
     if not url:
+        sqlite = state / "db.sqlite3"
+        # Created 0600 before SQLite opens it: its journal and WAL files copy this mode.
+        os.close(os.open(sqlite, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         return {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(state / "db.sqlite3"),
+            "NAME": str(sqlite),
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     parts = urlsplit(url)

@@ -111,7 +111,7 @@ def signup(cloud: CloudSite) -> None:
     url = f"{cloud.url}/signup/"
     web.get(url, timeout=10)
     data = {"username": USER, "email": EMAIL, "password1": PASSWORD, "password2": PASSWORD}
-    data["csrfmiddlewaretoken"] = web.cookies.get("csrftoken") or ""
+    data["csrfmiddlewaretoken"] = web.cookies.get("cah_cloud_csrftoken") or ""
     r = web.post(url, data=data, headers={"Referer": url}, timeout=10)
     if "waiting for approval" not in r.text:
         raise RuntimeError(f"signup was not accepted (HTTP {r.status_code})")
@@ -265,7 +265,7 @@ def walkthrough(root: Path, keep_running: bool) -> int:
         domain = steps.run(
             f"add the custom domain {HOSTNAME}, prove it with its TXT record, "
             "issue its certificate through the tunnel",
-            lambda: issue_certificate(home, api, root / "certs", dns),
+            lambda: issue_certificate(home, api, home.cert_root, dns),
         )
         port = steps.run(
             "start the sample HTTPS service at home with that certificate",

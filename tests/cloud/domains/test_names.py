@@ -337,8 +337,8 @@ def _admin_web(cloud: CloudSite) -> requests.Session:
     web.get(login, timeout=10)
     r = web.post(login, timeout=10, headers={"Referer": login},
                  data={"username": "admin", "password": cloud.admin_password,
-                       "csrfmiddlewaretoken": web.cookies["csrftoken"], "next": "/admin/"})  # fmt: skip
-    assert r.ok and "sessionid" in web.cookies
+                       "csrfmiddlewaretoken": web.cookies["cah_cloud_csrftoken"], "next": "/admin/"})  # fmt: skip
+    assert r.ok and "cah_cloud_session" in web.cookies
     return web
 
 
@@ -359,7 +359,7 @@ def test_an_administrator_sees_every_domain_and_revokes_one_whose_routes_go_with
     r = web.post(f"{cloud.url}/admin/domains/domain/", timeout=10,
                  headers={"Referer": f"{cloud.url}/admin/domains/domain/"},
                  data={"action": "revoke", "_selected_action": str(pk), "index": "0",
-                       "csrfmiddlewaretoken": web.cookies["csrftoken"]})  # fmt: skip
+                       "csrfmiddlewaretoken": web.cookies["cah_cloud_csrftoken"]})  # fmt: skip
     assert r.ok and "Revoked 1 domain" in r.text
     wait_for(
         lambda: "www.revoked.test" not in {m["host"] for m in live_routes(cloud, admin)},
@@ -375,7 +375,7 @@ def test_an_administrator_sees_every_domain_and_revokes_one_whose_routes_go_with
     web.get(f"{cloud.url}/login/", timeout=10)
     web.post(f"{cloud.url}/login/", timeout=10, headers={"Referer": f"{cloud.url}/login/"},
              data={"username": "alice", "password": alice.password,
-                   "csrfmiddlewaretoken": web.cookies["csrftoken"]})  # fmt: skip
+                   "csrfmiddlewaretoken": web.cookies["cah_cloud_csrftoken"]})  # fmt: skip
     assert "revoked by an administrator" in web.get(cloud.url, timeout=10).text
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pwd
 import re
 
+from tests.support import modes
 from tests.support.sites import run_bounded, state_root
 from workers.local.sites import cli
 
@@ -25,3 +26,15 @@ def test_demo_runs_every_step_verifies_the_page_and_leaves_no_home_user_behind()
         assert "· waiting for the TXT record _cloudathome.shop.demo.test" in out
         assert "· creating _cloudathome.shop.demo.test TXT " in out
         assert not [u.pw_name for u in pwd.getpwall() if u.pw_name.startswith("demo00_")]
+        # Both sites ran the whole flow (SQLite, private Redis): every file has its mode.
+        demo = root / "demo"
+        assert (
+            modes.walk(
+                cloud=(demo / "cloud" / "state", modes.STATE),
+                home=(demo / "home" / "home-state", modes.STATE),
+                link=(demo / "home" / "config", modes.LINK),
+                keys=(demo / "home" / "keys", modes.LINK),
+                certs=(demo / "home" / "certs", modes.CERTS),
+            )
+            == []
+        )

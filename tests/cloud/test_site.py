@@ -541,10 +541,20 @@ def test_a_home_of_one_site_is_refused_by_the_sshd_of_another_site_on_the_same_m
         host_key = (other_site.state / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
         known = known_hosts(tmp_path / "known_hosts", other_site.ssh_port, " ".join(host_key[:2]))
         done = subprocess.run(
-            ["ssh", "-tt", *client_options(alice.key, known, other_site.ssh_port),
-             "-R", f"127.0.0.1:{alice.home['port_base']}:127.0.0.1:9", f"{username}@127.0.0.1"],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
+            [
+                "ssh",
+                "-tt",
+                *client_options(alice.key, known, other_site.ssh_port),
+                "-R",
+                f"127.0.0.1:{alice.home['port_base']}:127.0.0.1:9",
+                f"{username}@127.0.0.1",
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert done.returncode == 255 and "Permission denied" in done.stderr, done.stderr
         wait_for(
             lambda: (

@@ -7,7 +7,7 @@ import getpass
 import os
 from pathlib import Path
 
-from workers.common.conf import database, env, envint, redis_url, secret_key, state_dir
+from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
 
 # Django reads settings as module globals: the shared base is star-imported (its __all__ lists
 # what it exports) and the names used below are imported by name as well.
@@ -27,6 +27,7 @@ INSTALLED_APPS = [
     "cloud.accounts",
     "cloud.homes",
     "cloud.edge",
+    "cloud.traffic",
 ]
 
 ROOT_URLCONF = "cloud.urls"
@@ -50,6 +51,11 @@ SSH_BIND = env("CLOUDATHOME_SSH_BIND", "0.0.0.0")  # noqa: S104
 FLOWER_PORT = envint("CLOUDATHOME_FLOWER_PORT", 5555, 1, 65535)
 # Flower has no login of its own: loopback only unless you put it behind an authenticating proxy.
 FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
+
+# Traffic per route (issue 14): the edge counts connections and bytes per tunnel port, a beat
+# task samples them this often for the charts of the last hour.
+EDGE_TRAFFIC_COUNTERS = envbool("CLOUDATHOME_EDGE_TRAFFIC_COUNTERS", True)
+TRAFFIC_SAMPLE_SECONDS = envint("CLOUDATHOME_TRAFFIC_SAMPLE_SECONDS", 60, 1, 600)
 
 # Home slots and their port ranges (DESIGN section 4).
 HOME_SLOTS = envint("CLOUDATHOME_HOME_SLOTS", 10, 1, 10000)

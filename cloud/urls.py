@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
+from cloud import metrics
 from cloud.accounts import views as account_views
 from cloud.api import api, redoc
 from cloud.homes import views as home_views
@@ -19,4 +20,5 @@ urlpatterns = [
     path("mappings/add/", home_views.mapping_add, name="mapping-add"),
     path("mappings/delete/", home_views.mapping_delete, name="mapping-delete"),
     path("healthz", home_views.healthz, name="healthz"),
+    path("metrics", metrics.view, name="metrics"),
 ]

@@ -8,6 +8,7 @@ maps through the admin socket so that a route change never needs a reload.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import os
 import re
@@ -49,6 +50,9 @@ _SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
 # escapes, so none of them may appear in a key or value we send.
 _CLI_WORD = re.compile(r"[A-Za-z0-9._:@#/+-]+")
 _VALUE = re.compile(r"([0-9]{1,5})(:pp)?")
+
+# The stick table that counts per route, keyed by tunnel port.
+ROUTE_TABLE = "st_route"
 
 _MAP_HEADER = "# Written by cloud.edge.haproxy; the edge rewrites this file on every sync.\n"
 
@@ -93,6 +97,17 @@ class SyncResult:
         )
 
 
+@dataclass(frozen=True)
+class RouteCounters:
+    """What the edge counted for one route (tunnel port) since its st_route entry was made:
+    connections open now and in all, bytes from clients (in) and to them (out)."""
+
+    current: int
+    connections: int
+    bytes_in: int
+    bytes_out: int
+
+
 @dataclass
 class EdgeConfig:
     """Where the edge keeps its files and what it listens on; every path derives from state_dir."""
@@ -104,6 +119,9 @@ class EdgeConfig:
     maxconn: int = 4096
     hard_stop_after_s: int = 30
     haproxy_bin: str = "haproxy"
+    # Connections and bytes per route in st_route, for the traffic each mapping shows; off
+    # leaves only the concurrent connections the per-route cap needs.
+    traffic_counters: bool = True
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
@@ -152,6 +170,11 @@ class EdgeConfig:
     def maps_dir(self) -> Path:
         return self.haproxy_dir / "maps"
 
+    @property
+    def exporter_socket(self) -> Path:
+        """HAProxy's own Prometheus exporter: a socket of the site's account, no TCP port."""
+        return self.haproxy_dir / "prometheus.sock"
+
     def map_path(self, scheme: Scheme) -> Path:
         """The map file of one scheme; also the map's name on the Runtime API."""
         if scheme not in SCHEMES:
@@ -198,6 +221,8 @@ defaults
     timeout client-fin 10s
     timeout server-fin 10s
 
+{_route_table(cfg)}
+
 # TLS passes through untouched: the home's own service terminates it with its own certificate.
 frontend fe_https
     mode tcp
@@ -210,6 +235,7 @@ frontend fe_https
     # name leaves the variable unset and the check rejects the connection.
     tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
     tcp-request content reject unless {{ var(sess.port) -m int 1:65535 }}
+    tcp-request content track-sc1 var(sess.port) table {ROUTE_TABLE}
     tcp-request content set-dst-port var(sess.port)
     use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_https
@@ -225,6 +251,7 @@ frontend fe_http
     http-request set-var(txn.route) req.hdr(host),host_only,lower,map({http_map})
     http-request set-var(txn.port) var(txn.route),field(1,:),add(0)
     http-request deny deny_status 404 unless {{ var(txn.port) -m int 1:65535 }}
+    http-request track-sc1 var(txn.port) table {ROUTE_TABLE}
     http-request set-dst-port var(txn.port)
     use_backend be_http_pp if {{ var(txn.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_http
@@ -249,7 +276,25 @@ backend be_http_pp
     mode http
     http-reuse never
     server tunnel 127.0.0.1 send-proxy-v2
+
+# HAProxy's own Prometheus exporter, read by the cloud's /metrics (which decides who may see it).
+frontend fe_prometheus
+    mode http
+    no log
+    bind unix@{cfg.exporter_socket} mode 600
+    http-request use-service prometheus-exporter
 """
+
+
+def _route_table(cfg: EdgeConfig) -> str:
+    # An entry outlives its last connection by an hour: far longer than the traffic sampler's
+    # period, so what a route counted is read before its entry goes.
+    counters = ",conn_cnt,bytes_in_cnt,bytes_out_cnt" if cfg.traffic_counters else ""
+    return f"""\
+# Per route (the tunnel port a name maps to): connections open now, and with the traffic
+# counters connections and bytes since the entry was made.
+backend {ROUTE_TABLE}
+    stick-table type integer size 100k expire 1h store conn_cur{counters}"""
 
 
 def config_command(cfg: EdgeConfig) -> list[str]:
@@ -468,6 +513,66 @@ class RuntimeAPI:
         self.add_map_version(map_name, version, entries)
         self.commit_map(map_name, version)
 
+    def info(self) -> dict[str, str]:
+        """`show info` as a dict (Name, Version, Pid, Start_time_sec, ...)."""
+        reply = self.command("show info")
+        info = dict(line.split(": ", 1) for line in reply.splitlines() if ": " in line)
+        if "Pid" not in info:
+            raise EdgeError(f"show info: unexpected reply {reply.strip()[:500]!r}")
+        return info
+
+    def show_table(self, table: str, key: str | None = None) -> dict[str, dict[str, int]]:
+        """The entries of a stick table (only `key`'s when given, a lookup rather than a dump
+        of the table): key -> {stored counter: value}."""
+        only = f" key {_cli_word('key', key)}" if key is not None else ""
+        reply = self.command(f"show table {_cli_word('table', table)}{only}")
+        lines = reply.splitlines()
+        if not lines or not lines[0].startswith(f"# table: {table},"):
+            raise EdgeError(f"show table: unexpected reply {reply.strip()[:500]!r}")
+        entries: dict[str, dict[str, int]] = {}
+        for line in lines[1:]:
+            if not line:
+                continue
+            address, _, rest = line.partition(": ")
+            fields = dict(f.split("=", 1) for f in rest.split() if "=" in f)
+            if not address.startswith("0x") or "key" not in fields:
+                raise EdgeError(f"show table: unexpected line {line[:200]!r}")
+            key = fields.pop("key")
+            entries[key] = {k: int(v) for k, v in fields.items() if v.isdigit()}
+        return entries
+
+    def clear_table_key(self, table: str, key: str) -> None:
+        """Drop one entry of a stick table (an entry still in use by a connection stays)."""
+        t, k = _cli_word("table", table), _cli_word("key", key)
+        self._expect_nothing(f"clear table {t} key {k}")
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def exporter_text(cfg: EdgeConfig, timeout: float = 5.0) -> str:
+    """What HAProxy's Prometheus exporter says now (its text format), from its socket."""
+    conn = _UnixHTTPConnection(cfg.exporter_socket, timeout)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        body = response.read().decode("utf-8", errors="replace")
+    except (OSError, http.client.HTTPException) as exc:
+        raise EdgeUnavailable(f"prometheus exporter at {cfg.exporter_socket}: {exc}") from exc
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise EdgeError(f"prometheus exporter: HTTP {response.status}")
+    return body
+
 
 def _map_value(route: Route) -> str:
     return f"{route.port}{PROXY_V2_SUFFIX if route.proxy_protocol else ''}"
@@ -584,6 +689,39 @@ class Edge:
                 self.api.del_map(path, host)
                 result += SyncResult(removed=1)
         return result
+
+    def route_counters(self, ports: Iterable[int] | None = None) -> dict[int, RouteCounters]:
+        """st_route as HAProxy holds it now, by tunnel port: every entry, or those of `ports`
+        (one lookup each); counters the table does not keep read 0."""
+        if ports is None:
+            entries = self.api.show_table(ROUTE_TABLE)
+        else:
+            entries = {}
+            for port in ports:
+                entries |= self.api.show_table(ROUTE_TABLE, str(validate_port(port)))
+        return {
+            int(key): RouteCounters(
+                current=entry.get("conn_cur", 0),
+                connections=entry.get("conn_cnt", 0),
+                bytes_in=entry.get("bytes_in_cnt", 0),
+                bytes_out=entry.get("bytes_out_cnt", 0),
+            )
+            for key, entry in entries.items()
+        }
+
+    def generation(self) -> str:
+        """Names the running HAProxy worker; it changes when a restart or reload has emptied
+        every stick table."""
+        info = self.api.info()
+        return f"{info['Pid']}:{info.get('Start_time_sec', '')}"
+
+    def forget_routes(self, ports: Iterable[int]) -> None:
+        """Drop what st_route counted for `ports` (a released home's: its next owner starts
+        from zero)."""
+        wanted = {str(validate_port(port)) for port in ports}
+        # Only the entries there are: a released seed of thousands of homes has few.
+        for key in sorted(wanted & set(self.api.show_table(ROUTE_TABLE))):
+            self.api.clear_table_key(ROUTE_TABLE, key)
 
     def live_maps(self) -> dict[Scheme, dict[str, str]]:
         """The raw live maps (host -> value) as HAProxy matches them, for admin views."""

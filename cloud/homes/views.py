@@ -35,7 +35,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "homes/dashboard.html",
         {
             "home": home,
-            "mappings": services.mappings_with_edge_state(home) if home else [],
+            "mappings": services.mappings_with_state(home) if home else [],
             "ssh_host": settings.PUBLIC_HOST,
             "ssh_port": settings.SSH_PORT,
             "register_form": RegisterHomeForm(),

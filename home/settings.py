@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "home.cloudlink",
     "home.certs",
     "home.tunnels",
+    "home.traffic",
 ]
 
 # Pages get the reasons of a failing dependency as a 503 page, not a 500 (home.errors).
@@ -63,3 +64,6 @@ RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
 
 # The link check (cloud API, token, SSH preflight) behind the dashboard and /api/status.
 LINK_CHECK_SECONDS = envint("CLOUDATHOME_LINK_CHECK_SECONDS", 60, 5, 86400)
+
+# How often the worker asks the cloud what its edge counted for each tunnel (the pages' traffic).
+TRAFFIC_REFRESH_SECONDS = envint("CLOUDATHOME_TRAFFIC_REFRESH_SECONDS", 60, 1, 3600)

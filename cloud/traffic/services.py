@@ -106,7 +106,8 @@ def _sample(now: dt.datetime) -> int:
     )
     rows = {row.port: row for row in RouteTraffic.objects.all()}
     cutoff = (now - SPAN).timestamp()
-    changed, new = [], []
+    changed: list[RouteTraffic] = []
+    new: list[RouteTraffic] = []
     for port in sorted((mapped | set(rows) | set(counters)) & owned):
         row = rows.get(port) or RouteTraffic(port=port)
         live = counters.get(port)

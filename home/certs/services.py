@@ -28,10 +28,17 @@ from home.tunnels import services as tunnels
 from home.tunnels.models import Tunnel
 from workers.celery import TransientError
 from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
+from workers.common.metrics import Timing, timed
 from workers.common.names import validate_hostname
 from workers.locks import exclusive
 
 log = logging.getLogger(__name__)
+
+CERT_ISSUE = Timing(
+    "cloudathome_certificate_issue_seconds",
+    "Certificate flows (ACME order through the tunnel, files written) by outcome",
+    ("outcome",),
+)
 
 TEMP_PREFIX = "acme "
 ROUTE_TIMEOUT = 15.0
@@ -227,15 +234,16 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
             job_state=JobState.RUNNING, job_error="", job_step="starting"
         )
         try:
-            issued = acme.issue(
-                acme_settings(),
-                domain.name,
-                domain.email,
-                domain.challenge,  # type: ignore[arg-type]
-                lambda port: _exposed(domain, port),
-                on_step=lambda step: _step(domain, step),
-            )
-            path = acme.write_certificate(Path(domain.cert_dir), domain.name, issued)
+            with timed(CERT_ISSUE):
+                issued = acme.issue(
+                    acme_settings(),
+                    domain.name,
+                    domain.email,
+                    domain.challenge,  # type: ignore[arg-type]
+                    lambda port: _exposed(domain, port),
+                    on_step=lambda step: _step(domain, step),
+                )
+                path = acme.write_certificate(Path(domain.cert_dir), domain.name, issued)
         except (acme.AcmeError, ValueError, OSError, tunnels.NoFreePort) as exc:
             renewing = domain.cert_status == CertStatus.VALID
             Domain.objects.filter(pk=domain.pk).update(

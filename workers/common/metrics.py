@@ -23,8 +23,9 @@ import redis
 from celery.signals import task_postrun, task_prerun
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from workers.locks import redis_client
@@ -86,7 +87,9 @@ def metrics_view(collect: Callable[[], Iterable[Metric]]) -> Callable[[HttpReque
             return JsonResponse({"detail": DENIED, "field": "Authorization"}, status=403)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(Scrape())
-        return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        # The text format Prometheus asks for (OpenMetrics or the classic one), as it asks.
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return HttpResponse(encode(registry), content_type=content_type)
 
     return view
 

@@ -39,7 +39,9 @@ def edge(
     a, b = services
     with haproxy(cfg, base / "haproxy.log"):
         running = Edge(cfg)
-        running.sync([Route("a.count.test", a.port, "https"), Route("b.count.test", b.port, "https")])
+        running.sync(
+            [Route("a.count.test", a.port, "https"), Route("b.count.test", b.port, "https")]
+        )
         yield running
 
 
@@ -81,7 +83,7 @@ def test_an_open_connection_is_counted_as_current_while_it_lasts(
 def test_forgetting_routes_drops_what_they_counted(
     edge: Edge, services: tuple[Service, Service]
 ) -> None:
-    a, b = services
+    _, b = services
     tls_get(edge.cfg.https_port, "b.count.test")
     wait_for(lambda: edge.route_counters([b.port]).get(b.port))
     edge.forget_routes([b.port, 65000])  # a port without an entry is no error

@@ -8,7 +8,9 @@ from cloud.traffic.models import RouteTraffic
 from cloud.traffic.services import _since_seen
 
 
-def _row(connections: int, bytes_in: int, bytes_out: int, generation: str = "7:100") -> RouteTraffic:
+def _row(
+    connections: int, bytes_in: int, bytes_out: int, generation: str = "7:100"
+) -> RouteTraffic:
     return RouteTraffic(
         port=2000,
         seen_connections=connections,

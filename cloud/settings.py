@@ -67,3 +67,30 @@ PORTS_PER_HOME = envint("CLOUDATHOME_PORTS_PER_HOME", 10, 1, 1000)
 SSH_MODE = env("CLOUDATHOME_SSH_MODE", "system-users" if os.geteuid() == 0 else "single-account")
 SSH_ACCOUNT = env("CLOUDATHOME_SSH_ACCOUNT", getpass.getuser())
 SSH_USER_PREFIX = env("CLOUDATHOME_SSH_USER_PREFIX", "home")
+
+# --- Floods (issue 11): what one client may take of the edge, the SSH endpoint and the
+# control plane. The defaults live beside the code that applies them (cloud.edge).
+from cloud.edge.haproxy import EdgeLimits as _Edge  # noqa: E402
+from cloud.edge.sshd import SshdConfig as _Sshd  # noqa: E402
+
+EDGE_MAXCONN = envint("CLOUDATHOME_EDGE_MAXCONN", 20000, 1)
+EDGE_LIMITS = _Edge(
+    source_conn=envint("CLOUDATHOME_EDGE_SOURCE_CONN", _Edge.source_conn, 1),
+    source_rate=envint("CLOUDATHOME_EDGE_SOURCE_RATE", _Edge.source_rate, 1),
+    route_conn=envint("CLOUDATHOME_EDGE_ROUTE_CONN", _Edge.route_conn, 1),
+    hello_timeout_s=envint("CLOUDATHOME_EDGE_HELLO_TIMEOUT", _Edge.hello_timeout_s, 1, 60),
+    request_timeout_s=envint("CLOUDATHOME_EDGE_REQUEST_TIMEOUT", _Edge.request_timeout_s, 1, 300),
+    idle_timeout_s=envint("CLOUDATHOME_EDGE_IDLE_TIMEOUT", _Edge.idle_timeout_s, 1, 86400),
+    web_source_conn=envint("CLOUDATHOME_WEB_SOURCE_CONN", _Edge.web_source_conn, 1),
+    web_source_rate=envint("CLOUDATHOME_WEB_SOURCE_RATE", _Edge.web_source_rate, 1),
+    signup_rate=envint("CLOUDATHOME_SIGNUP_RATE", _Edge.signup_rate, 1),
+)
+SSH_SOURCE_STARTUPS = envint("CLOUDATHOME_SSH_SOURCE_STARTUPS", _Sshd.source_startups, 1)
+SSH_LOGIN_GRACE = envint("CLOUDATHOME_SSH_LOGIN_GRACE", _Sshd.login_grace_s, 1, 600)
+SSH_MAX_STARTUPS = envint("CLOUDATHOME_SSH_MAX_STARTUPS", _Sshd.max_startups, 2)
+# Twice the tunnels a home can open: its stale sessions linger ~16 s after a network blip.
+SSH_HOME_SESSIONS = envint("CLOUDATHOME_SSH_HOME_SESSIONS", 2 * PORTS_PER_HOME, 1)
+# --- end Floods
+
+# Only HAProxy reaches gunicorn (a unix socket): the client address is the one it forwards.
+AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_behind_haproxy"

@@ -3,6 +3,7 @@
 the running process something only a working one answers, and exits 0 (healthy) or 1.
 
     cloudathome-healthcheck http URL              any HTTP answer below 500
+    cloudathome-healthcheck http-unix SOCKET PATH likewise, for GET PATH on a unix socket
     cloudathome-healthcheck banner HOST PORT TEXT the first bytes the server sends start with TEXT
     cloudathome-healthcheck unix PATH COMMAND TEXT a unix-socket reply to COMMAND contains TEXT
     cloudathome-healthcheck fresh PATH SECONDS    PATH (or PATH.*) was written in the last SECONDS
@@ -20,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from http.client import HTTPConnection
 
 TIMEOUT = 5.0
 
@@ -37,6 +39,30 @@ def http(url: str) -> str | None:
     except OSError as exc:
         return f"{url}: {exc}"
     return None if status < 500 else f"{url}: HTTP {status}"
+
+
+class _UnixHTTPConnection(HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=TIMEOUT)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect(self.path)
+
+
+def http_unix(path: str, url_path: str) -> str | None:
+    """The cloud's gunicorn listens only on a unix socket (HAProxy fronts it): same rule."""
+    conn = _UnixHTTPConnection(path)
+    try:
+        conn.request("GET", url_path)
+        status = conn.getresponse().status
+    except OSError as exc:
+        return f"{path}: {exc}"
+    finally:
+        conn.close()
+    return None if status < 500 else f"{path} {url_path}: HTTP {status}"
 
 
 def banner(host: str, port: str, text: str) -> str | None:
@@ -87,12 +113,13 @@ def celery(site: str) -> str | None:
 
 CHECKS: dict[str, Callable[..., str | None]] = {
     "http": http,
+    "http-unix": http_unix,
     "banner": banner,
     "unix": unix,
     "fresh": fresh,
     "celery": celery,
 }
-ARITY = {"http": 1, "banner": 3, "unix": 3, "fresh": 2, "celery": 1}
+ARITY = {"http": 1, "http-unix": 2, "banner": 3, "unix": 3, "fresh": 2, "celery": 1}
 
 
 def main(argv: list[str]) -> int:

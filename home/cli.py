@@ -79,7 +79,7 @@ def up(args: list[str]) -> int:
     print(f"cloudathome home: state in {state}; {linked}", flush=True)
 
     def services(env: dict[str, str]) -> Iterator[Service]:
-        yield web_service("home.wsgi", settings.HOME_BIND, settings.HOME_PORT, env)
+        yield web_service("home.wsgi", f"{settings.HOME_BIND}:{settings.HOME_PORT}", env)
         yield from celery_services("home", state, settings.FLOWER_BIND, settings.FLOWER_PORT, env)
 
     banner = (

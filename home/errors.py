@@ -13,6 +13,7 @@ from kombu.exceptions import OperationalError as QueueUnreachable
 
 from home.cloudlink.client import CloudError
 from home.cloudlink.config import ConfigError
+from workers.common.api import queue_unreachable_reason
 from workers.common.errors import DomainError
 
 # TransientError needs no entry: it is a DomainError answering 503 (workers.common.errors).
@@ -22,11 +23,8 @@ UNAVAILABLE = (ConfigError, QueueUnreachable, CloudError)
 def unavailable_reason(exc: Exception) -> str:
     if isinstance(exc, ConfigError):  # cloudlink.yaml went missing or bad after start-up
         return f"the cloud link is not configured: {exc}"
-    if isinstance(exc, QueueUnreachable):  # tasks are sent after the commit: the change is saved
-        return (
-            f"the change was saved, but the task queue cannot be reached ({exc}): "
-            "its background work is not queued"
-        )
+    if isinstance(exc, QueueUnreachable):
+        return queue_unreachable_reason(exc)
     if isinstance(exc, CloudError):
         return f"the cloud could not do it: {exc}"
     return str(exc)

@@ -67,3 +67,6 @@ LINK_CHECK_SECONDS = envint("CLOUDATHOME_LINK_CHECK_SECONDS", 60, 5, 86400)
 
 # How often the worker asks the cloud what its edge counted for each tunnel (the pages' traffic).
 TRAFFIC_REFRESH_SECONDS = envint("CLOUDATHOME_TRAFFIC_REFRESH_SECONDS", 60, 1, 3600)
+
+# The console faces its clients itself (127.0.0.1 by default): REMOTE_ADDR is theirs.
+AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_address"

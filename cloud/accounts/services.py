@@ -11,20 +11,32 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 
 from cloud.accounts.models import ApiToken
+from workers.common import throttle
 from workers.common.errors import Conflict, Forbidden, Invalid
 
 
 def token_issue(request: HttpRequest, username: str, password: str, name: str) -> str:
-    """A new API token for valid, active credentials; the plain token is returned once."""
-    user = authenticate(request, username=username, password=password)
-    if user is None:
-        # ModelBackend refuses inactive users too; tell them apart without leaking which
-        # usernames exist for wrong passwords.
-        User = get_user_model()
-        candidate = User.objects.filter(username=username).first()
-        if candidate and not candidate.is_active and candidate.check_password(password):
+    """A new API token for valid, active credentials; the plain token is returned once.
+
+    Every refusal costs one password hash, as a success does, so the time taken does not tell
+    which usernames exist or are inactive; the check for a lock-out comes before any hash.
+    """
+    throttle.check_allowed(request, username)
+    candidate = get_user_model().objects.filter(username=username).first()
+    if candidate is not None and not candidate.is_active:
+        # authenticate() would hash and refuse it, and we could not say why without a
+        # second hash; so one hash here, counted as the failure it is.
+        correct = candidate.check_password(password)
+        throttle.record_failure(request, username)
+        if correct:
             raise Forbidden("account is not active yet; an administrator must approve it")
         raise Forbidden("invalid username or password")
+    user = authenticate(request, username=username, password=password)
+    if getattr(request, "axes_locked_out", False):
+        raise throttle.lockout_error()
+    if user is None:
+        raise Forbidden("invalid username or password")
+    throttle.record_success(request, user)
     _, token = ApiToken.issue(user, name)
     return token
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import http.client
 import ipaddress
+import json
 import os
 import re
 import resource
 import socket
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -108,6 +109,61 @@ class RouteCounters:
     bytes_out: int
 
 
+def _positive(field: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{field}: must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """What one client address and one route may take of the edge, so that a flood from one
+    source, or aimed at one home from many, leaves the capacity other homes need.
+
+    The defaults leave room for a NAT'd office: a browser opens at most 6 connections per
+    host and an office of 40 people behind one address needs ~240 at once.
+    """
+
+    # Concurrent connections of one source (an IPv4 address, an IPv6 /64).
+    source_conn: int = 256
+    # New connections of one source in any 10 s (a page of 30 requests costs 6-30).
+    source_rate: int = 600
+    # Concurrent connections to one route (one tunnel port), from all sources together.
+    route_conn: int = 2000
+    # A ClientHello must be complete within this; then it is refused.
+    hello_timeout_s: int = 3
+    # The whole request head on :80 within this (slowloris), and the idle time between
+    # keep-alive requests.
+    request_timeout_s: int = 5
+    # A connection with no byte in either direction for this long is closed (TLS passthrough
+    # cannot tell a handshake that stalls from an idle WebSocket; both must ping within it).
+    idle_timeout_s: int = 300
+    # The control plane, per source: concurrent connections, and requests in any 10 s (over
+    # it: 429). A page of 30 parallel requests, or a script creating mappings, stays under.
+    web_source_conn: int = 100
+    web_source_rate: int = 600
+    # Sign-up forms posted from one source in any hour (100 came in 38 s, unthrottled).
+    signup_rate: int = 5
+
+    def __post_init__(self) -> None:
+        for name in (
+            "source_conn",
+            "source_rate",
+            "route_conn",
+            "hello_timeout_s",
+            "request_timeout_s",
+            "idle_timeout_s",
+            "web_source_conn",
+            "web_source_rate",
+            "signup_rate",
+        ):
+            _positive(name, getattr(self, name))
+        if self.route_conn < self.source_conn:
+            raise ValueError(
+                f"route_conn: {self.route_conn} is below source_conn {self.source_conn};"
+                " one source could then fill a route by itself"
+            )
+
+
 @dataclass
 class EdgeConfig:
     """Where the edge keeps its files and what it listens on; every path derives from state_dir."""
@@ -116,9 +172,16 @@ class EdgeConfig:
     https_port: int = 443
     http_port: int = 80
     bind: str = "0.0.0.0"  # noqa: S104 - the edge is the public entry point
-    maxconn: int = 4096
+    # Far above route_conn, so the per-route and per-source caps are what a flood meets.
+    maxconn: int = 20000
     hard_stop_after_s: int = 30
     haproxy_bin: str = "haproxy"
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
+    # The control plane's public port (None: HAProxy does not front it). gunicorn listens only
+    # on web_socket; web_threads is how many requests it serves at once, the rest wait here.
+    web_port: int | None = None
+    web_bind: str = "0.0.0.0"  # noqa: S104 - the control plane is public
+    web_threads: int = 8
     # Connections and bytes per route in st_route, for the traffic each mapping shows; off
     # leaves only the concurrent connections the per-route cap needs.
     traffic_counters: bool = True
@@ -141,14 +204,17 @@ class EdgeConfig:
             ipaddress.ip_address(self.bind)
         except ValueError:
             raise ValueError(f"bind: {self.bind!r} is not an IP address") from None
-        if isinstance(self.maxconn, bool) or not isinstance(self.maxconn, int) or self.maxconn < 1:
-            raise ValueError(f"maxconn: must be a positive integer, got {self.maxconn!r}")
-        if (
-            isinstance(self.hard_stop_after_s, bool)
-            or not isinstance(self.hard_stop_after_s, int)
-            or self.hard_stop_after_s < 1
-        ):
-            raise ValueError("hard_stop_after_s: must be a positive integer")
+        _positive("maxconn", self.maxconn)
+        _positive("hard_stop_after_s", self.hard_stop_after_s)
+        _positive("web_threads", self.web_threads)
+        if self.web_port is not None:
+            validate_port(self.web_port, "web_port")
+            if self.web_port in (self.https_port, self.http_port):
+                raise ValueError("web_port: must differ from https_port and http_port")
+            try:
+                ipaddress.ip_address(self.web_bind)
+            except ValueError:
+                raise ValueError(f"web_bind: {self.web_bind!r} is not an IP address") from None
 
     @property
     def haproxy_dir(self) -> Path:
@@ -167,6 +233,11 @@ class EdgeConfig:
         return self.haproxy_dir / "haproxy.pid"
 
     @property
+    def web_socket(self) -> Path:
+        """Where gunicorn listens: a unix socket in a folder only the site's account enters."""
+        return self.state_dir / "web" / "gunicorn.sock"
+
+    @property
     def maps_dir(self) -> Path:
         return self.haproxy_dir / "maps"
 
@@ -182,6 +253,16 @@ class EdgeConfig:
         return self.maps_dir / f"{scheme}.map"
 
 
+def _fd_reserve() -> int:
+    return 100 + 4 * (os.cpu_count() or 1)
+
+
+def nofile_wanted(cfg: EdgeConfig) -> int:
+    """Open files HAProxy needs for cfg.maxconn: two per proxied connection plus a reserve for
+    its threads, listeners and sockets."""
+    return 2 * cfg.maxconn + _fd_reserve()
+
+
 def effective_maxconn(cfg: EdgeConfig, nofile_limit: int | None = None) -> int:
     """cfg.maxconn lowered so HAProxy's file descriptors fit the hard RLIMIT_NOFILE.
 
@@ -193,14 +274,50 @@ def effective_maxconn(cfg: EdgeConfig, nofile_limit: int | None = None) -> int:
         nofile_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if nofile_limit == resource.RLIM_INFINITY or nofile_limit < 0:
         return cfg.maxconn
-    reserve = 100 + 4 * (os.cpu_count() or 1)
-    return max(1, min(cfg.maxconn, (nofile_limit - reserve) // 2))
+    return max(1, min(cfg.maxconn, (nofile_limit - _fd_reserve()) // 2))
+
+
+def raise_nofile(cfg: EdgeConfig) -> str | None:
+    """Raise this process's RLIMIT_NOFILE (the HAProxy it starts inherits it) to what
+    cfg.maxconn needs, as far as it may; None when it fits, else the line saying what is short.
+
+    The soft limit goes up to the hard one; the hard limit only with CAP_SYS_RESOURCE (root
+    outside a container), up to fs.nr_open.
+    """
+    wanted = nofile_wanted(cfg)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    reach = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft != resource.RLIM_INFINITY and soft < reach:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (reach, hard))
+    allowed = effective_maxconn(cfg, hard)
+    if allowed >= cfg.maxconn:
+        return None
+    line = (
+        f"edge: the open-file limit ({hard}) allows HAProxy maxconn {allowed} of {cfg.maxconn};"
+        f" raise the hard limit to {wanted} (ulimit -Hn, systemd LimitNOFILE=, compose ulimits)"
+    )
+    if allowed <= cfg.limits.route_conn:
+        line += (
+            f". At or below the per-route cap ({cfg.limits.route_conn}) a flood at one home"
+            " can take every connection"
+        )
+    return line
 
 
 def render_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> str:
     """The whole haproxy.cfg for `cfg`. Routes live in the map files, never in this text."""
     https_map = cfg.map_path("https")
     http_map = cfg.map_path("http")
+    lim = cfg.limits
+    # One check for the caps of a source, run on every new connection before anything is read:
+    # an IPv6 client usually holds a whole /64, so that is one source.
+    source_rules = f"""\
+    tcp-request connection track-sc0 src,ipmask(32,64) table st_source
+    tcp-request connection reject if {{ sc0_conn_cur gt {lim.source_conn} }} || {{ sc0_conn_rate gt {lim.source_rate} }}"""
     return f"""\
 # Generated by cloud.edge.haproxy; edit the code, not this file.
 global
@@ -215,11 +332,15 @@ defaults
     log global
     option dontlognull
     timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout tunnel 1h
+    timeout client {lim.idle_timeout_s}s
+    timeout server {lim.idle_timeout_s}s
+    timeout tunnel {lim.idle_timeout_s}s
     timeout client-fin 10s
     timeout server-fin 10s
+
+# Per source address: concurrent connections and new connections in 10 s, over :443 and :80.
+backend st_source
+    stick-table type ipv6 size 200k expire 60s store conn_cur,conn_rate(10s)
 
 {_route_table(cfg)}
 
@@ -228,7 +349,8 @@ frontend fe_https
     mode tcp
     option tcplog
     bind {cfg.bind}:{cfg.https_port}
-    tcp-request inspect-delay 5s
+{source_rules}
+    tcp-request inspect-delay {lim.hello_timeout_s}s
     tcp-request content reject unless {{ req.ssl_hello_type 1 }}
     tcp-request content set-var(sess.route) req.ssl_sni,lower,map({https_map})
     # add(0) casts the port to an integer so that the range check below is numeric; an unknown
@@ -236,6 +358,7 @@ frontend fe_https
     tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
     tcp-request content reject unless {{ var(sess.port) -m int 1:65535 }}
     tcp-request content track-sc1 var(sess.port) table {ROUTE_TABLE}
+    tcp-request content reject if {{ sc1_conn_cur gt {lim.route_conn} }}
     tcp-request content set-dst-port var(sess.port)
     use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_https
@@ -246,16 +369,21 @@ frontend fe_http
     option httplog
     option forwardfor
     bind {cfg.bind}:{cfg.http_port}
-    timeout http-request 10s
-    timeout http-keep-alive 10s
+{source_rules}
+    timeout http-request {lim.request_timeout_s}s
+    timeout http-keep-alive {lim.request_timeout_s}s
+    # req.hdr() would take the last of several names ("Host: a.example, b.example"): refuse.
+    http-request deny deny_status 400 if {{ req.hdr_cnt(host) gt 1 }}
     http-request set-var(txn.route) req.hdr(host),host_only,lower,map({http_map})
     http-request set-var(txn.port) var(txn.route),field(1,:),add(0)
     http-request deny deny_status 404 unless {{ var(txn.port) -m int 1:65535 }}
     http-request track-sc1 var(txn.port) table {ROUTE_TABLE}
+    http-request deny deny_status 503 if {{ sc1_conn_cur gt {lim.route_conn} }}
     http-request set-dst-port var(txn.port)
     use_backend be_http_pp if {{ var(txn.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_http
 
+{_web_section(cfg)}
 # One server per backend for every route: the address is pinned to loopback (where sshd listens
 # for the tunnels) and, having no port, it takes the destination port set from the map above.
 backend be_https
@@ -291,10 +419,68 @@ def _route_table(cfg: EdgeConfig) -> str:
     # period, so what a route counted is read before its entry goes.
     counters = ",conn_cnt,bytes_in_cnt,bytes_out_cnt" if cfg.traffic_counters else ""
     return f"""\
-# Per route (the tunnel port a name maps to): connections open now, and with the traffic
-# counters connections and bytes since the entry was made.
+# Per route (the tunnel port a name maps to): concurrent connections from every source (the
+# per-route cap), and with the traffic counters connections and bytes since the entry was made.
 backend {ROUTE_TABLE}
     stick-table type integer size 100k expire 1h store conn_cur{counters}"""
+
+
+def _web_section(cfg: EdgeConfig) -> str:
+    if cfg.web_port is None:
+        return ""
+    lim = cfg.limits
+    too_many = json.dumps(
+        {"detail": "too many requests from your address; retry in 10 seconds"}
+    ).replace('"', '\\"')
+    slow_down = json.dumps(
+        {"detail": "too many sign-ups from your address; retry in an hour"}
+    ).replace('"', '\\"')
+    busy = json.dumps(
+        {"detail": "the control plane is busy or restarting; retry in a few seconds"}
+    ).replace('"', '\\"')
+    return f"""
+# The control plane. gunicorn has a few threads and listens only on a unix socket: HAProxy
+# reads each request whole (head and body) before a thread sees it, and queues the rest, so
+# slow clients cost HAProxy a connection each, never a thread.
+backend st_web_source
+    stick-table type ipv6 size 100k expire 60s store conn_cur,http_req_rate(10s)
+
+backend st_web_signup
+    stick-table type ipv6 size 100k expire 1h store http_req_rate(1h)
+
+frontend fe_web
+    mode http
+    option httplog
+    bind {cfg.web_bind}:{cfg.web_port}
+    tcp-request connection track-sc0 src,ipmask(32,64) table st_web_source
+    tcp-request connection reject if {{ sc0_conn_cur gt {lim.web_source_conn} }}
+    timeout http-request {lim.request_timeout_s}s
+    timeout http-keep-alive {lim.request_timeout_s}s
+    option http-buffer-request
+    http-request deny deny_status 429 content-type application/json string "{too_many}" hdr Retry-After 10 if {{ sc0_http_req_rate gt {lim.web_source_rate} }}
+    http-request track-sc1 src,ipmask(32,64) table st_web_signup if {{ path /signup/ }} {{ method POST }}
+    http-request deny deny_status 429 content-type application/json string "{slow_down}" hdr Retry-After 3600 if {{ sc1_http_req_rate gt {lim.signup_rate} }}
+    # The one address Django may trust: whatever the client sent is replaced.
+    http-request set-header X-Forwarded-For %[src]
+    # A password check costs ~0.3 s of CPU: they get a few threads of their own, so guessing
+    # from any number of addresses queues behind itself instead of stalling every page.
+    use_backend be_web_auth if {{ method POST }} {{ path /login/ /admin/login/ /api/auth/token /signup/ }}
+    default_backend be_web
+
+backend be_web
+    mode http
+    timeout queue 10s
+    http-error status 503 content-type application/json string "{busy}"
+    http-error status 504 content-type application/json string "{busy}"
+    server web unix@{cfg.web_socket} maxconn {cfg.web_threads}
+
+backend be_web_auth
+    mode http
+    timeout queue 10s
+    http-error status 503 content-type application/json string "{busy}"
+    http-error status 504 content-type application/json string "{busy}"
+    server web unix@{cfg.web_socket} maxconn {max(1, cfg.web_threads // 4)}
+"""
 
 
 def config_command(cfg: EdgeConfig) -> list[str]:
@@ -337,6 +523,7 @@ def write_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> Path:
     maps are left alone because they hold the routes a restarted HAProxy must come back with.
     """
     cfg.maps_dir.mkdir(parents=True, exist_ok=True)
+    cfg.web_socket.parent.mkdir(mode=0o700, exist_ok=True)
     for scheme in SCHEMES:
         if not cfg.map_path(scheme).exists():
             write_atomic(cfg.map_path(scheme), _MAP_HEADER)

@@ -13,6 +13,7 @@ from cloud.edge import haproxy, sshd
 from cloud.homes.models import HomeStatus, ProxyMapping
 from workers.celery import TransientError
 from workers.common.metrics import Timing, timed
+from workers.common.supervise import WEB_THREADS
 from workers.locks import exclusive, redis_client
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,11 @@ def edge_config() -> haproxy.EdgeConfig:
         http_port=settings.HTTP_PORT,
         bind=settings.EDGE_BIND,
         traffic_counters=settings.EDGE_TRAFFIC_COUNTERS,
+        maxconn=settings.EDGE_MAXCONN,
+        limits=settings.EDGE_LIMITS,
+        web_port=settings.WEB_PORT,
+        web_bind=settings.WEB_BIND,
+        web_threads=WEB_THREADS,
     )
 
 
@@ -41,6 +47,10 @@ def sshd_config() -> sshd.SshdConfig:
         listen=settings.SSH_BIND,
         mode=cast(sshd.Mode, settings.SSH_MODE),
         account=settings.SSH_ACCOUNT,
+        source_startups=settings.SSH_SOURCE_STARTUPS,
+        login_grace_s=settings.SSH_LOGIN_GRACE,
+        max_startups=settings.SSH_MAX_STARTUPS,
+        home_sessions=settings.SSH_HOME_SESSIONS,
     )
 
 
@@ -121,8 +131,12 @@ def ssh_host_key() -> str:
 
 
 def haproxy_prepare() -> list[str]:
-    """Install a checked haproxy.cfg (and empty maps on first run); the argv to run it."""
+    """Raise the open-file limit HAProxy inherits, install a checked haproxy.cfg rendered for
+    it (and empty maps on first run); the argv to run it."""
     cfg = edge_config()
+    short = haproxy.raise_nofile(cfg)
+    if short:
+        log.warning("%s", short)
     haproxy.write_config(cfg)
     return haproxy.config_command(cfg)
 

@@ -29,10 +29,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from workers.common.files import fsync_dir, symlink_atomic, write_atomic
 from workers.common.processes import stop_user_processes
 
-# DESIGN section 2: a PTY session whose command only blocks makes sshd set TCP_NODELAY on the
-# connection. The `[ -t 0 ]` guard stops a PTY-less session from leaking its sleep to init,
-# and `exec` keeps dash from lingering as an extra process.
-FORCED_COMMAND = "[ -t 0 ] && exec /bin/sleep infinity"
+# Names the home a session belongs to in its forced command; the only variable sshd takes from
+# a key line (PermitUserEnvironment), and no client can send it (no AcceptEnv).
+HOME_VARIABLE = "CLOUDATHOME_HOME"
 CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com")
 SSHD_BINARY = "/usr/sbin/sshd"
 # sshd names its PAM service after argv[0]; running it through a link of this name keeps
@@ -60,7 +59,6 @@ KEY_TYPES = (
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
 _NAME_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-_COMMENT_RE = re.compile(r"[A-Za-z0-9_.:@+-]{0,100}")
 # Anything else could end a token or start an sshd_config / AuthorizedKeysFile expansion.
 _PATH_RE = re.compile(r"/[A-Za-z0-9_./+-]*")
 
@@ -176,21 +174,44 @@ def _validate_ports(ports: Sequence[int]) -> list[int]:
     return sorted(result)
 
 
-def key_options(ports: Sequence[int]) -> str:
-    """authorized_keys options letting a key do one thing: remote-forward 127.0.0.1:<ports>."""
+def forced_command(sessions_dir: Path) -> str:
+    """The only command a home's session runs: take one of the home's session slots and block.
+
+    DESIGN section 2: a PTY session whose command only blocks makes sshd set TCP_NODELAY on
+    the connection. The `[ -t 0 ]` guard stops a PTY-less session from leaking its sleep to
+    init, and `exec` keeps dash from lingering as an extra process. OpenSSH has no limit on a
+    user's sessions, so each home has a fixed set of slot files: the sleep inherits the flock
+    on the first free one, which the kernel releases when the session ends however it ends;
+    with none free the session ends at once and so does the client. No double quote, so the
+    same text fits a key line's command="...".
+    """
+    home = "$" + HOME_VARIABLE
+    return (
+        f"[ -t 0 ] && [ x{home} != x ] || exit 1; "
+        f"for slot in {sessions_dir}/{home}/*; do exec 9<$slot; "
+        "flock -n 9 && exec /bin/sleep infinity; done; "
+        f"echo cloudathome: {home} already holds every session it may >&2; exit 1"
+    )
+
+
+def key_options(ports: Sequence[int], home: str, command: str) -> str:
+    """authorized_keys options letting a key do one thing: remote-forward 127.0.0.1:<ports>,
+    inside a session of `command` that knows it belongs to `home`."""
     # permitlisten compares the host as a string: clients must request exactly 127.0.0.1.
     listens = ",".join(f'permitlisten="127.0.0.1:{port}"' for port in _validate_ports(ports))
-    return f'restrict,pty,port-forwarding,{listens},command="{FORCED_COMMAND}"'
+    name = validate_username(home, "home")
+    if '"' in command:
+        raise ValueError("command: must not contain a double quote")
+    return (
+        f"restrict,pty,port-forwarding,{listens},"
+        f'environment="{HOME_VARIABLE}={name}",command="{command}"'
+    )
 
 
-def key_line(public_key: str, ports: Sequence[int], comment: str = "") -> str:
-    """One authorized_keys line: options, the validated key, then `comment` if any."""
-    if not isinstance(comment, str) or not _COMMENT_RE.fullmatch(comment):
-        raise ValueError("comment: only letters, digits and _.:@+- are allowed, 100 at most")
-    parts = [key_options(ports), validate_public_key(public_key)]
-    if comment:
-        parts.append(comment)
-    return " ".join(parts)
+def key_line(public_key: str, ports: Sequence[int], home: str, command: str) -> str:
+    """One authorized_keys line: options, the validated key, then the home's tag."""
+    parts = [key_options(ports, home, command), validate_public_key(public_key)]
+    return " ".join([*parts, TAG_PREFIX + home])
 
 
 def validate_username(name: str, field: str = "username") -> str:
@@ -218,8 +239,23 @@ class SshdConfig:
     group: str = "cloudathome-homes"
     # None: PAM only when sshd does not run as root (see pam_enabled).
     use_pam: bool | None = None
+    # Unauthenticated connections: at most this many at once from one source (an IPv4 address
+    # or IPv6 /64), each for at most login_grace_s; max_startups from all sources together,
+    # sshd dropping 30% of new ones from half of it on (a reconnect storm of every home).
+    source_startups: int = 20
+    login_grace_s: int = 20
+    max_startups: int = 400
+    # Concurrent sessions (so connections: one each) of one home: enough for one tunnel per
+    # port, twice over while the stale sessions of a dead network are being dropped.
+    home_sessions: int = 20
 
     def __post_init__(self) -> None:
+        for name in ("source_startups", "login_grace_s", "max_startups", "home_sessions"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if self.max_startups < 2:
+            raise ValueError("max_startups: must be at least 2")
         state = Path(self.state_dir)
         object.__setattr__(self, "state_dir", state)
         if not state.is_absolute() or not _PATH_RE.fullmatch(str(state)):
@@ -270,6 +306,15 @@ class SshdConfig:
     def sshd_link(self) -> Path:
         return self.ssh_dir / SSHD_LINK_NAME
 
+    @property
+    def sessions_dir(self) -> Path:
+        """One folder of session slot files per home (forced_command)."""
+        return self.ssh_dir / "sessions"
+
+    @property
+    def forced_command(self) -> str:
+        return forced_command(self.sessions_dir)
+
     def key_file(self, username: str) -> Path:
         return self.keys_dir / validate_username(username)
 
@@ -311,18 +356,26 @@ def render_config(cfg: SshdConfig) -> str:
         "PermitRootLogin no",
         "StrictModes yes",
         "IgnoreRhosts yes",
-        "PermitUserEnvironment no",
         "PermitUserRC no",
         "UseDNS no",
         "PrintMotd no",
         "PrintLastLog no",
         "Banner none",
         f"Ciphers {','.join(CIPHERS)}",
-        # The default 10:30:100 dropped ~60% of 200 simultaneous reconnects (DESIGN 2).
-        "MaxStartups 200:30:400",
+        # The default 10:30:100 dropped ~60% of 200 simultaneous reconnects (DESIGN 2), and
+        # silent connections from one source could take all of it: a cap per source, and a
+        # short grace time, bound what any one address holds before authenticating.
+        f"MaxStartups {cfg.max_startups // 2}:30:{cfg.max_startups}",
+        f"PerSourceMaxStartups {cfg.source_startups}",
+        "PerSourceNetBlockSize 32:64",
+        f"LoginGraceTime {cfg.login_grace_s}",
+        # One session per connection, counted per home by the forced command; a connection
+        # that holds no channel at all (`ssh -N` without a forward in use) escapes that count,
+        # so it is closed.
         "MaxSessions 1",
+        "UnusedConnectionTimeout 10",
+        f"PermitUserEnvironment {HOME_VARIABLE}",
         "MaxAuthTries 3",
-        "LoginGraceTime 30",
         # A vanished client is dropped so its ports free up for the reconnect: in ~16 s, as
         # 9.2 probes only every 2 x 2 s (whole-second comparison) and gives up at probe 4.
         "ClientAliveInterval 2",
@@ -339,13 +392,13 @@ def render_config(cfg: SshdConfig) -> str:
         "AllowAgentForwarding no",
         "AllowStreamLocalForwarding no",
         "PermitTunnel no",
-        f"ForceCommand {FORCED_COMMAND}",
+        f"ForceCommand {cfg.forced_command}",
         # Each key line narrows this to its own ports (key_options).
         match,
         "    PermitTTY yes",
         "    AllowTcpForwarding remote",
         "    PermitListen 127.0.0.1:*",
-        f"    ForceCommand {FORCED_COMMAND}",
+        f"    ForceCommand {cfg.forced_command}",
         "",
     ]
     return "\n".join(lines)
@@ -358,7 +411,7 @@ def command(cfg: SshdConfig) -> list[str]:
 
 def prepare(cfg: SshdConfig) -> None:
     """Create the directories, host keys, config and sshd link; then check the config."""
-    for directory in (cfg.state_dir, cfg.ssh_dir, cfg.keys_dir):
+    for directory in (cfg.state_dir, cfg.ssh_dir, cfg.keys_dir, cfg.sessions_dir):
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     # sshd reads a home's key file with the home's UID (system-users) and refuses it under
     # any directory that is not root/owner-only writable (StrictModes), up to /.
@@ -481,6 +534,28 @@ def _keys_lock(cfg: SshdConfig) -> Iterator[None]:
         os.close(fd)
 
 
+def _write_slots(cfg: SshdConfig, name: str) -> None:
+    """Exactly cfg.home_sessions empty slot files for the home, root-owned and read-only to it:
+    a session only needs a descriptor to flock, never to write."""
+    folder = cfg.sessions_dir / validate_username(name)
+    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    wanted = {str(i) for i in range(1, cfg.home_sessions + 1)}
+    for path in folder.iterdir():
+        if path.name not in wanted:
+            path.unlink()
+    for slot in sorted(wanted - {p.name for p in folder.iterdir()}):
+        (folder / slot).touch(mode=0o644)
+
+
+def _remove_slots(cfg: SshdConfig, name: str) -> None:
+    # A live session keeps its descriptor (and lock) until it ends; nothing else needs the files.
+    folder = cfg.sessions_dir / validate_username(name)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+
+
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
@@ -512,7 +587,7 @@ class SystemUsers:
 
     def install(self, username: str, public_key: str, ports: Sequence[int]) -> None:
         name = validate_username(username)
-        line = key_line(public_key, ports, TAG_PREFIX + name)
+        line = key_line(public_key, ports, name, self.cfg.forced_command)
         with _keys_lock(self.cfg):
             gid = self._ensure_group()
             existing = _getpwnam(name)
@@ -520,6 +595,7 @@ class SystemUsers:
                 self._create_user(name, gid)
             else:
                 self._check_ours(existing, gid)
+            _write_slots(self.cfg, name)
             write_atomic(self.cfg.key_file(name), line + "\n", 0o644)
 
     def remove(self, username: str) -> None:
@@ -532,6 +608,7 @@ class SystemUsers:
                 self._check_ours(existing, _getgid(self.cfg.group))
             self.cfg.key_file(name).unlink(missing_ok=True)
             fsync_dir(self.cfg.keys_dir)
+            _remove_slots(self.cfg, name)
             if existing is None:
                 return
             for _attempt in range(3):
@@ -630,9 +707,10 @@ class SingleAccount:
 
     def install(self, username: str, public_key: str, ports: Sequence[int]) -> None:
         name = validate_username(username)
-        new = key_line(public_key, ports, TAG_PREFIX + name)
+        new = key_line(public_key, ports, name, self.cfg.forced_command)
         self._check_writer()
         with _keys_lock(self.cfg):
+            _write_slots(self.cfg, name)
             lines, replaced = [], False
             for line in self._lines():
                 if _tag(line) == name:
@@ -654,6 +732,7 @@ class SingleAccount:
             kept = [line for line in lines if _tag(line) != name]
             if kept != lines:
                 write_atomic(self.path, "".join(f"{line}\n" for line in kept), 0o644)
+            _remove_slots(self.cfg, name)
 
     def installed(self) -> set[str]:
         return {tag for line in self._lines() if (tag := _tag(line))}

@@ -38,7 +38,7 @@ OUR_VARIABLE = re.compile(
     r"(CLOUDATHOME_[A-Z0-9_]+|DATABASE_URL|REDIS_URL|CLOUDLINK_CONFIG)(_FILE)?"
 )
 # The listeners `up` uses by default (README's configuration table): what the containers run.
-WEB = {"cloud": ("cloud.wsgi", "0.0.0.0", 8000), "home": ("home.wsgi", "127.0.0.1", 8001)}  # noqa: S104
+WEB = {"cloud": "cloud.wsgi", "home": "home.wsgi"}
 FLOWER_PORT = {"cloud": 5555, "home": 5556}
 
 
@@ -195,10 +195,17 @@ def test_cloud_health_checks_probe_the_paths_the_edge_uses() -> None:
 # --- the same programs as the local run ------------------------------------------------------
 
 
+def web_bind(site: str, state: Path) -> str:
+    """gunicorn's bind in `up`: the cloud's unix socket behind HAProxy, the console's port."""
+    if site == "cloud":
+        return f"unix:{haproxy.EdgeConfig(state).web_socket}"
+    return "127.0.0.1:8001"
+
+
 def expected_argv(site: str) -> dict[str, list[str]]:
     state = state_dir(site)
     local: list[Service] = [
-        web_service(*WEB[site], env={}),
+        web_service(WEB[site], web_bind(site, state), env={}),
         *celery_services(site, state, "127.0.0.1", FLOWER_PORT[site], env={}),
     ]
     expected = {service.name: local_argv(service.argv) for service in local}

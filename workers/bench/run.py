@@ -19,12 +19,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from workers.bench import certs, control, data, recovery, report, scale
+from workers.bench import attack, certs, control, data, recovery, report, scale
 from workers.bench.harness import FULL, QUICK, Bench, Plan, log
 
 STATE_BASE = Path("/var/lib/cloudathome-bench")
 # In the order the report numbers them; `--only` takes these names.
-SECTIONS = ("data", "control", "recovery", "scale", "certs")
+SECTIONS = ("data", "control", "recovery", "scale", "certs", "attack")
 # In the order they run (recovery reuses a certificate of the certificates section), with
 # where each lands in the results; performance.json keeps its own order.
 RUN_ORDER: tuple[tuple[str, str, Callable[[Bench], dict[str, Any]]], ...] = (
@@ -33,8 +33,9 @@ RUN_ORDER: tuple[tuple[str, str, Callable[[Bench], dict[str, Any]]], ...] = (
     ("scale", "scale", scale.measure),
     ("certs", "certificates", certs.measure),
     ("recovery", "recovery", recovery.measure),
+    ("attack", "attack", attack.measure),
 )
-JSON_ORDER = ("run", "data_path", "control_plane", "scale", "recovery", "certificates")
+JSON_ORDER = ("run", "data_path", "control_plane", "scale", "recovery", "certificates", "attack")
 
 
 def machine() -> dict[str, Any]:
@@ -63,7 +64,8 @@ def _loadavg() -> list[float]:
 
 
 def run(root: Path, plan: Plan, only: str | None) -> dict[str, Any]:
-    wanted = [only] if only else list(SECTIONS)
+    # The floods of "attack" take minutes: a quick run without --only leaves them out.
+    wanted = [only] if only else [s for s in SECTIONS if not (plan.quick and s == "attack")]
     facts = {
         "quick": plan.quick,
         "sections": wanted,
@@ -84,7 +86,7 @@ def run(root: Path, plan: Plan, only: str | None) -> dict[str, Any]:
     facts["seconds"] = round(time.monotonic() - began, 1)
     facts["loadavg_after"] = _loadavg()
     results = {key: results[key] for key in JSON_ORDER if key in results}
-    results["targets"] = report.targets(results)
+    results["targets"] = report.targets(results) + results.get("attack", {}).get("targets", [])
     return results
 
 
@@ -132,5 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     written = report.write_all(results, out)
     print()
     print(report.table(results))
+    if "attack" in results:
+        print(attack.table(results["attack"]))
     log("\nwritten: " + ", ".join(str(p) for p in written))
     return 0

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from kombu.exceptions import OperationalError as QueueUnreachable
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Redoc, Swagger
@@ -30,7 +31,16 @@ def site_api(title: str, description: str, auth: Sequence[Any]) -> NinjaAPI:
     def on_domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
         """Each at its status; a component of ours that cannot answer (ServiceUnavailable:
         TransientError, EdgeError) is a 503 with the reason, never a 500."""
-        return error_response(api, request, exc.status, str(exc), exc.field)
+        response = error_response(api, request, exc.status, str(exc), exc.field)
+        if retry_after := getattr(exc, "retry_after", 0):
+            response["Retry-After"] = str(retry_after)
+        return response
+
+    @api.exception_handler(QueueUnreachable)
+    def on_queue_unreachable(request: HttpRequest, exc: QueueUnreachable) -> HttpResponse:
+        response = error_response(api, request, 503, queue_unreachable_reason(exc))
+        response["Retry-After"] = "60"
+        return response
 
     @api.exception_handler(ValidationError)
     def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
@@ -53,6 +63,15 @@ def site_api(title: str, description: str, auth: Sequence[Any]) -> NinjaAPI:
         return error_response(api, request, exc.status_code, str(exc))
 
     return api
+
+
+def queue_unreachable_reason(exc: Exception) -> str:
+    """Tasks are sent after the commit (kombu gives up after ~0.6 s of retries): the row is
+    saved, it is the desired state, and the periodic reconcilers apply it once Redis is back."""
+    return (
+        f"the change was saved, but the task queue cannot be reached ({exc}): it takes effect"
+        " once the queue is back and the periodic reconcilers run"
+    )
 
 
 def error_response(

@@ -3,13 +3,22 @@ these (`from workers.common.settings import *`) and adds its apps, URLs, state a
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from workers.common.conf import env, envbool
+from workers.common.conf import env, envbool, envint
 
 __all__ = [
+    "AUTHENTICATION_BACKENDS",
     "AUTH_PASSWORD_VALIDATORS",
+    "AXES_COOLOFF_TIME",
+    "AXES_DISABLE_ACCESS_LOG",
+    "AXES_FAILURE_LIMIT",
+    "AXES_LOCKOUT_CALLABLE",
+    "AXES_LOCKOUT_PARAMETERS",
+    "AXES_RESET_ON_SUCCESS",
+    "AXES_VERBOSE",
     "CSRF_COOKIE_SECURE",
     "CSRF_TRUSTED_ORIGINS",
     "DEBUG",
@@ -47,6 +56,7 @@ SHARED_APPS = [
     "django.contrib.staticfiles",
     "ninja",
     "workers.common.ui",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -58,7 +68,24 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Password guessing (issue 11), throttled by django-axes per username and per client address:
+# the 10th failure locks either out for 15 minutes. Each site says where the address comes
+# from (AXES_CLIENT_IP_CALLABLE); the 429's shape is workers.common.throttle's.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_FAILURE_LIMIT = envint("CLOUDATHOME_LOGIN_FAILURES", 10, 1)
+AXES_COOLOFF_TIME = timedelta(seconds=envint("CLOUDATHOME_LOGIN_COOLOFF", 900, 1))
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "workers.common.throttle.lockout_response"
+AXES_VERBOSE = False
+# Failures are what throttling needs; a row per successful login would only grow.
+AXES_DISABLE_ACCESS_LOG = True
 
 
 def templates(directory: Path) -> list[dict[str, Any]]:

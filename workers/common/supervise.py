@@ -19,6 +19,9 @@ from pathlib import Path
 
 from workers.common.processes import stop_processes
 
+# Requests gunicorn serves at once (2 workers x 4 threads); HAProxy queues the rest.
+WEB_THREADS = 8
+
 
 @dataclass
 class Service:
@@ -139,12 +142,28 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def web_service(wsgi: str, bind: str, port: int, env: dict[str, str]) -> Service:
-    options = {"--bind": f"{bind}:{port}", "--workers": "2", "--threads": "4"}
+def unix_socket_open(path: Path) -> bool:
+    with (
+        contextlib.suppress(OSError),
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock,
+    ):
+        sock.settimeout(0.5)
+        sock.connect(str(path))
+        return True
+    return False
+
+
+def web_service(wsgi: str, bind: str, env: dict[str, str]) -> Service:
+    """gunicorn serving `wsgi` on `bind`: "host:port", or "unix:<path>" (behind HAProxy)."""
+    options = {"--bind": bind, "--workers": "2", "--threads": str(WEB_THREADS // 2)}
     options["--access-logfile"] = "-"
     argv = python_module("gunicorn", wsgi, *_flags(options))
-    probe = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind  # noqa: S104
-    return Service("web", argv, env=env, ready=lambda: port_open(port, probe))
+    if bind.startswith("unix:"):
+        path = Path(bind.removeprefix("unix:"))
+        return Service("web", argv, env=env, ready=lambda: unix_socket_open(path))
+    host, _, port = bind.rpartition(":")
+    probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    return Service("web", argv, env=env, ready=lambda: port_open(int(port), probe))
 
 
 def celery_services(

@@ -197,6 +197,8 @@ def test_config_routes_every_host_through_one_backend_per_kind(tmp_path: Path) -
     check_config(cfg)
     text = cfg.config_path.read_text()
     assert re.findall(r"^backend (\S+)", text, re.MULTILINE) == [
+        "st_source",  # stick tables only (the flood limits), no server
+        "st_route",
         "be_https",
         "be_https_pp",
         "be_http",

@@ -264,12 +264,10 @@ def remove_homes(edge_cfg: sshd.SshdConfig, accounts: sshd.Accounts, prefix: str
         raise errors[0]
 
 
-@pytest.fixture(scope="module", params=MODES)
-def edge(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Edge]:
-    mode: sshd.Mode = request.param
-    tmp = tmp_path_factory.mktemp(f"sshd-{mode}")
+@contextlib.contextmanager
+def edge_site(mode: sshd.Mode, tmp: Path, **limits: int) -> Iterator[Edge]:
+    """Our sshd in `mode` with `limits` (SshdConfig fields), homes alice (two ports) and bob;
+    every home, user and process removed afterwards."""
     prefix = f"cahtest_{secrets.token_hex(3)}"
     with contextlib.ExitStack() as stack:
         state = secure_state_dir()
@@ -301,6 +299,7 @@ def edge(
             listen="127.0.0.1",
             account=account,
             group=prefix,
+            **limits,
         )
         accounts = sshd.accounts_for(cfg)
         stack.callback(remove_homes, cfg, accounts, prefix)
@@ -316,6 +315,15 @@ def edge(
         edge.alice = edge.home("alice", ports=2)
         edge.bob = edge.home("bob")
         yield edge
+
+
+@pytest.fixture(scope="module", params=MODES)
+def edge(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Edge]:
+    mode: sshd.Mode = request.param
+    with edge_site(mode, tmp_path_factory.mktemp(f"sshd-{mode}")) as site:
+        yield site
 
 
 @contextlib.contextmanager
@@ -670,31 +678,43 @@ def test_a_bad_public_key_is_rejected_with_the_reason(
         sshd.validate_public_key(make(keys))
 
 
-def test_key_options_allow_each_port_on_loopback_and_the_blocking_command_only() -> None:
-    assert sshd.key_options([2201, 2200, 2201]) == (
+def test_key_options_allow_each_port_on_loopback_and_the_home_s_command_only() -> None:
+    assert sshd.key_options([2201, 2200, 2201], "home02_alice", "exec /bin/sleep 1") == (
         'restrict,pty,port-forwarding,permitlisten="127.0.0.1:2200",'
-        'permitlisten="127.0.0.1:2201",command="[ -t 0 ] && exec /bin/sleep infinity"'
+        'permitlisten="127.0.0.1:2201",environment="CLOUDATHOME_HOME=home02_alice",'
+        'command="exec /bin/sleep 1"'
     )
 
 
 @pytest.mark.parametrize("ports", [[], [True], ["2200"], [80], [70000], "2200", [2200.0]])
 def test_key_options_reject_anything_but_unprivileged_port_numbers(ports: object) -> None:
     with pytest.raises(ValueError, match=r"^ports: "):
-        sshd.key_options(ports)  # type: ignore[arg-type]
+        sshd.key_options(ports, "home02_alice", "true")  # type: ignore[arg-type]
 
 
-def test_key_line_puts_options_key_and_comment_in_that_order(keys: dict[str, str]) -> None:
-    key_type, data, _ = keys["ed25519"].split()
-    line = sshd.key_line(keys["ed25519"], [2200], "cloudathome:home02_alice")
-    assert line == f"{sshd.key_options([2200])} {key_type} {data} cloudathome:home02_alice"
+def test_the_forced_command_fits_a_key_line_and_sshd_config(tmp_path: Path) -> None:
+    command = sshd.forced_command(Path("/srv/cah/ssh/sessions"))
+    assert '"' not in command and "\n" not in command
+    assert "/srv/cah/ssh/sessions/$CLOUDATHOME_HOME/*" in command
+    with pytest.raises(ValueError, match=r"^command: "):
+        sshd.key_options([2200], "home02_alice", 'echo "x"')
 
 
-@pytest.mark.parametrize("comment", ['a"b', "a b", "x\ny", "a,command=sh"])
-def test_key_line_rejects_a_comment_that_could_break_the_line(
-    keys: dict[str, str], comment: str
+def test_key_line_puts_options_key_and_the_home_s_tag_in_that_order(
+    keys: dict[str, str],
 ) -> None:
-    with pytest.raises(ValueError, match=r"^comment: "):
-        sshd.key_line(keys["ed25519"], [2200], comment)
+    key_type, data, _ = keys["ed25519"].split()
+    line = sshd.key_line(keys["ed25519"], [2200], "home02_alice", "true")
+    options = sshd.key_options([2200], "home02_alice", "true")
+    assert line == f"{options} {key_type} {data} cloudathome:home02_alice"
+
+
+@pytest.mark.parametrize("home", ['a"b', "a b", "x\ny", "a,command=sh", "Home02"])
+def test_key_line_rejects_a_home_name_that_could_break_the_line(
+    keys: dict[str, str], home: str
+) -> None:
+    with pytest.raises(ValueError, match=r"^home: "):
+        sshd.key_line(keys["ed25519"], [2200], home, "true")
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from home.accounts.models import ApiToken
-from tests.home.conftest import Api
+from tests.home.conftest import PASSWORD, Api
 
 pytestmark = pytest.mark.django_db
 
@@ -70,3 +70,44 @@ def test_the_login_page_renders(client: Client) -> None:
     response = client.get("/login/")
     assert response.status_code == 200
     assert b'name="password"' in response.content
+
+
+def test_guessing_a_password_locks_the_username_out_with_429_in_the_error_shape(
+    client: Client, user: Any, settings: Any
+) -> None:
+    def attempt(password: str, address: str) -> Any:
+        return client.post(
+            "/api/auth/token",
+            {"username": "alice", "password": password},
+            content_type="application/json",
+            REMOTE_ADDR=address,
+        )
+
+    for i in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert attempt("wrong", f"127.0.1.{i + 1}").status_code == 403
+    locked = attempt("wrong", "127.0.1.100")
+    assert locked.status_code == 429
+    assert locked.json()["field"] == "username" and "retry in" in locked.json()["detail"]
+    assert int(locked["Retry-After"]) == settings.AXES_COOLOFF_TIME.total_seconds()
+    assert attempt(PASSWORD, "127.0.1.101").status_code == 429  # even the right password
+    page = client.post(
+        "/login/", {"username": "alice", "password": PASSWORD}, REMOTE_ADDR="127.0.1.102"
+    )
+    assert page.status_code == 429 and b"Too many attempts" in page.content
+    assert not ApiToken.objects.exists()
+
+
+def test_a_few_wrong_passwords_then_the_right_one_get_a_token(client: Client, user: Any) -> None:
+    for _ in range(3):
+        response = client.post(
+            "/api/auth/token",
+            {"username": "alice", "password": "wrong"},
+            content_type="application/json",
+        )
+        assert response.status_code == 403
+    response = client.post(
+        "/api/auth/token",
+        {"username": "alice", "password": PASSWORD},
+        content_type="application/json",
+    )
+    assert response.status_code == 200

@@ -63,3 +63,29 @@ def test_quick_bench_measures_every_section_and_writes_the_report(tmp_path: Path
     assert "full edge sync of 500 routes" in (out / "scale-out.md").read_text()
     prefix = results["run"]["home_user_prefix"]
     assert prefix and not [u.pw_name for u in pwd.getpwall() if u.pw_name.startswith(prefix)]
+
+
+def test_the_attack_section_trips_every_limit_while_the_victims_are_probed(tmp_path: Path) -> None:
+    out = tmp_path / "docs"
+    with state_root() as root:
+        argv = cli("bench", "--quick", "--only", "attack", "--out", str(out))
+        done = run_bounded([*argv, "--state", str(root / "bench")], timeout=400)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    attack = json.loads((out / "performance.json").read_text())["attack"]
+    floods = attack["floods"]
+    # Counters, not timings: each flood met the cap it aims at.
+    assert floods["edge_one_source"]["attack"]["opened"] == 256  # CLOUDATHOME_EDGE_SOURCE_CONN
+    assert floods["edge_one_source"]["attack"]["refused"] > 0
+    assert floods["edge_many_sources"]["attack"]["opened"] == 2000  # CLOUDATHOME_EDGE_ROUTE_CONN
+    assert floods["edge_many_sources"]["attack"]["refused"] > 0
+    assert floods["ssh_preauth"]["attack"]["refused"] > 0  # PerSourceMaxStartups dropped them
+    assert floods["web_slowloris"]["attack"]["opened"] >= 100
+    for name, figures in floods.items():
+        assert figures["n"] > 0, name
+        assert 0 <= _number(figures, "served_share") <= 1
+    assert _number(attack, "ssh_storm", "n") == 20
+    assert {t["name"] for t in attack["targets"]} >= {
+        "under attack, edge_one_source: served_share",
+        "under attack, web_slowloris: p99_ms",
+    }
+    assert not [u.pw_name for u in pwd.getpwall() if u.pw_name.endswith(("_attacked", "_victim"))]

@@ -714,6 +714,8 @@ class RuntimeAPI:
         only = f" key {_cli_word('key', key)}" if key is not None else ""
         reply = self.command(f"show table {_cli_word('table', table)}{only}")
         lines = reply.splitlines()
+        if key is not None and not reply.strip():
+            return {}  # a key the table does not hold: HAProxy answers an empty line
         if not lines or not lines[0].startswith(f"# table: {table},"):
             raise EdgeError(f"show table: unexpected reply {reply.strip()[:500]!r}")
         entries: dict[str, dict[str, int]] = {}
@@ -727,11 +729,6 @@ class RuntimeAPI:
             key = fields.pop("key")
             entries[key] = {k: int(v) for k, v in fields.items() if v.isdigit()}
         return entries
-
-    def clear_table_key(self, table: str, key: str) -> None:
-        """Drop one entry of a stick table (an entry still in use by a connection stays)."""
-        t, k = _cli_word("table", table), _cli_word("key", key)
-        self._expect_nothing(f"clear table {t} key {k}")
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -901,14 +898,6 @@ class Edge:
         every stick table."""
         info = self.api.info()
         return f"{info['Pid']}:{info.get('Start_time_sec', '')}"
-
-    def forget_routes(self, ports: Iterable[int]) -> None:
-        """Drop what st_route counted for `ports` (a released home's: its next owner starts
-        from zero)."""
-        wanted = {str(validate_port(port)) for port in ports}
-        # Only the entries there are: a released seed of thousands of homes has few.
-        for key in sorted(wanted & set(self.api.show_table(ROUTE_TABLE))):
-            self.api.clear_table_key(ROUTE_TABLE, key)
 
     def live_maps(self) -> dict[Scheme, dict[str, str]]:
         """The raw live maps (host -> value) as HAProxy matches them, for admin views."""

@@ -170,9 +170,11 @@ def home_finish_release(home_id: int) -> None:
     if home is None:
         return
     edge.edge_sync()  # routes of a releasing home are gone from the desired state
-    traffic_forget(home.ports)  # what its routes carried is not the next owner's to see
     if home.identity:
         edge.ssh_accounts().remove(home.identity)
+    # Its sessions are gone, so are the connections through its ports: what its routes
+    # carried is not the next owner's to see.
+    traffic_forget(home.ports)
     Home.objects.filter(pk=home.pk, status=HomeStatus.RELEASING).update(**_FREE_SLOT)
 
 

@@ -6,8 +6,9 @@ share its figures: HAProxy counts per route, not per name."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
+import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from cloud.edge import services as edge
 from cloud.homes.models import Home, HomeStatus, ProxyMapping
 from cloud.traffic.models import RouteTraffic
 from workers.locks import exclusive
+
+log = logging.getLogger(__name__)
 
 # How far back the samples (and the charts) go.
 SPAN = dt.timedelta(hours=1)
@@ -104,7 +107,7 @@ def _sample(now: dt.datetime) -> int:
             "tunnel_port", flat=True
         )
     )
-    rows = {row.port: row for row in RouteTraffic.objects.all()}
+    rows = {row.port: row for row in RouteTraffic.objects.all() if row.port in owned}
     cutoff = (now - SPAN).timestamp()
     changed: list[RouteTraffic] = []
     new: list[RouteTraffic] = []
@@ -136,9 +139,8 @@ def _sample(now: dt.datetime) -> int:
         "sampled_at",
         "samples",
     ]
+    # Routes of free slots keep the baseline their last release left (traffic_forget).
     with transaction.atomic():
-        # A route no ready home owns any more (released, or its home failed) keeps nothing.
-        RouteTraffic.objects.exclude(port__in=owned).delete()
         RouteTraffic.objects.bulk_update(changed, fields, batch_size=500)
         RouteTraffic.objects.bulk_create(new, batch_size=500)
     return len(changed) + len(new)
@@ -173,14 +175,50 @@ def traffic_of(ports: Iterable[int]) -> dict[int, Traffic]:
     return result
 
 
+# How long a release waits for the connections still open on its ports to end.
+DRAIN = dt.timedelta(seconds=10)
+
+
 def traffic_forget(ports: Iterable[int]) -> None:
-    """Forget what `ports` carried, at the edge and here: a released home's next owner starts
-    from zero. Raises EdgeError when a running HAProxy cannot be told (the release is retried);
-    one that is not running keeps no table, it starts with empty ones."""
-    ports = list(ports)
-    with contextlib.suppress(haproxy.EdgeUnavailable):
-        haproxy.Edge(edge.edge_config()).forget_routes(ports)
-    RouteTraffic.objects.filter(port__in=ports).delete()
+    """Forget what `ports` carried (a released home's): their totals and samples go, and what
+    HAProxy counted for them becomes the baseline the next sample takes differences from, so
+    the ports' next owner starts from zero. HAProxy adds a connection's bytes as they flow and
+    when it ends, so connections still open are waited for (at most DRAIN); clearing the
+    entries at the edge instead would fail for any such connection. Raises EdgeError when a
+    running HAProxy does not answer (the release is retried); one that is not running starts
+    with empty tables."""
+    wanted = sorted(set(ports))
+    api = haproxy.Edge(edge.edge_config())
+    # One lookup per port for a home; a bulk release reads the table once instead.
+    lookup = wanted if len(wanted) <= 100 else None
+    deadline = time.monotonic() + DRAIN.total_seconds()
+    try:
+        generation = api.generation()
+        counters = api.route_counters(lookup)
+        while any(c.current for p, c in counters.items() if p in wanted):
+            if time.monotonic() > deadline:
+                log.warning("traffic: connections still open on released ports %s", wanted)
+                break
+            time.sleep(0.2)
+            counters = api.route_counters(lookup)
+    except haproxy.EdgeUnavailable:
+        generation, counters = "", {}
+    baselines = []
+    for port in wanted:
+        live = counters.get(port)
+        seen = (live.connections, live.bytes_in, live.bytes_out) if live else _ZERO
+        baselines.append(
+            RouteTraffic(
+                port=port,
+                seen_connections=seen[0],
+                seen_bytes_in=seen[1],
+                seen_bytes_out=seen[2],
+                seen_generation=generation,
+            )
+        )
+    with transaction.atomic():
+        RouteTraffic.objects.filter(port__in=wanted).delete()
+        RouteTraffic.objects.bulk_create(baselines, batch_size=500)
 
 
 def tunnels_connected() -> int | None:

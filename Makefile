@@ -6,17 +6,28 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := haproxy openssh-server openssh-client redis-server postgresql-client pebble \
 	chromium python3-venv python3-dev iproute2 procps wrk nginx-light curl ca-certificates
+# `make compose-test`: a container engine (podman with runc, its init, networking), Compose
+# (Debian's docker-compose, speaking to podman's Docker API) and debootstrap for the base image.
+COMPOSE_APT_PACKAGES := podman runc catatonit netavark aardvark-dns iptables docker-compose debootstrap
+# What `make compose-test` keeps between runs: the base image's tarball, apt's downloads, wheels.
+COMPOSE_CACHE := .cache/compose
 
-.PHONY: setup system-packages python-deps lint test test-cloud test-home test-workers demo run clean
+.PHONY: setup system-packages compose-packages python-deps lint test test-cloud test-home \
+	test-workers compose-test demo run clean
 
 setup: system-packages python-deps
 
-system-packages:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+# $(call apt-install,PACKAGES): install those of PACKAGES that are missing.
+define apt-install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+system-packages:
+	$(call apt-install,$(APT_PACKAGES))
 	@# Debian's openssh-server package starts the machine's own sshd; ours is separate and never touches it.
 
 python-deps: $(BIN)/cloudathome
@@ -48,6 +59,17 @@ test-workers: python-deps
 # the first one done frees its core.
 test: setup lint
 	$(MAKE) -j2 --output-sync=target test-cloud test-home test-workers
+
+# Both compose files with a real engine through the whole walkthrough (as root, several
+# minutes; tests/compose/). Not part of `test`: it builds images.
+compose-test: setup compose-packages $(COMPOSE_CACHE)/base-bookworm.tar
+	CLOUDATHOME_COMPOSE_CACHE=$(abspath $(COMPOSE_CACHE)) $(BIN)/pytest tests/compose -p no:cacheprovider -x -v
+
+compose-packages:
+	$(call apt-install,$(COMPOSE_APT_PACKAGES))
+
+$(COMPOSE_CACHE)/base-bookworm.tar: tests/compose/base.sh | compose-packages
+	sh tests/compose/base.sh $@
 
 # The main job: both sites, the whole walkthrough, verified (Ctrl-C stops it).
 demo: setup

@@ -1,5 +1,5 @@
 """Settings of the cloud site, from environment variables with defaults that work on one
-machine (DESIGN section 6). Every value the embedded defaults write lands in the state dir."""
+machine (README, Configuration). Every value the embedded defaults write lands in the state dir."""
 
 from __future__ import annotations
 
@@ -7,12 +7,23 @@ import getpass
 import os
 from pathlib import Path
 
-from workers.common.conf import database, env, envbool, envint, redis_url, secret_key, state_dir
+from workers.common.conf import (
+    database,
+    env,
+    envbool,
+    envhostname,
+    envint,
+    envlist,
+    host_ports,
+    redis_url,
+    secret_key,
+    state_dir,
+)
 
 # Django reads settings as module globals: the shared base is star-imported (its __all__ lists
 # what it exports) and the names used below are imported by name as well.
 from workers.common.settings import *  # noqa: F403
-from workers.common.settings import SHARED_APPS, allowed_hosts, templates
+from workers.common.settings import SHARED_APPS, allowed_hosts, cookie_names, templates
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "cloudathome cloud"
@@ -27,6 +38,7 @@ INSTALLED_APPS = [
     "cloud.accounts",
     "cloud.homes",
     "cloud.edge",
+    "cloud.domains",
     "cloud.traffic",
 ]
 
@@ -36,11 +48,13 @@ TEMPLATES = templates(BASE_DIR / "templates")
 
 DATABASES = {"default": database(STATE_DIR)}
 STATIC_ROOT = STATE_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+SESSION_COOKIE_NAME, CSRF_COOKIE_NAME = cookie_names("cloud")
 
-# Celery: the cloud's own broker (DESIGN section 1).
+# Celery: the cloud's own broker (docs/architecture.md).
 REDIS_URL = redis_url(STATE_DIR)
 
-# Listeners (DESIGN section 6).
+# Listeners (README, Configuration).
 WEB_PORT = envint("CLOUDATHOME_WEB_PORT", 8000, 1, 65535)
 WEB_BIND = env("CLOUDATHOME_WEB_BIND", "0.0.0.0")  # noqa: S104 - the control plane is public
 HTTPS_PORT = envint("CLOUDATHOME_HTTPS_PORT", 443, 1, 65535)
@@ -57,7 +71,7 @@ FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
 EDGE_TRAFFIC_COUNTERS = envbool("CLOUDATHOME_EDGE_TRAFFIC_COUNTERS", True)
 TRAFFIC_SAMPLE_SECONDS = envint("CLOUDATHOME_TRAFFIC_SAMPLE_SECONDS", 60, 1, 600)
 
-# Home slots and their port ranges (DESIGN section 4).
+# Home slots and their port ranges (docs/architecture.md).
 HOME_SLOTS = envint("CLOUDATHOME_HOME_SLOTS", 10, 1, 10000)
 PORT_BASE = envint("CLOUDATHOME_PORT_BASE", 2000, 1024, 65535)
 PORT_STRIDE = envint("CLOUDATHOME_PORT_STRIDE", 100, 1, 65535)
@@ -68,7 +82,7 @@ SSH_MODE = env("CLOUDATHOME_SSH_MODE", "system-users" if os.geteuid() == 0 else 
 SSH_ACCOUNT = env("CLOUDATHOME_SSH_ACCOUNT", getpass.getuser())
 SSH_USER_PREFIX = env("CLOUDATHOME_SSH_USER_PREFIX", "home")
 
-# --- Floods (issue 11): what one client may take of the edge, the SSH endpoint and the
+# --- Floods: what one client may take of the edge, the SSH endpoint and the
 # control plane. The defaults live beside the code that applies them (cloud.edge).
 from cloud.edge.haproxy import EdgeLimits as _Edge  # noqa: E402
 from cloud.edge.sshd import SshdConfig as _Sshd  # noqa: E402
@@ -94,3 +108,9 @@ SSH_HOME_SESSIONS = envint("CLOUDATHOME_SSH_HOME_SESSIONS", 2 * PORTS_PER_HOME, 
 
 # Only HAProxy reaches gunicorn (a unix socket): the client address is the one it forwards.
 AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_behind_haproxy"
+# Names homes may publish (docs/architecture.md): one label per home under the base domain (one
+# wildcard DNS record), custom domains proven by a TXT record looked up on these resolvers
+# (`host:port`, comma separated; empty: the system's), and names nobody may own.
+BASE_DOMAIN = envhostname("CLOUDATHOME_BASE_DOMAIN")
+DNS_RESOLVERS = host_ports("CLOUDATHOME_DNS_RESOLVERS", default_port=53)
+RESERVED_NAMES = envlist("CLOUDATHOME_RESERVED_NAMES")

@@ -4,6 +4,7 @@ from django.urls import path
 from cloud import metrics
 from cloud.accounts import views as account_views
 from cloud.api import api, redoc
+from cloud.domains import views as domain_views
 from cloud.homes import views as home_views
 
 urlpatterns = [
@@ -19,6 +20,9 @@ urlpatterns = [
     path("homes/release/", home_views.release, name="home-release"),
     path("mappings/add/", home_views.mapping_add, name="mapping-add"),
     path("mappings/delete/", home_views.mapping_delete, name="mapping-delete"),
+    path("domains/add/", domain_views.domain_add, name="domain-add"),
+    path("domains/verify/", domain_views.domain_verify, name="domain-verify"),
+    path("domains/delete/", domain_views.domain_delete, name="domain-delete"),
     path("healthz", home_views.healthz, name="healthz"),
     path("metrics", metrics.view, name="metrics"),
 ]

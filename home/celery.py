@@ -26,6 +26,11 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute=17),
     },
     "certificates-recover": {"task": "home.certs.tasks.certificates_recover", "schedule": 300.0},
+    "certificates-waiting": {
+        "task": "home.certs.tasks.certificates_waiting",
+        "schedule": 10.0,
+        "options": {"expires": 10.0},
+    },
     "link-check": {
         "task": "home.cloudlink.tasks.link_check",
         "schedule": float(settings.LINK_CHECK_SECONDS),

@@ -69,7 +69,22 @@ def prepare(args: list[str]) -> int:
 
 
 def up(args: list[str]) -> int:
-    argparse.ArgumentParser(prog="cloudathome home up").parse_args(args)
+    parser = argparse.ArgumentParser(prog="cloudathome home up")
+    parser.add_argument(
+        "--allow-root",
+        action="store_true",
+        help="run as root anyway (the console needs no privilege; post-renewal actions never run as root)",
+    )
+    if os.geteuid() == 0 and not parser.parse_args(args).allow_root:
+        print(
+            "cloudathome home: refusing to run as root: the Home Console needs no privilege, "
+            "and a console login must not be a root shell. Run it as an ordinary user (its "
+            "own ssh, ports above 1024 and CLOUDATHOME_CERT_ROOT work as that user), or pass "
+            "--allow-root.",
+            file=sys.stderr,
+        )
+        return 2
+    parser.parse_args(args)
     linked = _setup()
     if linked is None:
         return 2

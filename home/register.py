@@ -18,6 +18,7 @@ import paramiko
 from home.cloudlink import config
 from home.cloudlink.client import CloudClient, CloudError
 from home.keys import DEFAULT_KEY_PATH
+from workers.common.files import write_atomic
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "config" / "cloudlink.yaml"
 
@@ -109,8 +110,8 @@ def register(args: argparse.Namespace, out: object = sys.stdout) -> Path:
         host_pattern = (
             ssh_host if int(home["ssh_port"]) == 22 else f"[{ssh_host}]:{home['ssh_port']}"
         )
-        known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        known_hosts.write_text(f"{host_pattern} {host_key}\n")
+        known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(known_hosts, f"{host_pattern} {host_key}\n", 0o600)
         written.append(known_hosts)
         link = config.CloudLink(
             cloudserver_url=url,

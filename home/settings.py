@@ -1,17 +1,26 @@
 """Settings of the Home Console site, from environment variables with defaults that work
-on one machine (DESIGN section 6). `cloudlink.yaml` is loaded (and checked) at start-up."""
+on one machine (README, Configuration). `cloudlink.yaml` is loaded (and checked) at start-up."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from workers.common.conf import database, env, envint, redis_url, secret_key, state_dir
+from home.certs.actions import parse_actions
+from workers.common.conf import (
+    ConfigError,
+    database,
+    env,
+    envint,
+    redis_url,
+    secret_key,
+    state_dir,
+)
 
 # Django reads settings as module globals: the shared base is star-imported (its __all__ lists
 # what it exports) and the names used below are imported by name as well.
 from workers.common.settings import *  # noqa: F403
 from workers.common.settings import MIDDLEWARE as SHARED_MIDDLEWARE
-from workers.common.settings import SHARED_APPS, allowed_hosts, templates
+from workers.common.settings import SHARED_APPS, allowed_hosts, cookie_names, templates
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "Home Console"
@@ -38,6 +47,8 @@ TEMPLATES = templates(BASE_DIR / "templates")
 
 DATABASES = {"default": database(STATE_DIR)}
 STATIC_ROOT = STATE_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+SESSION_COOKIE_NAME, CSRF_COOKIE_NAME = cookie_names("home")
 
 REDIS_URL = redis_url(STATE_DIR)
 HOME_PORT = envint("CLOUDATHOME_HOME_PORT", 8001, 1, 65535)
@@ -46,7 +57,7 @@ FLOWER_PORT = envint("CLOUDATHOME_FLOWER_PORT", 5556, 1, 65535)
 # Flower has no login of its own: loopback only unless you put it behind an authenticating proxy.
 FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
 
-# cloudlink.yaml: written by `cloudathome register` (DESIGN section 5).
+# cloudlink.yaml: written by `cloudathome register` (README, Configuration).
 CLOUDLINK_CONFIG = Path(
     env("CLOUDLINK_CONFIG") or (BASE_DIR / "config" / "cloudlink.yaml")
 ).expanduser()
@@ -55,12 +66,20 @@ CLOUDLINK_CONFIG = Path(
 TUNNEL_SUPERVISE_SECONDS = envint("CLOUDATHOME_TUNNEL_SUPERVISE_SECONDS", 3, 1, 3600)
 TUNNEL_LOG_DIR = STATE_DIR / "tunnels"
 
-# Certificates (DESIGN section 6).
+# Certificates (README, Configuration).
 ACME_DIRECTORY = env("CLOUDATHOME_ACME_DIRECTORY", "https://acme-v02.api.letsencrypt.org/directory")
 ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
 ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
 RENEW_DAYS = envint("CLOUDATHOME_RENEW_DAYS", 30, 0, 36500)
 RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
+# Every domain's certificate folder is this root or below it (resolved once, here).
+CERT_ROOT = Path(env("CLOUDATHOME_CERT_ROOT") or STATE_DIR / "certs").expanduser()
+if not CERT_ROOT.is_absolute():
+    raise ConfigError(f"CLOUDATHOME_CERT_ROOT: must be an absolute path, not {str(CERT_ROOT)!r}")
+CERT_ROOT = CERT_ROOT.resolve()
+# What may run after a renewal: the operator's named argument vectors, never a web request's.
+POST_RENEW_ACTIONS = parse_actions(env("CLOUDATHOME_POST_RENEW_ACTIONS"))
+POST_RENEW_TIMEOUT = envint("CLOUDATHOME_POST_RENEW_TIMEOUT", 60, 1, 600)
 
 # The link check (cloud API, token, SSH preflight) behind the dashboard and /api/status.
 LINK_CHECK_SECONDS = envint("CLOUDATHOME_LINK_CHECK_SECONDS", 60, 5, 86400)

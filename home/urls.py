@@ -22,6 +22,7 @@ urlpatterns = [
     path("domains/add/", certs.domain_add, name="domain-add"),
     path("domains/<int:pk>/", certs.domain_detail, name="domain-detail"),
     path("domains/<int:pk>/renew/", certs.domain_renew, name="domain-renew"),
+    path("domains/<int:pk>/verify/", certs.domain_verify, name="domain-verify"),
     path("domains/<int:pk>/delete/", certs.domain_delete, name="domain-delete"),
     path("domains/<int:pk>/entries/add/", tunnels.entry_add, name="entry-add"),
     path("entries/<int:pk>/tunnel/", tunnels.entry_tunnel, name="entry-tunnel"),

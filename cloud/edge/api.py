@@ -10,6 +10,7 @@ from cloud.accounts.auth import current_user
 from cloud.edge import services
 from cloud.edge.schemas import LiveRouteOut, ReconcileOut, SyncOut
 from cloud.homes.services import homes_reconcile
+from workers.common.api import errors
 from workers.common.errors import Forbidden
 
 router = Router(tags=["admin"])
@@ -20,7 +21,7 @@ def _require_admin(request: HttpRequest) -> None:
         raise Forbidden("administrators only")
 
 
-@router.post("/proxy-mappings/sync", response=SyncOut)
+@router.post("/proxy-mappings/sync", response={200: SyncOut, **errors(403)})
 def admin_sync_mappings(request: HttpRequest) -> SyncOut:
     """Re-sync every mapping of the database to HAProxy (diff-based; a no-op when in sync)."""
     _require_admin(request)
@@ -28,7 +29,7 @@ def admin_sync_mappings(request: HttpRequest) -> SyncOut:
     return SyncOut(added=result.added, changed=result.changed, removed=result.removed)
 
 
-@router.get("/proxy-mappings/haproxy", response=list[LiveRouteOut])
+@router.get("/proxy-mappings/haproxy", response={200: list[LiveRouteOut], **errors(403)})
 def admin_live_map(request: HttpRequest) -> list[LiveRouteOut]:
     """The live HAProxy maps, as HAProxy itself reports them."""
     _require_admin(request)
@@ -40,7 +41,7 @@ def admin_live_map(request: HttpRequest) -> list[LiveRouteOut]:
     ]
 
 
-@router.post("/homes/sync", response=ReconcileOut)
+@router.post("/homes/sync", response={200: ReconcileOut, **errors(403)})
 def admin_sync_homes(request: HttpRequest) -> ReconcileOut:
     """Reconcile the database's homes with the SSH identities of our sshd."""
     _require_admin(request)

@@ -52,6 +52,9 @@ _SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
 _CLI_WORD = re.compile(r"[A-Za-z0-9._:@#/+-]+")
 _VALUE = re.compile(r"([0-9]{1,5})(:pp)?")
 
+# The routes are the tenants' business: only HAProxy's own account (ours) reads them.
+MAP_MODE = 0o600
+
 # The stick table that counts per route, keyed by tunnel port.
 ROUTE_TABLE = "st_route"
 
@@ -522,14 +525,14 @@ def write_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> Path:
     Creates empty map files when missing, since HAProxy refuses to start without them; existing
     maps are left alone because they hold the routes a restarted HAProxy must come back with.
     """
-    cfg.maps_dir.mkdir(parents=True, exist_ok=True)
+    cfg.maps_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     cfg.web_socket.parent.mkdir(mode=0o700, exist_ok=True)
     for scheme in SCHEMES:
         if not cfg.map_path(scheme).exists():
-            write_atomic(cfg.map_path(scheme), _MAP_HEADER)
+            write_atomic(cfg.map_path(scheme), _MAP_HEADER, MAP_MODE)
     text = render_config(cfg, nofile_limit)
     try:
-        write_atomic(cfg.config_path, text, 0o640, check=lambda staged: check_config(cfg, staged))
+        write_atomic(cfg.config_path, text, 0o600, check=lambda staged: check_config(cfg, staged))
     except EdgeError as exc:
         raise EdgeError(f"{cfg.config_path} left as it was: {exc}") from None
     return cfg.config_path
@@ -797,14 +800,14 @@ class Edge:
 
     def write_maps(self, maps: dict[Scheme, dict[str, str]]) -> None:
         """Write each map file atomically, skipping the ones whose content is already right."""
-        self.cfg.maps_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg.maps_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         for scheme, entries in maps.items():
             path = self.cfg.map_path(scheme)
             text = _render_map(entries)
             with contextlib.suppress(FileNotFoundError):
                 if path.read_text(encoding="ascii") == text:
                     continue
-            write_atomic(path, text)
+            write_atomic(path, text, MAP_MODE)
 
     def sync(self, routes: Iterable[Route]) -> SyncResult:
         """Make the map files and the live maps hold exactly `routes`.

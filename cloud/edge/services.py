@@ -47,6 +47,7 @@ def sshd_config() -> sshd.SshdConfig:
         listen=settings.SSH_BIND,
         mode=cast(sshd.Mode, settings.SSH_MODE),
         account=settings.SSH_ACCOUNT,
+        group=sshd.homes_group(settings.SSH_USER_PREFIX),
         source_startups=settings.SSH_SOURCE_STARTUPS,
         login_grace_s=settings.SSH_LOGIN_GRACE,
         max_startups=settings.SSH_MAX_STARTUPS,

@@ -41,7 +41,7 @@ PRIVSEP_DIR = Path("/run/sshd")  # Debian's sshd refuses to start as root withou
 HOME_SHELL = "/bin/sh"  # ForceCommand runs through the account's shell
 HOME_DIR = "/"  # exists everywhere, root-owned: a home has nothing to write or read there
 # The UIDs of homes' system users: a range of their own, since `useradd --system` ran out of
-# UIDs after 882 homes (DESIGN section 2).
+# UIDs after 882 homes (docs/architecture.md, the data path).
 HOME_UID_RANGE = (62000, 62999)
 TAG_PREFIX = "cloudathome:"
 
@@ -177,7 +177,7 @@ def _validate_ports(ports: Sequence[int]) -> list[int]:
 def forced_command(sessions_dir: Path) -> str:
     """The only command a home's session runs: take one of the home's session slots and block.
 
-    DESIGN section 2: a PTY session whose command only blocks makes sshd set TCP_NODELAY on
+    The data path (docs/architecture.md): a PTY session whose command only blocks makes sshd set TCP_NODELAY on
     the connection. The `[ -t 0 ]` guard stops a PTY-less session from leaking its sleep to
     init, and `exec` keeps dash from lingering as an extra process. OpenSSH has no limit on a
     user's sessions, so each home has a fixed set of slot files: the sleep inherits the flock
@@ -235,6 +235,8 @@ class SshdConfig:
     # single-account: the service account every home logs in as.
     account: str | None = None
     # system-users: UIDs and primary group reserved for homes; nothing else is ever touched.
+    # Each site its own group (homes_group), so sites sharing a machine never let each
+    # other's homes into their sshd (AllowGroups).
     uid_range: tuple[int, int] = HOME_UID_RANGE
     group: str = "cloudathome-homes"
     # None: PAM only when sshd does not run as root (see pam_enabled).
@@ -326,6 +328,12 @@ class SshdConfig:
         return self.use_pam if self.use_pam is not None else os.geteuid() != 0
 
 
+def homes_group(user_prefix: str) -> str:
+    """The system group of a site's homes, from its user prefix: `home` (the default) keeps
+    the `cloudathome-homes` of earlier releases, `demo` gets `cloudathome-demos`."""
+    return validate_username(f"cloudathome-{user_prefix}s", "group")
+
+
 def render_config(cfg: SshdConfig) -> str:
     """Our sshd_config: everything forbidden, then one Match block opening the tunnel path."""
     address = ipaddress.ip_address(cfg.listen)
@@ -362,7 +370,7 @@ def render_config(cfg: SshdConfig) -> str:
         "PrintLastLog no",
         "Banner none",
         f"Ciphers {','.join(CIPHERS)}",
-        # The default 10:30:100 dropped ~60% of 200 simultaneous reconnects (DESIGN 2), and
+        # The default 10:30:100 dropped ~60% of 200 simultaneous reconnects (docs/architecture.md), and
         # silent connections from one source could take all of it: a cap per source, and a
         # short grace time, bound what any one address holds before authenticating.
         f"MaxStartups {cfg.max_startups // 2}:30:{cfg.max_startups}",
@@ -412,14 +420,15 @@ def command(cfg: SshdConfig) -> list[str]:
 def prepare(cfg: SshdConfig) -> None:
     """Create the directories, host keys, config and sshd link; then check the config."""
     for directory in (cfg.state_dir, cfg.ssh_dir, cfg.keys_dir, cfg.sessions_dir):
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o711, parents=True, exist_ok=True)
     # sshd reads a home's key file with the home's UID (system-users) and refuses it under
-    # any directory that is not root/owner-only writable (StrictModes), up to /.
-    cfg.ssh_dir.chmod(0o755)
-    cfg.keys_dir.chmod(0o755)
+    # any directory that is not root/owner-only writable (StrictModes), up to /: others may
+    # traverse these folders (0711), never list them.
+    for directory in (cfg.ssh_dir, cfg.keys_dir, cfg.sessions_dir):
+        directory.chmod(0o711)
     _check_secure_dirs(cfg)
     ensure_host_keys(cfg)
-    write_atomic(cfg.config_path, render_config(cfg), 0o644)
+    write_atomic(cfg.config_path, render_config(cfg), 0o600)
     link = cfg.sshd_link
     if not (link.is_symlink() and os.readlink(link) == SSHD_BINARY):
         symlink_atomic(SSHD_BINARY, link)
@@ -485,7 +494,7 @@ def check_config(cfg: SshdConfig) -> None:
 
 def ensure_host_keys(cfg: SshdConfig) -> None:
     """Generate the ed25519 and RSA host keys once (private 0600); never replace them."""
-    cfg.ssh_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    cfg.ssh_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     for path, generate in zip(cfg.host_keys, _HOST_KEY_GENERATORS, strict=True):
         if not path.exists():
             private = generate().private_bytes(
@@ -503,7 +512,8 @@ def ensure_host_keys(cfg: SshdConfig) -> None:
             line = key.public_key().public_bytes(
                 serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
             )
-            write_atomic(pub, line + b" cloudathome-edge\n", 0o644)
+            # Homes get the public key through the API; nobody reads the file but us.
+            write_atomic(pub, line + b" cloudathome-edge\n", 0o600)
 
 
 def host_key_line(cfg: SshdConfig) -> str:
@@ -525,7 +535,7 @@ def host_key_fingerprint(cfg: SshdConfig) -> str:
 def _keys_lock(cfg: SshdConfig) -> Iterator[None]:
     # Two workers changing homes at once must not lose each other's key lines or UIDs.
     # The name starts with a dot, so sshd can never take it for a user's key file.
-    cfg.keys_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    cfg.keys_dir.mkdir(mode=0o711, parents=True, exist_ok=True)
     fd = os.open(cfg.keys_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -538,13 +548,17 @@ def _write_slots(cfg: SshdConfig, name: str) -> None:
     """Exactly cfg.home_sessions empty slot files for the home, root-owned and read-only to it:
     a session only needs a descriptor to flock, never to write."""
     folder = cfg.sessions_dir / validate_username(name)
-    folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    # The home's user lists the folder and opens a slot to flock it (the forced command),
+    # whatever the site's umask: 0755 and 0644 (the modes table).
+    folder.chmod(0o755)
     wanted = {str(i) for i in range(1, cfg.home_sessions + 1)}
     for path in folder.iterdir():
         if path.name not in wanted:
             path.unlink()
     for slot in sorted(wanted - {p.name for p in folder.iterdir()}):
         (folder / slot).touch(mode=0o644)
+        (folder / slot).chmod(0o644)
 
 
 def _remove_slots(cfg: SshdConfig, name: str) -> None:
@@ -595,6 +609,8 @@ class SystemUsers:
                 self._create_user(name, gid)
             else:
                 self._check_ours(existing, gid)
+            # 0644: sshd reads key files as the login's user, not as their owner (the one
+            # exception of the modes table; the single account's file likewise).
             _write_slots(self.cfg, name)
             write_atomic(self.cfg.key_file(name), line + "\n", 0o644)
 

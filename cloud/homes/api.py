@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from ninja import Router
 
 from cloud.accounts.auth import current_user
+from cloud.domains import services as names
 from cloud.edge import services as edge
 from cloud.homes import services
 from cloud.homes.models import Home
@@ -22,6 +23,7 @@ from cloud.homes.schemas import (
     TrafficOut,
     TrafficSampleOut,
 )
+from workers.common.api import errors
 
 router = Router(tags=["homes"])
 
@@ -38,6 +40,7 @@ def home_out(home: Home) -> HomeOut:
         ssh_host_key=edge.ssh_host_key(),
         port_base=home.port_base,
         port_count=home.port_count,
+        base_domain=names.base_domain(home),
     )
 
 
@@ -60,36 +63,38 @@ def mapping_out(state: services.MappingState) -> MappingOut:
     )
 
 
-@router.post("", response={201: HomeOut})
+@router.post("", response={201: HomeOut, **errors(400, 409, 422)})
 def claim_home(request: HttpRequest, body: HomeIn) -> tuple[int, HomeOut]:
     """Claim a home slot with an SSH public key; provisioning continues in the background
     (status goes from `provisioning` to `ready` or `failed`)."""
-    return 201, home_out(services.home_claim(current_user(request), body.public_key))
+    return 201, home_out(services.home_claim(current_user(request), body.public_key, body.label))
 
 
-@router.get("", response=list[HomeOut])
+@router.get("", response={200: list[HomeOut], **errors()})
 def list_homes(request: HttpRequest) -> list[HomeOut]:
     return [home_out(h) for h in Home.objects.filter(owner=current_user(request))]
 
 
-@router.get("/{slug}", response=HomeOut)
+@router.get("/{slug}", response={200: HomeOut, **errors(404)})
 def get_home(request: HttpRequest, slug: str) -> HomeOut:
     return home_out(services.home_of(current_user(request), slug))
 
 
-@router.delete("/{slug}", response={204: None})
+@router.delete("/{slug}", response={204: None, **errors(404, 409)})
 def release_home(request: HttpRequest, slug: str) -> tuple[int, None]:
     services.home_release(services.home_of(current_user(request), slug))
     return 204, None
 
 
-@router.get("/{slug}/proxy-mappings", response=list[MappingOut])
+@router.get("/{slug}/proxy-mappings", response={200: list[MappingOut], **errors(404)})
 def list_mappings(request: HttpRequest, slug: str) -> list[MappingOut]:
     home = services.home_of(current_user(request), slug)
     return [mapping_out(state) for state in services.mappings_with_state(home)]
 
 
-@router.post("/{slug}/proxy-mappings", response={201: MappingOut})
+@router.post(
+    "/{slug}/proxy-mappings", response={201: MappingOut, **errors(400, 403, 404, 409, 422)}
+)
 def create_mapping(request: HttpRequest, slug: str, body: MappingIn) -> tuple[int, MappingOut]:
     """Map a hostname to a tunnel port of this home (the cloud picks a free one when
     `tunnel_port` is omitted). Routable within a fraction of a second, no reload."""
@@ -100,7 +105,7 @@ def create_mapping(request: HttpRequest, slug: str, body: MappingIn) -> tuple[in
     return 201, mapping_out(services.mapping_state(mapping))
 
 
-@router.delete("/{slug}/proxy-mappings/{host}", response={204: None})
+@router.delete("/{slug}/proxy-mappings/{host}", response={204: None, **errors(400, 404, 422)})
 def delete_mapping(
     request: HttpRequest, slug: str, host: str, scheme: Literal["https", "http"] | None = None
 ) -> tuple[int, None]:

@@ -7,6 +7,11 @@ class RegisterHomeForm(forms.Form):
         max_length=16384,
         help_text="The public half of the key your home's tunnels will use (one line).",
     )
+    label = forms.CharField(
+        required=False,
+        max_length=63,
+        help_text="Your home's name under the cloud's base domain; empty: one from your user name.",
+    )
 
 
 class MappingForm(forms.Form):

@@ -30,6 +30,9 @@ class Home(models.Model):
     # in the service account's keys file (single-account mode, where ssh_username is shared).
     identity = models.CharField(max_length=32, blank=True)
     ssh_username = models.CharField(max_length=32, blank=True)
+    # The home's one label under the operator's base domain (`alice` of alice.homes.example.com);
+    # set when a base domain is configured, freed with the slot.
+    label = models.CharField(max_length=63, unique=True, null=True, blank=True)
     status = models.CharField(max_length=16, choices=HomeStatus.choices, default=HomeStatus.FREE)
     status_detail = models.TextField(blank=True)
     updated = models.DateTimeField(auto_now=True)
@@ -40,7 +43,7 @@ class Home(models.Model):
     def __str__(self) -> str:
         return f"home {self.index:02d} ({self.slug or 'free'})"
 
-    # Port math of DESIGN section 4: slot i owns PORT_BASE + i*PORT_STRIDE .. + PORTS_PER_HOME-1.
+    # Port math: slot i owns PORT_BASE + i*PORT_STRIDE .. + PORTS_PER_HOME-1.
     @property
     def port_base(self) -> int:
         return int(settings.PORT_BASE + self.index * settings.PORT_STRIDE)

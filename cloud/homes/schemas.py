@@ -8,6 +8,9 @@ from ninja import Field, Schema
 
 class HomeIn(Schema):
     public_key: str = Field(..., max_length=16384)
+    label: str | None = Field(
+        None, max_length=63, description="its label under the base domain (default: from the user)"
+    )
 
 
 class HomeOut(Schema):
@@ -21,6 +24,9 @@ class HomeOut(Schema):
     ssh_host_key: str
     port_base: int
     port_count: int
+    base_domain: str | None = Field(
+        None, description="the name this home owns under the base domain, with all below it"
+    )
 
 
 class MappingIn(Schema):

@@ -1,7 +1,7 @@
 """Workflows of home slots and proxy mappings: claim and release a slot, provision its SSH
-identity, create and delete mappings. Each writes desired state, then hands the side
-effects to a reconciler task after the commit. Also seeds homes and mappings in bulk for
-load tests (`seed_scale`)."""
+identity, create and delete mappings (only under names the home owns: cloud.domains).
+Each writes desired state, then hands the side effects to a reconciler task after the
+commit. Also seeds homes and mappings in bulk for load tests (`seed_scale`)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from cloud.accounts.models import ApiToken
+from cloud.domains import services as names
 from cloud.edge import haproxy, sshd
 from cloud.edge import services as edge
 from cloud.homes.models import Home, HomeStatus, ProxyMapping, Scheme
@@ -61,6 +62,7 @@ _FREE_SLOT = {
     "public_key": "",
     "identity": "",
     "ssh_username": "",
+    "label": None,
 }
 
 
@@ -98,8 +100,9 @@ def home_of(user: User, slug: str) -> Home:
     return home
 
 
-def home_claim(user: User, public_key: str) -> Home:
-    """Take a free slot for `user` atomically; provisioning continues in a task."""
+def home_claim(user: User, public_key: str, label: str | None = None) -> Home:
+    """Take a free slot for `user` atomically, with its label under the base domain (`label`
+    or one derived from the user name); provisioning continues in a task."""
     try:
         key = sshd.validate_public_key(public_key)
     except ValueError as exc:
@@ -118,13 +121,19 @@ def home_claim(user: User, public_key: str) -> Home:
         _assign(home, user, key)
         home.status = HomeStatus.PROVISIONING
         home.status_detail = "waiting for a worker"
+        home.label = names.label_choose(home, user, label)
         try:
-            home.save()
-        except IntegrityError:  # the OneToOne on owner: a concurrent claim by the same user
-            raise Conflict(
-                "you already have a home; release it first", field="public_key"
-            ) from None
+            with transaction.atomic():
+                home.save()
+        except IntegrityError:
+            # The OneToOne on owner (a concurrent claim by the same user) or the unique label.
+            if Home.objects.filter(owner=user).exists():
+                raise Conflict(
+                    "you already have a home; release it first", field="public_key"
+                ) from None
+            raise Conflict("this label was taken meanwhile; try again", field="label") from None
         _after_commit_provision(home.pk)
+    names.label_claim(home)
     return home
 
 
@@ -157,6 +166,7 @@ def home_release(home: Home) -> None:
     """Remove every mapping, route and key of the home; the slot frees once the task ran."""
     with transaction.atomic():
         ProxyMapping.objects.filter(home=home).delete()
+        names.home_names_release(home)
         Home.objects.filter(pk=home.pk).update(
             status=HomeStatus.RELEASING, status_detail="releasing", owner=None
         )
@@ -175,7 +185,9 @@ def home_finish_release(home_id: int) -> None:
     # Its sessions are gone, so are the connections through its ports: what its routes
     # carried is not the next owner's to see.
     traffic_forget(home.ports)
-    Home.objects.filter(pk=home.pk, status=HomeStatus.RELEASING).update(**_FREE_SLOT)
+    with transaction.atomic():
+        names.home_names_release(home)  # a label claimed while the release began
+        Home.objects.filter(pk=home.pk, status=HomeStatus.RELEASING).update(**_FREE_SLOT)
 
 
 def homes_reconcile() -> dict[str, int]:
@@ -274,6 +286,7 @@ def mapping_create(
         raise Conflict(f"home is {home.status}; mappings need a ready home", field="home")
     with transaction.atomic():
         Home.objects.select_for_update().filter(pk=home.pk).first()  # serialize port picking
+        names.claim_covering(home, host)  # 403 unless the home owns the name; held to commit
         port = _free_port(home) if tunnel_port is None else tunnel_port
         if port not in home.ports:
             raise Invalid(
@@ -407,6 +420,8 @@ def _release_seeded(released: list[Home]) -> None:
             accounts.remove(home.identity)
     ProxyMapping.objects.filter(home__in=released).delete()
     traffic_forget(port for home in released for port in home.ports)
+    for home in released:
+        names.home_names_release(home)
     Home.objects.filter(pk__in=[h.pk for h in released]).update(owner=None, **_FREE_SLOT)
 
 

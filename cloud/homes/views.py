@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from cloud.accounts.auth import current_user
+from cloud.domains import services as names
 from cloud.homes import services
 from cloud.homes.forms import MappingForm, RegisterHomeForm
 from cloud.homes.models import Home
@@ -36,6 +37,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         {
             "home": home,
             "mappings": services.mappings_with_state(home) if home else [],
+            "domains": list(home.domains.all()) if home else [],
+            "base_domain": names.base_domain(home) if home else None,
             "ssh_host": settings.PUBLIC_HOST,
             "ssh_port": settings.SSH_PORT,
             "register_form": RegisterHomeForm(),
@@ -49,7 +52,11 @@ def register(request: HttpRequest) -> HttpResponse:
     form = RegisterHomeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            services.home_claim(current_user(request), form.cleaned_data["public_key"])
+            services.home_claim(
+                current_user(request),
+                form.cleaned_data["public_key"],
+                form.cleaned_data["label"] or None,
+            )
         except DomainError as exc:
             _add_error(form, exc)
         else:

@@ -5,11 +5,12 @@ from ninja import Router
 
 from home.accounts import services
 from home.accounts.schemas import TokenIn, TokenOut
+from workers.common.api import errors
 
 router = Router(tags=["auth"])
 
 
-@router.post("/token", response={200: TokenOut}, auth=None)
+@router.post("/token", response={200: TokenOut, **errors(403, 422)}, auth=None)
 def create_token(request: HttpRequest, body: TokenIn) -> TokenOut:
     """Exchange username + password for an API token (shown once; stored hashed). Send it
     as `Authorization: Bearer <token>`."""

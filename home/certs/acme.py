@@ -12,9 +12,6 @@ import datetime
 import logging
 import os
 import re
-import secrets
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -32,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from home.certs.responder import ChallengeResponder, challenge_certificate
-from workers.common.files import fsync_dir, symlink_atomic, write_atomic
+from workers.common.files import write_atomic
 from workers.common.names import validate_hostname
 
 logger = logging.getLogger(__name__)
@@ -457,51 +454,3 @@ def _order(
         not_after=leaf.not_valid_after_utc,
         account_url=session.account_url,
     )
-
-
-# --- files ---------------------------------------------------------------------------------
-
-
-def write_certificate(out_dir: Path, domain: str, cert: IssuedCert) -> Path:
-    """Publish <out_dir>/<domain>/{fullchain,privkey,chain,cert}.pem all at once.
-
-    <domain> is a symlink to a hidden sibling directory holding one complete version; a new
-    version is written and fsynced beside it, then the link is replaced by rename(2), so a
-    reader sees the old set or the new set, never a mix. Callers serialize writes per domain.
-    """
-    domain = validate_hostname(domain, "domain")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    live = out_dir / domain
-    version = Path(tempfile.mkdtemp(prefix=f".{domain}.", dir=out_dir))
-    try:
-        version.chmod(0o755)
-        for name, text, mode in (
-            ("cert.pem", cert.cert_pem, 0o644),
-            ("chain.pem", cert.chain_pem, 0o644),
-            ("fullchain.pem", cert.fullchain_pem, 0o644),
-            ("privkey.pem", cert.key_pem, 0o600),
-        ):
-            write_atomic(version / name, text.encode("ascii"), mode, replace=False)
-        fsync_dir(version)
-        previous: Path | None = None
-        if live.is_symlink():
-            previous = out_dir / os.readlink(live)
-        elif live.exists():
-            # A plain directory from elsewhere: moving it aside leaves a moment with no
-            # certificate, once; from then on every swap is atomic.
-            previous = out_dir / f".{domain}.replaced-{secrets.token_hex(6)}"
-            live.rename(previous)
-        # Relative, so the tree stays valid when out_dir is mounted elsewhere (containers).
-        symlink_atomic(version.name, live)
-    except BaseException:
-        shutil.rmtree(version, ignore_errors=True)
-        raise
-    if (
-        previous is not None
-        and previous.parent == out_dir
-        and previous.name.startswith(f".{domain}.")
-        and previous.is_dir()
-        and not previous.is_symlink()
-    ):
-        shutil.rmtree(previous, ignore_errors=True)
-    return live

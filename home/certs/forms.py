@@ -28,8 +28,9 @@ class DomainForm(forms.Form):
     cert_dir = forms.CharField(
         max_length=1024,
         label="Certificate folder",
-        help_text="Absolute path; the files land in <code>&lt;folder&gt;/&lt;domain&gt;/</code> "
-        "(fullchain.pem, privkey.pem 0600).",
+        help_text="The certificate root (<code>CLOUDATHOME_CERT_ROOT</code>) or a folder below "
+        "it; the files land in <code>&lt;folder&gt;/&lt;domain&gt;/</code> (fullchain.pem, "
+        "privkey.pem 0600).",
     )
     challenge = forms.ChoiceField(
         choices=[
@@ -38,14 +39,18 @@ class DomainForm(forms.Form):
         ],
         initial=Challenge.HTTP01.value,
     )
-    post_renew_command = forms.CharField(
+    post_renew_action = forms.ChoiceField(
         required=False,
-        max_length=2000,
         label="After each renewal, run",
-        help_text="Optional, e.g. <code>/usr/sbin/nginx -s reload</code>. Split like a shell "
-        "would, but never run through one; the program needs an absolute path.",
+        help_text="One of the actions the machine's operator configured "
+        "(<code>CLOUDATHOME_POST_RENEW_ACTIONS</code>), run as the console's own user with a "
+        "time limit; its output shows on the domain's page.",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["cert_dir"].initial = str(settings.STATE_DIR / "certs")
+        self.fields["cert_dir"].initial = str(settings.CERT_ROOT)
+        names = sorted(settings.POST_RENEW_ACTIONS)
+        field = self.fields["post_renew_action"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [("", "nothing")] + [(n, n) for n in names]

@@ -1,14 +1,13 @@
 """Domain and certificate workflows: add, renew and delete a domain; issue its certificate
-through the tunnel (temporary port, mapping, tunnel and responder, all torn down whatever
-happens), renew the ones due, and clean what a crashed run left behind."""
+once the cloud says this home owns the name (waiting for its DNS proof when needed), through
+the tunnel (temporary port, mapping, tunnel and responder, all torn down whatever happens),
+renew the ones due, and clean what a crashed run left behind."""
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import logging
-import shlex
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,17 +16,31 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from home.certs import acme
+from home.certs import acme, actions, publish
 from home.certs.models import CertStatus, Challenge, Domain, JobState
 from home.cloudlink.client import CloudError
-from home.cloudlink.services import cloud, link
+from home.cloudlink.services import (
+    Ownership,
+    cloud,
+    link,
+    name_ownership,
+    name_verify,
+    names_ownership,
+)
 from home.tunnels import services as tunnels
-from home.tunnels.models import Tunnel
+from home.tunnels.models import ProxyEntry, Tunnel
 from workers.celery import TransientError
-from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
+from workers.common.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    NotFound,
+    Unavailable,
+    invalid_from,
+)
 from workers.common.metrics import Timing, timed
 from workers.common.names import validate_hostname
 from workers.locks import exclusive
@@ -45,23 +58,12 @@ ROUTE_TIMEOUT = 15.0
 TUNNEL_TIMEOUT = 20.0
 
 
-def parse_command(text: str) -> list[str]:
-    """The post-renewal command as an argument list (it is never given to a shell)."""
-    try:
-        argv = shlex.split(text)
-    except ValueError as exc:
-        raise Invalid(f"cannot parse: {exc}", field="post_renew_command") from None
-    if argv and not Path(argv[0]).is_absolute():
-        raise Invalid("the program must be an absolute path", field="post_renew_command")
-    return argv
-
-
 def domain_create(
     name: str,
     email: str,
     cert_dir: str,
     challenge: str = Challenge.HTTP01,
-    post_renew_command: list[str] | None = None,
+    post_renew_action: str = "",
 ) -> Domain:
     from home.certs import tasks as cert_tasks
 
@@ -73,22 +75,19 @@ def domain_create(
         validate_email(email)
     except ValidationError:
         raise Invalid("not a valid email address", field="email") from None
-    if not cert_dir or not Path(cert_dir).is_absolute():
-        raise Invalid("must be an absolute path", field="cert_dir")
+    cert_dir = cert_dir_check(cert_dir)
     if challenge not in Challenge.values:
         raise Invalid("must be 'http-01' or 'tls-alpn-01'", field="challenge")
-    command = list(post_renew_command or [])
-    if command and not Path(command[0]).is_absolute():
-        raise Invalid("the program must be an absolute path", field="post_renew_command")
+    action = action_check(post_renew_action)
     with transaction.atomic():
         if Domain.objects.filter(name=name).exists():
             raise Conflict("this domain is already added", field="name")
         domain = Domain.objects.create(
             name=name,
             email=email,
-            cert_dir=str(Path(cert_dir)),
+            cert_dir=cert_dir,
             challenge=challenge,
-            post_renew_command=command,
+            post_renew_action=action,
             job_state=JobState.PENDING,
             job_step="waiting for a worker",
         )
@@ -125,9 +124,18 @@ def domain_renew(domain: Domain) -> None:
     domain.refresh_from_db()
 
 
+def with_entries(domains: QuerySet[Domain]) -> QuerySet[Domain]:
+    """Domains with their entries and each entry's tunnel read in one query: a concurrent
+    delete removes an entry with its tunnel, so a reader never meets one without the other
+    (prefetching the tunnels separately could, and answered 500)."""
+    return domains.prefetch_related(
+        Prefetch("entries", queryset=ProxyEntry.objects.select_related("tunnel"))
+    )
+
+
 def domain_get(domain_id: int) -> Domain:
     """A domain with its entries and their tunnels (NotFound names the id)."""
-    domain = Domain.objects.prefetch_related("entries__tunnel").filter(pk=domain_id).first()
+    domain = with_entries(Domain.objects.filter(pk=domain_id)).first()
     if domain is None:
         raise NotFound(f"there is no domain with id {domain_id}")
     return domain
@@ -234,6 +242,11 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
             job_state=JobState.RUNNING, job_error="", job_step="starting"
         )
         try:
+            # A folder stored before CLOUDATHOME_CERT_ROOT (or since moved out of it) fails
+            # here, before the CA is asked for anything.
+            cert_dir_check(domain.cert_dir)
+            if not _owned(domain):
+                return JobState.WAITING
             with timed(CERT_ISSUE):
                 issued = acme.issue(
                     acme_settings(),
@@ -243,8 +256,15 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
                     lambda port: _exposed(domain, port),
                     on_step=lambda step: _step(domain, step),
                 )
-                path = acme.write_certificate(Path(domain.cert_dir), domain.name, issued)
-        except (acme.AcmeError, ValueError, OSError, tunnels.NoFreePort) as exc:
+                path = certificate_publish(domain, issued)
+        except (
+            NotOwned,
+            acme.AcmeError,
+            DomainError,
+            ValueError,
+            OSError,
+            tunnels.NoFreePort,
+        ) as exc:
             renewing = domain.cert_status == CertStatus.VALID
             Domain.objects.filter(pk=domain.pk).update(
                 job_state=JobState.FAILED,
@@ -265,24 +285,144 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
             renew_failures=0,
             renew_after=None,
         )
-        if domain.post_renew_command:
-            _run_post_renew(domain)
+        if domain.post_renew_action:
+            from home.certs import tasks as cert_tasks
+
+            cert_tasks.post_renew_run.delay(domain.pk)
         return JobState.DONE
 
 
-def _run_post_renew(domain: Domain) -> None:
+def _record_ownership(domain: Domain, owner: Ownership) -> None:
+    Domain.objects.filter(pk=domain.pk).update(
+        ownership=owner.status,
+        ownership_reason=owner.reason,
+        proof_name=owner.record_name,
+        proof_value=owner.record_value,
+    )
+
+
+class NotOwned(Exception):
+    """The cloud says this home cannot publish the name (or could not be asked)."""
+
+
+def _owned(domain: Domain) -> bool:
+    """Ask the cloud who owns the name before anything is mapped or ordered: True when this
+    home does (under its base domain, or a verified custom domain); False when the domain
+    now waits for its TXT record; NotOwned with the cloud's reason when it cannot be owned."""
+    _step(domain, "asking the cloud who owns the name")
     try:
-        done = subprocess.run(
-            domain.post_renew_command, capture_output=True, text=True, timeout=60, check=False
-        )
-    except OSError as exc:
-        Domain.objects.filter(pk=domain.pk).update(job_error=f"post-renewal command failed: {exc}")
-        return
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or [""]
+        owner = name_ownership(domain.name)
+    except CloudError as exc:
+        raise NotOwned(f"the cloud could not say who owns {domain.name}: {exc}") from None
+    _record_ownership(domain, owner)
+    if owner.owned:
+        _step(domain, f"name owned ({owner.reason or 'verified'})")
+        return True
+    if owner.status in ("unverified", "failed"):
         Domain.objects.filter(pk=domain.pk).update(
-            job_error=f"post-renewal command exited with {done.returncode}: {tail[0]}"
+            job_state=JobState.WAITING, job_step=f"waiting for the TXT record {owner.record_name}"
         )
+        return False
+    raise NotOwned(owner.reason)
+
+
+def certificates_waiting() -> list[int]:
+    """Beat: what the cloud says of every domain's name, so the console shows a custom domain
+    that lost its proof; the domains waiting for theirs that the cloud now says this home owns
+    go back to the queue (their certificate follows by itself)."""
+    domains = [d for d in Domain.objects.all() if d.ownership or d.job_state == JobState.WAITING]
+    if not domains:
+        return []  # no job has asked about any name yet: the first one will
+    waiting = {d.name for d in domains if d.job_state == JobState.WAITING}
+    try:
+        owners = names_ownership([d.name for d in domains], add=waiting)
+    except CloudError as exc:
+        log.warning("cannot ask the cloud who owns the names: %s", exc)
+        return []
+    resumed = []
+    for domain in domains:
+        owner = owners[domain.name]
+        _record_ownership(domain, owner)
+        if owner.owned and Domain.objects.filter(pk=domain.pk, job_state=JobState.WAITING).update(
+            job_state=JobState.PENDING, job_step="waiting for a worker", job_updated=timezone.now()
+        ):
+            resumed.append(domain.pk)
+    return resumed
+
+
+def domain_check_name(domain: Domain) -> None:
+    """ "Check now": the cloud looks the TXT record up at once (the next poll sees it)."""
+    try:
+        name_verify(domain.name)
+    except CloudError as exc:
+        raise Unavailable(f"the cloud could not check the record: {exc}") from None
+
+
+# --- the certificate folder: CLOUDATHOME_CERT_ROOT or below it (home.certs.publish) --------
+
+
+def cert_dir_check(cert_dir: str) -> str:
+    """The normalized folder, or Invalid naming cert_dir: below the root, no `..`, no
+    symlink out of it."""
+    try:
+        return publish.check_dir(cert_dir, settings.CERT_ROOT)
+    except ValueError as exc:
+        raise invalid_from(exc, "cert_dir") from None
+
+
+def certificate_publish(domain: Domain, issued: acme.IssuedCert) -> Path:
+    """Write the four files; refuses (publish.InTheWay, naming the path) to replace
+    anything the console did not create."""
+    return publish.publish(
+        settings.CERT_ROOT,
+        Path(domain.cert_dir),
+        domain.name,
+        {
+            "cert.pem": issued.cert_pem,
+            "chain.pem": issued.chain_pem,
+            "fullchain.pem": issued.fullchain_pem,
+            "privkey.pem": issued.key_pem,
+        },
+    )
+
+
+# --- post-renewal actions: the operator's, picked by name (home.certs.actions) ---------------
+
+
+def action_check(name: str) -> str:
+    """A post-renewal action is a name the operator configured; anything else (a path, a
+    command line) is refused naming the field."""
+    if name and name not in settings.POST_RENEW_ACTIONS:
+        known = ", ".join(sorted(settings.POST_RENEW_ACTIONS)) or "none are configured"
+        raise Invalid(
+            f"{name[:60]!r} is not one of the operator's actions ({known}; "
+            f"set in {actions.VARIABLE})",
+            field="post_renew_action",
+        )
+    return name
+
+
+def post_renew_run(domain_id: int) -> int | None:
+    """Run the domain's action after an issuance and keep its outcome for the dashboard.
+    An action the operator has since removed from the configuration does not run."""
+    domain = Domain.objects.filter(pk=domain_id).first()
+    if domain is None or not domain.post_renew_action:
+        return None
+    argv = settings.POST_RENEW_ACTIONS.get(domain.post_renew_action)
+    if argv is None:
+        code, output = (
+            None,
+            (f"not run: {domain.post_renew_action!r} is no longer in {actions.VARIABLE}"),
+        )
+    else:
+        code, output = actions.run(
+            argv, settings.POST_RENEW_TIMEOUT, actions.environment(domain.name, domain.cert_path)
+        )
+    Domain.objects.filter(pk=domain.pk).update(
+        action_ran=timezone.now(), action_exit=code, action_output=output
+    )
+    log.info("post-renewal action %s of %s: exit %s", domain.post_renew_action, domain.name, code)
+    return code
 
 
 def _due(domain: Domain) -> bool:

@@ -1,6 +1,7 @@
 """Thin Celery wrappers around the certificate workflows."""
 
 from celery import shared_task
+from django.conf import settings
 
 from home.certs import services
 
@@ -23,3 +24,23 @@ def certificates_renew() -> int:
 @shared_task(name="home.certs.tasks.certificates_recover")
 def certificates_recover() -> int:
     return services.certificates_recover()
+
+
+@shared_task(name="home.certs.tasks.certificates_waiting")
+def certificates_waiting() -> int:
+    """Beat: refresh what the cloud says of every domain's name; the ones waiting for their
+    DNS proof that this home now owns get their certificate run."""
+    resumed = services.certificates_waiting()
+    for pk in resumed:
+        certificate_issue.delay(pk)
+    return len(resumed)
+
+
+@shared_task(
+    name="home.certs.tasks.post_renew_run",
+    soft_time_limit=settings.POST_RENEW_TIMEOUT + 30,
+    time_limit=settings.POST_RENEW_TIMEOUT + 60,
+)
+def post_renew_run(domain_id: int) -> int | None:
+    """The domain's post-renewal action, after an issuance (its own time limit inside)."""
+    return services.post_renew_run(domain_id)

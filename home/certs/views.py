@@ -22,7 +22,7 @@ from home.errors import show_on_form, unavailable_reason
 from home.tunnels.models import TunnelState
 from workers.common.errors import DomainError
 
-ACTIVE_JOBS = (JobState.PENDING, JobState.RUNNING)
+ACTIVE_JOBS = (JobState.PENDING, JobState.WAITING, JobState.RUNNING)
 
 
 @login_required
@@ -50,7 +50,7 @@ def domain_add(request: HttpRequest) -> HttpResponse:
                 data["email"],
                 data["cert_dir"],
                 data["challenge"],
-                services.parse_command(data["post_renew_command"]),
+                data["post_renew_action"],
             )
         except DomainError as exc:
             show_on_form(form, exc)
@@ -109,3 +109,16 @@ def domain_delete(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("domain-detail", pk=pk)
     messages.success(request, f"{domain.name} deleted; its certificate files were left in place.")
     return redirect("domains")
+
+
+@login_required
+@require_POST
+def domain_verify(request: HttpRequest, pk: int) -> HttpResponse:
+    domain = get_object_or_404(Domain, pk=pk)
+    try:
+        services.domain_check_name(domain)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "The cloud is checking the TXT record now.")
+    return redirect("domain-detail", pk=pk)

@@ -80,3 +80,12 @@ class CloudClient:
         except CloudError as exc:
             if not (missing_ok and exc.status == 404):
                 raise
+
+    def domains(self, slug: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/homes/{slug}/domains"))
+
+    def add_domain(self, slug: str, name: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/homes/{slug}/domains", json={"name": name}))
+
+    def verify_domain(self, slug: str, name: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/homes/{slug}/domains/{name}/verify"))

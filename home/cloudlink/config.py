@@ -122,5 +122,5 @@ def load(path: Path) -> CloudLink:
 
 def write(path: Path, link: CloudLink) -> None:
     """Atomically, 0600 from the first byte: the file holds the API token."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_atomic(path, yaml.safe_dump(link.to_dict(), sort_keys=False), 0o600)

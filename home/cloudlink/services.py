@@ -1,12 +1,13 @@
-"""The home's view of its link to the cloud: the loaded cloudlink.yaml, an API client, and
-the link check (API reachable, token valid, SSH preflight) that a periodic task runs and
-stores for the dashboard and `/api/status`."""
+"""The home's view of its link to the cloud: the loaded cloudlink.yaml, an API client, the
+link check (API reachable, token valid, SSH preflight) that a periodic task runs and stores
+for the dashboard and `/api/status`, and what the cloud says this home owns."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
 import functools
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from home.cloudlink import config
 from home.cloudlink.client import CloudClient, CloudError
 from home.cloudlink.models import LinkCheck, LinkState
 from home.tunnels.models import Tunnel
+from workers.common.names import covers
 
 
 @functools.cache
@@ -88,7 +90,12 @@ def _checks() -> list[Check]:
         checks.append(Check("token", False, str(exc)))
     else:
         checks.append(Check("api", True, "reachable"))
-        checks.append(Check("token", True, f"home {home['slug']} is {home['status']}"))
+        owns = (
+            f"; it owns {home['base_domain']} and the names below"
+            if home.get("base_domain")
+            else ""
+        )
+        checks.append(Check("token", True, f"home {home['slug']} is {home['status']}{owns}"))
     # The last free port, not the first: tunnel_reserve hands out the first, and a tunnel
     # spawned there while the probe holds it would fail its forward.
     port = Tunnel.objects.free_port(reversed(current.ports.range))
@@ -137,3 +144,70 @@ def link_check_queue() -> LinkCheck:
             row.save()
             transaction.on_commit(lambda: tasks.link_check.delay())
     return row
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """What the cloud says of a name this home wants to publish: `base` (under the home's
+    base domain), `verified`, `unverified` or `failed` (a custom domain and its last check),
+    or `refused` (no home may own it, or it is taken); with the TXT record to create."""
+
+    status: str
+    reason: str = ""
+    record_name: str = ""
+    record_value: str = ""
+
+    @property
+    def owned(self) -> bool:
+        return self.status in ("base", "verified")
+
+
+def names_ownership(names: Iterable[str], add: Collection[str] = ()) -> dict[str, Ownership]:
+    """Ask the cloud (two calls, whatever the count) whether this home owns each name; a
+    name of `add` that no custom domain of the home covers is asked for as one (the cloud
+    then shows the record that proves it)."""
+    slug = link().home_slug
+    client = cloud()
+    base = client.home(slug).get("base_domain")
+    domains = client.domains(slug)
+    found: dict[str, Ownership] = {}
+    for name in names:
+        if base and covers(base, name):
+            found[name] = Ownership("base", f"under this home's base domain {base}")
+            continue
+        covering = [d for d in domains if covers(d["name"], name)]
+        if not covering and name not in add:
+            found[name] = Ownership(
+                "failed", "no custom domain of this home on the cloud covers it"
+            )
+            continue
+        if not covering:
+            try:
+                covering = [client.add_domain(slug, name)]
+            except CloudError as exc:
+                if exc.status in (400, 403, 409, 422):
+                    found[name] = Ownership("refused", str(exc))
+                    continue
+                raise
+            domains.extend(covering)
+        best = next((d for d in covering if d["status"] == "verified"), covering[0])
+        found[name] = Ownership(
+            best["status"],
+            best["reason"] or ("" if best["status"] == "verified" else "not checked yet"),
+            best["verification"]["name"],
+            best["verification"]["value"],
+        )
+    return found
+
+
+def name_ownership(name: str) -> Ownership:
+    return names_ownership([name], add={name})[name]
+
+
+def name_verify(name: str) -> None:
+    """Ask the cloud to check the record of the custom domain covering `name` now."""
+    slug = link().home_slug
+    client = cloud()
+    for domain in client.domains(slug):
+        if covers(domain["name"], name):
+            client.verify_domain(slug, domain["name"])

@@ -11,6 +11,7 @@ from home.certs.services import domain_get
 from home.tunnels import services
 from home.tunnels.models import ProxyEntry
 from home.tunnels.schemas import EntryIn, EntryOut, TunnelIn, entry_out
+from workers.common.api import errors
 from workers.common.errors import NotFound
 
 # Mounted at the API's root: an entry is created under its domain, then addressed alone.
@@ -24,12 +25,17 @@ def _entry(entry_id: int) -> ProxyEntry:
     return entry
 
 
-@router.get("/domains/{domain_id}/proxy-entries", response=list[EntryOut])
+@router.get(
+    "/domains/{domain_id}/proxy-entries", response={200: list[EntryOut], **errors(404, 422)}
+)
 def list_entries(request: HttpRequest, domain_id: Id) -> list[EntryOut]:
     return [entry_out(e) for e in domain_get(domain_id).entries.all()]
 
 
-@router.post("/domains/{domain_id}/proxy-entries", response={201: EntryOut})
+@router.post(
+    "/domains/{domain_id}/proxy-entries",
+    response={201: EntryOut, **errors(400, 404, 409, 422, 502)},
+)
 def create_entry(request: HttpRequest, domain_id: Id, body: EntryIn) -> Status[EntryOut]:
     """Publish 127.0.0.1:`home_port` as `hostname` (the domain's name when omitted): the
     cloud maps the hostname to a tunnel port of this home. The tunnel starts closed."""
@@ -40,19 +46,19 @@ def create_entry(request: HttpRequest, domain_id: Id, body: EntryIn) -> Status[E
     return Status(201, entry_out(_entry(entry.pk)))
 
 
-@router.get("/proxy-entries/{entry_id}", response=EntryOut)
+@router.get("/proxy-entries/{entry_id}", response={200: EntryOut, **errors(404, 422)})
 def get_entry(request: HttpRequest, entry_id: Id) -> EntryOut:
     return entry_out(_entry(entry_id))
 
 
-@router.delete("/proxy-entries/{entry_id}", response={204: None})
+@router.delete("/proxy-entries/{entry_id}", response={204: None, **errors(404, 422, 502)})
 def delete_entry(request: HttpRequest, entry_id: Id) -> Status[None]:
     """Stop the tunnel, remove the cloud mapping, delete the entry."""
     services.entry_delete(_entry(entry_id))
     return Status(204, None)
 
 
-@router.post("/proxy-entries/{entry_id}/tunnel", response={202: EntryOut})
+@router.post("/proxy-entries/{entry_id}/tunnel", response={202: EntryOut, **errors(404, 409, 422)})
 def set_tunnel(request: HttpRequest, entry_id: Id, body: TunnelIn) -> Status[EntryOut]:
     """Ask for the tunnel open or closed; the supervisor converges the ssh process (poll
     `tunnel.state`: `opening` then `open`, or `failed` with `last_error`)."""

@@ -17,7 +17,7 @@ from home.cloudlink.client import CloudError
 from home.cloudlink.services import cloud, link
 from home.tunnels import ssh
 from home.tunnels.models import ProxyEntry, Tunnel, TunnelState
-from workers.common.errors import Conflict, Invalid, Unavailable, invalid_from
+from workers.common.errors import Conflict, Forbidden, Invalid, Unavailable, invalid_from
 from workers.common.names import validate_hostname
 from workers.locks import exclusive
 
@@ -178,14 +178,17 @@ def tunnels_supervise() -> dict[str, int]:
 
 
 def tunnel_stop_now(tunnel: Tunnel) -> None:
-    """Synchronously stop and forget a tunnel's process (entry deletion, flow cleanup)."""
-    tunnel.refresh_from_db()  # the caller's copy may predate the spawn that recorded the PID
-    _stop(tunnel)
-    for orphan in ssh.running_as(spec_of(tunnel)):  # spawned, but killed before recorded
-        ssh.stop(orphan)
-    Tunnel.objects.filter(pk=tunnel.pk).update(
-        desired_open=False, state=TunnelState.CLOSED, pid=None, start_time=None, since=None
-    )
+    """Synchronously stop and forget a tunnel's process (entry deletion, flow cleanup).
+    Under the reconciler's lock: a supervisor run that read the tunnel as wanted before this
+    would otherwise respawn it right after the kill, an ssh that no row remembers."""
+    with exclusive(settings.REDIS_URL, f"tunnel-{tunnel.pk}", timeout=60, wait=30):
+        tunnel.refresh_from_db()  # the caller's copy may predate the spawn that recorded the PID
+        _stop(tunnel)
+        for orphan in ssh.running_as(spec_of(tunnel)):  # spawned, but killed before recorded
+            ssh.stop(orphan)
+        Tunnel.objects.filter(pk=tunnel.pk).update(
+            desired_open=False, state=TunnelState.CLOSED, pid=None, start_time=None, since=None
+        )
 
 
 def entry_create(
@@ -210,6 +213,8 @@ def entry_create(
         cloud().create_mapping(slug, hostname, "https", tunnel.remote_port, proxy_protocol)
     except CloudError as exc:
         tunnel.delete()
+        if exc.status == 403:  # a name this home does not own: the cloud names the step
+            raise Forbidden(str(exc), field="hostname") from None
         if exc.status in (400, 409, 422):
             raise Invalid(str(exc), field="hostname") from None
         raise Unavailable(f"the cloud refused the mapping: {exc}") from None

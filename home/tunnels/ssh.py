@@ -119,7 +119,7 @@ def argv(spec: TunnelSpec) -> list[str]:
         ("-p", str(spec.port)),
         ("-R", forward),
     ]
-    # -tt: the PTY session is what makes sshd set TCP_NODELAY (DESIGN section 2).
+    # -tt: the PTY session is what makes sshd set TCP_NODELAY (docs/architecture.md, the data path).
     return [SSH, "-tt", *(arg for pair in options for arg in pair), f"{spec.username}@{spec.host}"]
 
 

@@ -104,13 +104,13 @@ def test_a_new_user_signs_up_is_approved_by_the_admin_registers_a_home_and_publi
 
         page.get_by_role("link", name="Add mapping").click()
         album.shot(page, "mapping-add")
-        page.fill("#id_host", "Frida.Example.test")
+        page.fill("#id_host", "Shop.Frida.Homes.test")
         page.fill("#id_tunnel_port", str(port_base))
         page.click("main button[type=submit]")
-        row = page.locator("#mappings tr", has_text="frida.example.test")
+        row = page.locator("#mappings tr", has_text="shop.frida.homes.test")
         expect(row).to_be_visible()
         expect(row).to_contain_text(str(port_base))
-        expect(page.locator(".messages .msg.success")).to_contain_text("frida.example.test")
+        expect(page.locator(".messages .msg.success")).to_contain_text("shop.frida.homes.test")
         expect(row.locator(".badge")).to_have_text("routed", timeout=15_000)
         album.shot(page, "dashboard-mapping")
 
@@ -127,7 +127,7 @@ def test_a_new_user_signs_up_is_approved_by_the_admin_registers_a_home_and_publi
     homes = api.get(f"{cloud.url}/api/homes", timeout=10).json()
     assert [h["ssh_username"] for h in homes] == [username]
     mappings = api.get(f"{cloud.url}/api/homes/{homes[0]['slug']}/proxy-mappings", timeout=10)
-    assert [m["host"] for m in mappings.json()] == ["frida.example.test"]
+    assert [m["host"] for m in mappings.json()] == ["shop.frida.homes.test"]
 
 
 def test_a_bad_hostname_is_shown_next_to_the_host_field_and_nothing_is_added(

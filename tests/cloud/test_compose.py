@@ -184,6 +184,14 @@ def test_health_checks_name_checks_the_script_has(site: str) -> None:
             assert len(args) == checks.ARITY[kind], f"{name}: {kind} takes {checks.ARITY[kind]}"
 
 
+@pytest.mark.parametrize("site", SITES)
+def test_health_check_arguments_hold_no_whitespace(site: str) -> None:
+    """podman's Docker API (4.x) splits every argument of a health check at whitespace."""
+    for name, svc in services(site).items():
+        test = (svc.get("healthcheck") or {}).get("test") or []
+        assert not [word for word in test if len(word.split()) != 1], f"{name}: {test}"
+
+
 def test_cloud_health_checks_probe_the_paths_the_edge_uses() -> None:
     svcs, state = services("cloud"), state_dir("cloud")
     socket_path = haproxy.EdgeConfig(state_dir=state).socket_path
@@ -406,7 +414,7 @@ def test_cloud_prepare_writes_what_haproxy_and_sshd_start_from(
         running(
             haproxy.config_command(edge),
             log=state / "haproxy.log",
-            ready=lambda: checks.unix(str(edge.socket_path), "show info", "Name: HAProxy") is None,
+            ready=lambda: checks.haproxy(str(edge.socket_path)) is None,
         ),
         running(
             sshd.command(ssh),

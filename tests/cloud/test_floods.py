@@ -45,7 +45,7 @@ def token(site: CloudSite, source: str, username: str, password: str) -> request
 
 def form(session: requests.Session, url: str, data: dict[str, str]) -> requests.Response:
     session.get(url, timeout=20)
-    data = {**data, "csrfmiddlewaretoken": session.cookies.get("csrftoken", "")}
+    data = {**data, "csrfmiddlewaretoken": session.cookies.get("cah_cloud_csrftoken", "")}
     return session.post(url, data=data, headers={"Referer": url}, timeout=20)
 
 
@@ -185,7 +185,7 @@ def test_the_login_page_locks_out_with_a_429_page(site: CloudSite) -> None:
     browser = from_address("127.0.2.10")
     for _ in range(FAILURES - 1):
         r = form(browser, f"{site.url}/login/", {"username": "webvictim", "password": "wrong"})
-        assert r.status_code == 200 and "sessionid" not in r.cookies
+        assert r.status_code == 200 and "cah_cloud_session" not in r.cookies
     r = form(browser, f"{site.url}/login/", {"username": "webvictim", "password": "wrong"})
     assert_locked_out(r)
     assert "Too many attempts" in r.text and "text/html" in r.headers["Content-Type"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import secrets
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,32 +15,20 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cloud.test_site import Tenant, _tenant
 from tests.support.net import self_signed, serve, tls_get
-from tests.support.sites import CloudSite, cloud_site
+from tests.support.sites import CloudSite
 from tests.support.ssh import known_hosts, reverse_tunnel
+from tests.support.tenants import Tenant, tenant
 from workers.local.procs import stop_pid, wait_for
 
 TOKEN = secrets.token_urlsafe(32)
-
-
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudSite]:
-    """The token comes from a 0600 file, as a deployment keeps it; samples every 2 s."""
-    token_file = tmp_path_factory.mktemp("secrets") / "metrics_token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
-    settings = {
-        "CLOUDATHOME_METRICS_TOKEN_FILE": str(token_file),
-        "CLOUDATHOME_TRAFFIC_SAMPLE_SECONDS": "2",
-    }
-    with cloud_site(extra_env=settings) as site:
-        yield site
+# The module's cloud (tests/conftest.py) samples every 2 s.
+CLOUD_ENV = {"CLOUDATHOME_METRICS_TOKEN": TOKEN, "CLOUDATHOME_TRAFFIC_SAMPLE_SECONDS": "2"}
 
 
 @pytest.fixture(scope="module")
 def tess(cloud: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    return _tenant(cloud, tmp_path_factory.mktemp("tess"), "tess")
+    return tenant(cloud, tmp_path_factory.mktemp("tess"), "tess")
 
 
 def scrape(cloud: CloudSite, **headers: str) -> requests.Response:
@@ -111,7 +98,7 @@ def _mapping(cloud: CloudSite, tenant: Tenant, host: str) -> dict:
 def test_traffic_through_the_edge_moves_the_counters_the_mapping_and_its_samples(
     cloud: CloudSite, tess: Tenant, tmp_path: Path
 ) -> None:
-    host, port = "shop.tess.test", tess.home["port_base"]
+    host, port = "shop.tess.homes.test", tess.home["port_base"]
     known = known_hosts(tmp_path / "known_hosts", cloud.ssh_port, tess.home["ssh_host_key"])
     ctx, der = self_signed(tmp_path, host)
     slug = tess.home["slug"]
@@ -178,8 +165,8 @@ def test_traffic_through_the_edge_moves_the_counters_the_mapping_and_its_samples
 def test_a_released_home_leaves_nothing_of_its_traffic_to_the_next_owner(
     cloud: CloudSite, tmp_path: Path
 ) -> None:
-    first = _tenant(cloud, tmp_path, "ursula")
-    host, port = "old.ursula.test", first.home["port_base"]
+    first = tenant(cloud, tmp_path, "ursula")
+    host, port = "old.ursula.homes.test", first.home["port_base"]
     r = first.api.post(
         f"{cloud.url}/api/homes/{first.home['slug']}/proxy-mappings",
         json={"host": host, "tunnel_port": port},
@@ -190,11 +177,11 @@ def test_a_released_home_leaves_nothing_of_its_traffic_to_the_next_owner(
     wait_for(lambda: _poke(cloud, host) or _counted(cloud, first, host) > 0, timeout=20)
     assert first.api.delete(f"{cloud.url}/api/homes/{first.home['slug']}", timeout=10).ok
     wait_for(lambda: _free_slot(cloud, first.home["index"]), timeout=30, what="slot freed")
-    second = _tenant(cloud, tmp_path, "victor")
+    second = tenant(cloud, tmp_path, "victor")
     assert second.home["index"] == first.home["index"]  # the same slot, the same ports
     r = second.api.post(
         f"{cloud.url}/api/homes/{second.home['slug']}/proxy-mappings",
-        json={"host": "new.victor.test", "tunnel_port": port},
+        json={"host": "new.victor.homes.test", "tunnel_port": port},
         timeout=10,
     )
     assert r.status_code == 201, r.text

@@ -3,12 +3,17 @@ worker + beat, Flower, private Redis, PostgreSQL), driven like a user and a scri
 
 from __future__ import annotations
 
+import grp
+import http.client
+import json
 import os
+import pwd
 import re
+import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,56 +28,10 @@ from tests.support.net import (
     tls_get,
     tls_refused,
 )
-from tests.support.sites import CloudSite
+from tests.support.sites import CloudSite, cloud_site
 from tests.support.ssh import client_options, keygen, known_hosts, reverse_tunnel
+from tests.support.tenants import Tenant, live_routes, ready_home, tenant
 from workers.local.procs import stop_pid, wait_for
-
-
-@dataclass
-class Tenant:
-    username: str
-    password: str
-    token: str
-    api: requests.Session
-    key: Path
-    public_key: str
-    home: dict
-
-
-def _ready(cloud: CloudSite, api: requests.Session, slug: str, timeout: float) -> dict:
-    """The home once its provisioning is done."""
-    return wait_for(
-        lambda: (
-            (h := api.get(f"{cloud.url}/api/homes/{slug}", timeout=5).json())["status"] == "ready"
-            and h
-        ),
-        timeout=timeout,
-        what=f"home {slug} provisioned",
-    )
-
-
-def _tenant(cloud: CloudSite, tmp: Path, name: str, staff: bool = False) -> Tenant:
-    password = f"pw-{name}-Secret9"
-    cloud.create_user(name, password, active=True, staff=staff)
-    token = cloud.token(name, password)
-    api = cloud.api(token)
-    key = tmp / f"{name}_key"
-    public_key = keygen(key)
-    r = api.post(f"{cloud.url}/api/homes", json={"public_key": public_key}, timeout=10)
-    assert r.status_code == 201, r.text
-    slug = r.json()["slug"]
-    home = _ready(cloud, api, slug, timeout=30)
-    return Tenant(name, password, token, api, key, public_key, home)
-
-
-@pytest.fixture(scope="module")
-def alice(cloud: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    return _tenant(cloud, tmp_path_factory.mktemp("alice"), "alice")
-
-
-@pytest.fixture(scope="module")
-def bob(cloud: CloudSite, tmp_path_factory: pytest.TempPathFactory) -> Tenant:
-    return _tenant(cloud, tmp_path_factory.mktemp("bob"), "bob")
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +43,7 @@ def known(cloud: CloudSite, alice: Tenant, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture
 def tunnel(cloud: CloudSite, known: Path) -> Iterator:
-    """Open DESIGN's tunnel command for a tenant; every ssh started is stopped by PID."""
+    """Open the documented tunnel command for a tenant; every ssh started is stopped by PID."""
     procs: list[subprocess.Popen] = []
 
     def open_(tenant: Tenant, remote: int, local: int) -> subprocess.Popen:
@@ -100,7 +59,7 @@ def tunnel(cloud: CloudSite, known: Path) -> Iterator:
 
 def _web_form(session: requests.Session, url: str, data: dict[str, str]) -> requests.Response:
     session.get(url, timeout=10)
-    data = {**data, "csrfmiddlewaretoken": session.cookies.get("csrftoken", "")}
+    data = {**data, "csrfmiddlewaretoken": session.cookies.get("cah_cloud_csrftoken", "")}
     return session.post(url, data=data, headers={"Referer": url}, timeout=10)
 
 
@@ -108,13 +67,6 @@ def _map(cloud: CloudSite, tenant: Tenant, body: dict) -> requests.Response:
     """POST a proxy mapping for the tenant's home."""
     url = f"{cloud.url}/api/homes/{tenant.home['slug']}/proxy-mappings"
     return tenant.api.post(url, json=body, timeout=10)
-
-
-def _live(cloud: CloudSite) -> list[dict]:
-    admin = cloud.api(cloud.token("admin", cloud.admin_password))
-    r = admin.get(f"{cloud.url}/api/admin/proxy-mappings/haproxy", timeout=10)
-    assert r.status_code == 200, r.text
-    return list(r.json())
 
 
 # --- accounts ----------------------------------------------------------------------------------
@@ -140,7 +92,7 @@ def test_signup_creates_an_inactive_account_that_can_neither_log_in_nor_get_a_to
         f"{cloud.url}/login/",
         {"username": "carol", "password": "Tr1cky-pass-42"},
     )
-    assert "/login/" in r.url and "sessionid" not in r.cookies
+    assert "/login/" in r.url and "cah_cloud_session" not in r.cookies
     r = requests.post(
         f"{cloud.url}/api/auth/token",
         json={"username": "carol", "password": "Tr1cky-pass-42"},
@@ -229,15 +181,15 @@ def test_malformed_or_huge_public_keys_are_refused_naming_the_field(
 def test_tunnel_into_own_range_reaches_the_home_service_through_the_https_edge(
     cloud: CloudSite, alice: Tenant, tunnel, tmp_path: Path
 ) -> None:
-    ctx, der = self_signed(tmp_path, "alice.example.test")
+    ctx, der = self_signed(tmp_path, "app.alice.homes.test")
     with serve("alice-home", ctx, der) as svc:
         port = alice.home["port_base"]
         proc = tunnel(alice, port, svc.port)
-        r = _map(cloud, alice, {"host": "Alice.Example.test", "tunnel_port": port})
+        r = _map(cloud, alice, {"host": "App.Alice.Homes.test", "tunnel_port": port})
         assert r.status_code == 201, r.text
-        assert r.json()["host"] == "alice.example.test"
+        assert r.json()["host"] == "app.alice.homes.test"
         body, cert = wait_for(
-            lambda: tls_get(cloud.https_port, "alice.example.test"), timeout=15, what="edge route"
+            lambda: tls_get(cloud.https_port, "app.alice.homes.test"), timeout=15, what="edge route"
         )
         assert body == b"alice-home" and cert == der  # passthrough: the home's own certificate
         assert proc.poll() is None
@@ -246,12 +198,12 @@ def test_tunnel_into_own_range_reaches_the_home_service_through_the_https_edge(
         ).json()
         assert listed[0]["edge"] == "routed"
         r = alice.api.delete(
-            f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings/alice.example.test",
+            f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings/app.alice.homes.test",
             timeout=10,
         )
         assert r.status_code == 204
         wait_for(
-            lambda: tls_refused(cloud.https_port, "alice.example.test"),
+            lambda: tls_refused(cloud.https_port, "app.alice.homes.test"),
             timeout=10,
             what="route removed",
         )
@@ -264,10 +216,12 @@ def test_http_mapping_routes_plain_http_by_host_and_proxy_v2_delivers_the_client
     with serve("alice-plain") as svc:
         port = alice.home["port_base"] + 1
         tunnel(alice, port, svc.port)
-        r = _map(cloud, alice, {"host": "plain.alice.test", "scheme": "http", "tunnel_port": port})
+        r = _map(
+            cloud, alice, {"host": "plain.alice.homes.test", "scheme": "http", "tunnel_port": port}
+        )
         assert r.status_code == 201, r.text
         _, body = wait_for(
-            lambda: (res := http_get(cloud.http_port, "plain.alice.test"))[0] == 200 and res,
+            lambda: (res := http_get(cloud.http_port, "plain.alice.homes.test"))[0] == 200 and res,
             timeout=15,
         )
         assert body == b"alice-plain"
@@ -275,18 +229,20 @@ def test_http_mapping_routes_plain_http_by_host_and_proxy_v2_delivers_the_client
     try:
         port = alice.home["port_base"] + 2
         tunnel(alice, port, capture.port)
-        pp_route = {"host": "pp.alice.test", "tunnel_port": port, "proxy_protocol": True}
+        pp_route = {"host": "pp.alice.homes.test", "tunnel_port": port, "proxy_protocol": True}
         r = _map(cloud, alice, pp_route)
         assert r.status_code == 201, r.text
-        wait_for(lambda: any(m["host"] == "pp.alice.test" for m in _live(cloud)), timeout=15)
+        wait_for(
+            lambda: any(m["host"] == "pp.alice.homes.test" for m in live_routes(cloud)), timeout=15
+        )
         # The capture hangs up; we only want its bytes.
-        tls_refused(cloud.https_port, "pp.alice.test")
+        tls_refused(cloud.https_port, "pp.alice.homes.test")
         header = capture.seen.get(timeout=10)
         assert header.startswith(PP2_SIGNATURE)
         assert header[16:20] == bytes([127, 0, 0, 1])  # IPv4 source address = the real client
     finally:
         capture.close()
-    for host in ("plain.alice.test", "pp.alice.test"):
+    for host in ("plain.alice.homes.test", "pp.alice.homes.test"):
         alice.api.delete(f"{cloud.url}/api/homes/{slug}/proxy-mappings/{host}", timeout=10)
 
 
@@ -341,7 +297,9 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
 ) -> None:
     slug = alice.home["slug"]
     r = alice.api.post(
-        f"{cloud.url}/api/homes/{slug}/proxy-mappings", json={"host": "mine.alice.test"}, timeout=10
+        f"{cloud.url}/api/homes/{slug}/proxy-mappings",
+        json={"host": "mine.alice.homes.test"},
+        timeout=10,
     )
     assert r.status_code == 201
     try:
@@ -352,17 +310,18 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
         )
         assert (
             bob.api.delete(
-                f"{cloud.url}/api/homes/{slug}/proxy-mappings/mine.alice.test", timeout=5
+                f"{cloud.url}/api/homes/{slug}/proxy-mappings/mine.alice.homes.test", timeout=5
             ).status_code
             == 404
         )
         assert bob.api.delete(f"{cloud.url}/api/homes/{slug}", timeout=5).status_code == 404
         r = bob.api.post(
             f"{cloud.url}/api/homes/{bob.home['slug']}/proxy-mappings",
-            json={"host": "mine.alice.test", "scheme": "http"},
+            json={"host": "mine.alice.homes.test", "scheme": "http"},
             timeout=5,
         )
-        assert r.status_code == 409 and r.json()["field"] == "host"
+        assert r.status_code == 403 and r.json()["field"] == "host"
+        assert "this home's names are under bob.homes.test" in r.json()["detail"]
         for method, path in (
             ("post", "proxy-mappings/sync"),
             ("get", "proxy-mappings/haproxy"),
@@ -373,7 +332,9 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
                 == 403
             )
     finally:
-        alice.api.delete(f"{cloud.url}/api/homes/{slug}/proxy-mappings/mine.alice.test", timeout=10)
+        alice.api.delete(
+            f"{cloud.url}/api/homes/{slug}/proxy-mappings/mine.alice.homes.test", timeout=10
+        )
 
 
 @pytest.mark.parametrize(
@@ -385,9 +346,9 @@ def test_another_tenant_cannot_see_or_touch_my_home_mappings_or_hostnames(
         ({"host": "ünïcode.test"}, "host"),
         ({"host": ("a" * 60 + ".") * 4 + "abcde.test"}, "host"),  # 254 characters
         ({"host": "*.wild.test"}, "host"),
-        ({"host": "ok.test", "tunnel_port": 1024}, "tunnel_port"),
-        ({"host": "ok.test", "tunnel_port": 70000}, "tunnel_port"),
-        ({"host": "ok.test", "scheme": "ftp"}, "scheme"),
+        ({"host": "ok.alice.homes.test", "tunnel_port": 1024}, "tunnel_port"),
+        ({"host": "ok.alice.homes.test", "tunnel_port": 70000}, "tunnel_port"),
+        ({"host": "ok.alice.homes.test", "scheme": "ftp"}, "scheme"),
     ],
 )
 def test_bad_mapping_input_is_refused_naming_the_field_and_never_reaches_haproxy(
@@ -398,9 +359,9 @@ def test_bad_mapping_input_is_refused_naming_the_field_and_never_reaches_haproxy
     )
     assert r.status_code in (400, 409, 422), r.text
     assert r.json()["detail"].startswith(f"{field}:") or r.json().get("field") == field, r.json()
-    assert all(m["host"] != body["host"].lower() for m in _live(cloud))
+    assert all(m["host"] != body["host"].lower() for m in live_routes(cloud))
     maps = "".join(p.read_text() for p in (cloud.state / "haproxy" / "maps").iterdir())
-    assert "ok.test" not in maps and "reload" not in maps
+    assert "ok.alice.homes.test" not in maps and "reload" not in maps
 
 
 # --- faults ----------------------------------------------------------------------------------------
@@ -422,46 +383,79 @@ def _pid_of(cloud: CloudSite, name: str) -> int:
 def test_a_stopped_haproxy_makes_the_admin_api_answer_503_with_the_reason(
     cloud: CloudSite,
 ) -> None:
-    admin = cloud.api(cloud.token("admin", cloud.admin_password))
+    token = cloud.token("admin", cloud.admin_password)
     master = _pid_of(cloud, "haproxy")
     workers = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     assert len(workers) == 1, workers  # the worker serves the admin socket
     worker = int(workers[0])
+
+    def direct(method: str, path: str) -> tuple[int, str, dict]:
+        # The public port is HAProxy's too: with it stopped, ask gunicorn on its own socket.
+        conn = _UnixHTTPConnection(str(cloud.state / "web" / "gunicorn.sock"))
+        try:
+            conn.request(
+                method, path, headers={"Host": "127.0.0.1", "Authorization": f"Bearer {token}"}
+            )
+            reply = conn.getresponse()
+            return reply.status, reply.getheader("Content-Type", ""), json.loads(reply.read())
+        finally:
+            conn.close()
+
     os.kill(worker, signal.SIGSTOP)
     try:
-        r = admin.get(f"{cloud.url}/api/admin/proxy-mappings/haproxy", timeout=30)
-        sync = admin.post(f"{cloud.url}/api/admin/proxy-mappings/sync", timeout=30)
+        replies = [
+            direct("GET", "/api/admin/proxy-mappings/haproxy"),
+            direct("POST", "/api/admin/proxy-mappings/sync"),
+        ]
     finally:
         os.kill(worker, signal.SIGCONT)
-    for reply in (r, sync):
-        assert reply.status_code == 503, reply.text
-        assert reply.headers["Content-Type"].startswith("application/json")
-        assert "no complete reply within" in reply.json()["detail"]
-    _live(cloud)  # which asserts a 200: HAProxy answers again once it runs
+    for status, content_type, body in replies:
+        assert status == 503, body
+        assert content_type.startswith("application/json")
+        assert "no complete reply within" in body["detail"]
+    live_routes(cloud)  # which asserts a 200: HAProxy answers again once it runs
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self.path)
 
 
 def test_haproxy_killed_comes_back_with_every_route_without_a_sync(
     cloud: CloudSite, alice: Tenant, tunnel, tmp_path: Path
 ) -> None:
-    ctx, der = self_signed(tmp_path, "back.alice.test")
+    ctx, der = self_signed(tmp_path, "back.alice.homes.test")
     with serve("back", ctx, der) as svc:
         port = alice.home["port_base"] + 3
         tunnel(alice, port, svc.port)
-        r = _map(cloud, alice, {"host": "back.alice.test", "tunnel_port": port})
+        r = _map(cloud, alice, {"host": "back.alice.homes.test", "tunnel_port": port})
         assert r.status_code == 201
-        wait_for(lambda: tls_get(cloud.https_port, "back.alice.test")[0] == b"back", timeout=15)
+        wait_for(
+            lambda: tls_get(cloud.https_port, "back.alice.homes.test")[0] == b"back", timeout=15
+        )
         # The map file follows the live map (a change is live first); HAProxy restarts from it.
         https_map = cloud.state / "haproxy" / "maps" / "https.map"
-        wait_for(lambda: "back.alice.test" in https_map.read_text(), timeout=10, what="map file")
+        wait_for(
+            lambda: "back.alice.homes.test" in https_map.read_text(), timeout=10, what="map file"
+        )
         old = _pid_of(cloud, "haproxy")
         os.killpg(old, signal.SIGKILL)
         wait_for(lambda: _pid_of(cloud, "haproxy") != old, timeout=30, what="haproxy restarted")
         body, _ = wait_for(
-            lambda: tls_get(cloud.https_port, "back.alice.test"), timeout=20, what="route back"
+            lambda: tls_get(cloud.https_port, "back.alice.homes.test"),
+            timeout=20,
+            what="route back",
         )
         assert body == b"back"
     alice.api.delete(
-        f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings/back.alice.test", timeout=10
+        f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings/back.alice.homes.test",
+        timeout=10,
     )
 
 
@@ -481,7 +475,7 @@ def test_worker_killed_with_a_provisioning_task_in_hand_finishes_it_after_restar
         os.killpg(worker, signal.SIGKILL)
     slug = r.json()["slug"]
     wait_for(lambda: _pid_of(cloud, "worker") != worker, timeout=30, what="worker restarted")
-    home = _ready(cloud, api, slug, timeout=60)
+    home = ready_home(cloud, api, slug, timeout=60)
     assert home["ssh_username"].endswith("_dave")
     assert (cloud.state / "ssh" / "keys" / home["ssh_username"]).exists()
 
@@ -489,16 +483,16 @@ def test_worker_killed_with_a_provisioning_task_in_hand_finishes_it_after_restar
 def test_releasing_a_home_removes_its_mappings_routes_key_and_system_user(
     cloud: CloudSite, tmp_path: Path
 ) -> None:
-    erin = _tenant(cloud, tmp_path, "erin")
+    erin = tenant(cloud, tmp_path, "erin")
     slug = erin.home["slug"]
     r = erin.api.post(
-        f"{cloud.url}/api/homes/{slug}/proxy-mappings", json={"host": "erin.test"}, timeout=10
+        f"{cloud.url}/api/homes/{slug}/proxy-mappings", json={"host": "erin.homes.test"}, timeout=10
     )
     assert r.status_code == 201
-    wait_for(lambda: any(m["host"] == "erin.test" for m in _live(cloud)), timeout=15)
+    wait_for(lambda: any(m["host"] == "erin.homes.test" for m in live_routes(cloud)), timeout=15)
     assert erin.api.delete(f"{cloud.url}/api/homes/{slug}", timeout=10).status_code == 204
     wait_for(
-        lambda: all(m["host"] != "erin.test" for m in _live(cloud)),
+        lambda: all(m["host"] != "erin.homes.test" for m in live_routes(cloud)),
         timeout=15,
         what="route removed",
     )
@@ -510,3 +504,47 @@ def test_releasing_a_home_removes_its_mappings_routes_key_and_system_user(
         lambda: subprocess.run(["id", user], capture_output=True, check=False).returncode != 0,
         timeout=15,
     )
+
+
+# --- two cloud sites on one machine ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_site() -> Iterator[CloudSite]:
+    with cloud_site() as running_site:
+        yield running_site
+
+
+def test_a_home_of_one_site_is_refused_by_the_sshd_of_another_site_on_the_same_machine(
+    cloud: CloudSite, other_site: CloudSite, alice: Tenant, tmp_path: Path
+) -> None:
+    """Each site's homes are in a group of its own (from its user prefix), and each sshd
+    allows only its own group: even a key file of the other site's home is not enough."""
+    username = alice.home["ssh_username"]
+    prefix = cloud.env["CLOUDATHOME_SSH_USER_PREFIX"]
+    group = grp.getgrgid(pwd.getpwnam(username).pw_gid).gr_name
+    assert group == f"cloudathome-{prefix}s"
+    assert f"AllowGroups {group}\n" in (cloud.state / "ssh" / "sshd_config").read_text()
+    other_config = (other_site.state / "ssh" / "sshd_config").read_text()
+    assert "AllowGroups cloudathome-" in other_config and group not in other_config
+    planted = other_site.state / "ssh" / "keys" / username
+    shutil.copy(cloud.state / "ssh" / "keys" / username, planted)
+    try:
+        host_key = (other_site.state / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
+        known = known_hosts(tmp_path / "known_hosts", other_site.ssh_port, " ".join(host_key[:2]))
+        done = subprocess.run(
+            ["ssh", "-tt", *client_options(alice.key, known, other_site.ssh_port),
+             "-R", f"127.0.0.1:{alice.home['port_base']}:127.0.0.1:9", f"{username}@127.0.0.1"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode == 255 and "Permission denied" in done.stderr, done.stderr
+        wait_for(
+            lambda: (
+                "none of user's groups are listed in AllowGroups"
+                in (other_site.state / "logs" / "sshd.log").read_text()
+            ),
+            timeout=10,
+            what="the other sshd's reason",
+        )
+    finally:
+        planted.unlink()

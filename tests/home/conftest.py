@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import django_site
 from tests.support.sites import CloudSite, state_root
-from workers.local.pebble import PebbleInfo, pebble_server
+from workers.local.pebble import MockDns, PebbleInfo, pebble_server
 
 _STATE = django_site.prepare("home.settings")
 
@@ -33,12 +33,23 @@ def root() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def pebble(cloud: CloudSite, root: Path) -> Iterator[PebbleInfo]:
-    """A local ACME CA that validates through the module's cloud edge (:80 and :443)."""
+def pebble(cloud: CloudSite, root: Path, dns: MockDns) -> Iterator[PebbleInfo]:
+    """A local ACME CA that validates through the module's cloud edge (:80 and :443), with
+    the cloud's DNS."""
     with pebble_server(
-        root / "pebble", http_port=cloud.http_port, tls_port=cloud.https_port
+        root / "pebble", http_port=cloud.http_port, tls_port=cloud.https_port, dns=dns
     ) as info:
         yield info
+
+
+@pytest.fixture(scope="module")
+def console_user() -> Iterator[Any]:
+    """The ordinary user one module's consoles run as (and register with), removed afterwards
+    with every process it left: the console needs no root (issue 12)."""
+    from tests.support.unprivileged import system_user
+
+    with system_user() as user:
+        yield user
 
 
 # --- the console in process: a user, a token, a script's view of the API, a dead cloud ---------

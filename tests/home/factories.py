@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from home.certs.models import Domain
 from home.tunnels.models import ProxyEntry, Tunnel
 
@@ -14,7 +16,11 @@ assert len(LONG_NAME) == 254
 
 def domain_body(**overrides: Any) -> dict[str, Any]:
     """What a client posts to add a domain."""
-    body = {"name": "nas.example.com", "email": "me@example.com", "cert_dir": "/srv/certs"}
+    body = {
+        "name": "nas.example.com",
+        "email": "me@example.com",
+        "cert_dir": str(settings.CERT_ROOT),
+    }
     return body | overrides
 
 

@@ -25,7 +25,7 @@ from workers.common.errors import Conflict, NotFound
 
 pytestmark = pytest.mark.django_db
 
-# DESIGN section 6, with every path parameter written {id}.
+# The API paths of the README, with every path parameter written {id}.
 CONTRACT_PATHS = {
     "/api/auth/token": {"post"},
     "/api/domains": {"get", "post"},
@@ -83,7 +83,7 @@ def test_session_calls_to_the_api_need_the_csrf_token(user: Any) -> None:
     assert refused.status_code == 403
     assert not Domain.objects.exists()
     browser.get("/domains/add/")  # a page with a form sets the CSRF cookie
-    csrf = browser.cookies["csrftoken"].value
+    csrf = browser.cookies["cah_home_csrftoken"].value
     accepted = browser.post(
         "/api/domains",
         domain_body(),
@@ -151,3 +151,23 @@ def test_a_change_saved_while_the_task_queue_is_down_is_a_503_saying_so(api: Api
     assert response.status_code == 503
     assert "task queue cannot be reached" in response.json()["detail"]
     assert Domain.objects.filter(name="nas.example.com").exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/domains", {"name": "nas\x00.example.com"}, "name"),
+        ("/api/domains", {"name": "x", "nested": {"k": ["a", "b\x00"]}}, "nested.k.1"),
+        ("/api/domains/1%00", None, "path"),
+        ("/api/domains?x=%00", None, "x"),
+    ],
+)
+def test_a_nul_character_anywhere_is_a_400_naming_where(
+    api: Api, path: str, body: Any, field: str
+) -> None:
+    response = api.post(path, body) if body is not None else api.get(path)
+    assert response.status_code == 400, response.content
+    assert response.json() == {
+        "detail": f"{field}: must not contain NUL characters",
+        "field": field,
+    }

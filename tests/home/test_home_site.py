@@ -27,6 +27,7 @@ from tests.support.sites import (
     scratch_database,
 )
 from tests.support.ssh import keygen
+from tests.support.unprivileged import User
 from workers.local.procs import stop_pid, wait_for
 
 # Three slots, so that a test can fill them all.
@@ -34,9 +35,12 @@ CLOUD_ENV = {"CLOUDATHOME_HOME_SLOTS": "3"}
 
 
 @pytest.fixture(scope="module")
-def registered(cloud: CloudSite, root: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def registered(
+    cloud: CloudSite, root: Path, console_user: User
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The README's home steps (keygen, register) as an ordinary user."""
     cloud.create_user("homer", "Homer-pass-42")
-    return register_home(cloud, root / "homer", "homer", "Homer-pass-42")
+    return register_home(cloud, root / "homer", "homer", "Homer-pass-42", console_user)
 
 
 def test_register_writes_a_0600_cloudlink_yaml_pins_the_host_key_and_prints_the_summary(
@@ -103,7 +107,7 @@ def test_console_refuses_to_start_on_a_malformed_cloudlink_yaml_naming_the_field
     bad.write_text(yaml.safe_dump(data))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDATHOME_")}
     done = subprocess.run(
-        [sys.executable, "-m", "workers.common.cli", "home", "up"],
+        [sys.executable, "-m", "workers.common.cli", "home", "up", "--allow-root"],
         env={**env, "CLOUDLINK_CONFIG": str(bad), "CLOUDATHOME_STATE_DIR": str(root / "bad-state")},
         capture_output=True,
         text=True,
@@ -112,6 +116,34 @@ def test_console_refuses_to_start_on_a_malformed_cloudlink_yaml_naming_the_field
     )
     assert done.returncode == 2
     assert done.stderr.strip() == f"cloudathome home: {bad}: ssh.username: missing"
+
+
+def test_home_up_as_root_refuses_unless_asked_and_writes_nothing(root: Path, registered) -> None:
+    config, _ = registered
+    state = root / "root-state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDATHOME_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.common.cli", "home", "up"],
+        env={**env, "CLOUDLINK_CONFIG": str(config), "CLOUDATHOME_STATE_DIR": str(state)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("cloudathome home: refusing to run as root")
+    assert "--allow-root" in done.stderr
+    assert not (state / "db.sqlite3").exists() and not (state / "logs").exists()
+
+
+def test_the_console_runs_as_the_ordinary_user_that_registered(
+    console: HomeSite, console_user: User, registered
+) -> None:
+    config, _ = registered
+    assert config.stat().st_uid == console_user.uid
+    assert console.proc is not None
+    assert Path(f"/proc/{console.proc.pid}").stat().st_uid == console_user.uid
+    assert console.state.stat().st_uid == console_user.uid
 
 
 # --- the console publishing a service ---------------------------------------------------------
@@ -124,16 +156,16 @@ def home_db() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def console(root: Path, registered, home_db: str) -> Iterator[HomeSite]:
+def console(root: Path, registered, home_db: str, console_user: User) -> Iterator[HomeSite]:
     config, done = registered
     assert done.returncode == 0, done.stderr
-    with home_site(root / "homer", config, home_db, "Console-pass-1") as site:
+    with home_site(root / "homer", config, home_db, "Console-pass-1", user=console_user) as site:
         yield site
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    ctx, der = self_signed(tmp_path_factory.mktemp("svc"), "www.homer.test")
+    ctx, der = self_signed(tmp_path_factory.mktemp("svc"), "www.homer.homes.test")
     with serve("homer-service", ctx, der) as svc:
         yield svc
 
@@ -150,9 +182,9 @@ def entry(console: HomeSite, service) -> Iterator[dict]:
     r = api.post(
         f"{console.url}/api/domains",
         json={
-            "name": "www.homer.test",
+            "name": "www.homer.homes.test",
             "email": "homer@example.com",
-            "cert_dir": str(console.state / "certs"),
+            "cert_dir": str(console.cert_root),
         },
         timeout=10,
     )
@@ -160,7 +192,7 @@ def entry(console: HomeSite, service) -> Iterator[dict]:
     domain = r.json()["id"]
     r = api.post(
         f"{console.url}/api/domains/{domain}/proxy-entries",
-        json={"hostname": "www.homer.test", "home_port": service.port},
+        json={"hostname": "www.homer.homes.test", "home_port": service.port},
         timeout=15,
     )
     assert r.status_code == 201, r.text
@@ -221,7 +253,7 @@ def test_open_tunnel_publishes_the_service_through_the_cloud_edge(
     assert state["tunnel"]["pid"] and state["tunnel"]["since"]
     entry["tunnel"] = state["tunnel"]
     body, cert = wait_for(
-        lambda: tls_get(cloud.https_port, "www.homer.test"), timeout=15, what="edge route"
+        lambda: tls_get(cloud.https_port, "www.homer.homes.test"), timeout=15, what="edge route"
     )
     assert body == b"homer-service" and cert == service.cert_der
 
@@ -236,7 +268,7 @@ def test_a_killed_tunnel_comes_back_within_10_seconds_without_a_click(
     )
     os.kill(before["tunnel"]["pid"], signal.SIGKILL)
     body, _ = wait_for(
-        lambda: tls_get(cloud.https_port, "www.homer.test"),
+        lambda: tls_get(cloud.https_port, "www.homer.homes.test"),
         timeout=10,
         interval=0.2,
         what="traffic back",
@@ -254,7 +286,13 @@ def test_a_killed_tunnel_comes_back_within_10_seconds_without_a_click(
 
 
 def test_tunnel_survives_a_console_restart_and_close_still_stops_it(
-    cloud: CloudSite, root: Path, registered, home_db: str, console: HomeSite, entry: dict
+    cloud: CloudSite,
+    root: Path,
+    registered,
+    home_db: str,
+    console: HomeSite,
+    entry: dict,
+    console_user: User,
 ) -> None:
     api = console.api()
     running = wait_for(
@@ -265,9 +303,9 @@ def test_tunnel_survives_a_console_restart_and_close_still_stops_it(
     assert console.proc is not None
     stop_pid(console.proc)
     assert os.path.exists(f"/proc/{pid}")
-    assert tls_get(cloud.https_port, "www.homer.test")[0] == b"homer-service"
+    assert tls_get(cloud.https_port, "www.homer.homes.test")[0] == b"homer-service"
     config, _ = registered
-    with home_site(root / "homer", config, home_db, "Console-pass-1") as again:
+    with home_site(root / "homer", config, home_db, "Console-pass-1", user=console_user) as again:
         api = again.api()
         assert _entry(api, again, entry["id"])["tunnel"]["pid"] == pid
         _open(again, entry, False)
@@ -278,7 +316,7 @@ def test_tunnel_survives_a_console_restart_and_close_still_stops_it(
         )
         wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=10, what="ssh stopped")
         wait_for(
-            lambda: tls_refused(cloud.https_port, "www.homer.test"),
+            lambda: tls_refused(cloud.https_port, "www.homer.homes.test"),
             timeout=10,
             what="edge no longer reaches",
         )
@@ -292,12 +330,14 @@ def _manage(site: HomeSite, code: str) -> str:
 
 
 def test_a_stale_pid_that_now_belongs_to_an_unrelated_process_is_never_killed(
-    root: Path, registered, home_db: str, entry: dict
+    root: Path, registered, home_db: str, entry: dict, console_user: User
 ) -> None:
     config, _ = registered
     sleeper = subprocess.Popen(["sleep", "120"], start_new_session=True)
     try:
-        with home_site(root / "homer", config, home_db, "Console-pass-1") as site:
+        with home_site(
+            root / "homer", config, home_db, "Console-pass-1", user=console_user
+        ) as site:
             # The database says our tunnel runs as this PID, started at another time: a recycled PID.
             _manage(
                 site,
@@ -317,7 +357,7 @@ def test_a_stale_pid_that_now_belongs_to_an_unrelated_process_is_never_killed(
 
 
 def test_a_tampered_host_key_makes_the_tunnel_refuse_and_the_console_says_why(
-    root: Path, registered, home_db: str, entry: dict
+    root: Path, registered, home_db: str, entry: dict, console_user: User
 ) -> None:
     config, _ = registered
     known = Path(yaml.safe_load(config.read_text())["ssh"]["known_hosts"])
@@ -325,7 +365,9 @@ def test_a_tampered_host_key_makes_the_tunnel_refuse_and_the_console_says_why(
     other = keygen(root / "impostor_host_key")
     known.write_text(f"{original.split()[0]} {' '.join(other.split()[:2])}\n")
     try:
-        with home_site(root / "homer", config, home_db, "Console-pass-1") as site:
+        with home_site(
+            root / "homer", config, home_db, "Console-pass-1", user=console_user
+        ) as site:
             api = site.api()
             _open(site, entry, True)
             failed = wait_for(

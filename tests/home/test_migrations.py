@@ -131,7 +131,12 @@ def test_a_database_of_the_old_domains_app_counts_the_recreated_schema_as_applie
         (m.app_label, m.name)
         for m, _ in executor.migration_plan(executor.loader.graph.leaf_nodes())
     }
-    assert plan == {("certs", "0002_move_tables"), ("tunnels", "0002_proxyentry")}
+    assert plan == {
+        ("certs", "0002_move_tables"),
+        ("certs", "0003_ownership"),
+        ("certs", "0004_post_renew_action"),
+        ("tunnels", "0002_proxyentry"),
+    }
 
 
 def test_upgrading_keeps_every_domain_entry_tunnel_and_relation(
@@ -141,11 +146,11 @@ def test_upgrading_keeps_every_domain_entry_tunnel_and_relation(
     assert {
         d.pk: (d.name, d.cert_expiry, d.renew_failures) for d in Domain.objects.all()
     } == old_database["domains"]
-    assert Domain.objects.get(name="nas.example.com").post_renew_command == [
-        "/usr/sbin/nginx",
-        "-s",
-        "reload",
-    ]
+    # The free-form command is not carried over as runnable: no action, a note saying so.
+    upgraded = Domain.objects.get(name="nas.example.com")
+    assert upgraded.post_renew_action == ""
+    assert "(/usr/sbin/nginx -s reload): it no longer runs" in upgraded.action_output
+    assert Domain.objects.get(name="shop.example.com").action_output == ""
     assert {
         e.pk: (e.hostname, e.domain_id, e.tunnel_id, e.proxy_protocol)
         for e in ProxyEntry.objects.all()

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import psycopg
 
-from cloud.edge.sshd import HOME_UID_RANGE
+from cloud.edge.sshd import HOME_UID_RANGE, homes_group
 from workers.common.processes import stop_user_processes
+from workers.local.procs import Account
 from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
 
 __all__ = [
@@ -106,6 +107,8 @@ def remove_system_users(prefix: str) -> None:
         if entry.pw_name.startswith(prefix) and low <= entry.pw_uid <= high:
             stop_user_processes(entry.pw_uid)
             subprocess.run(["userdel", entry.pw_name], capture_output=True, check=False)
+    # The site's own group of homes goes with them.
+    subprocess.run(["groupdel", homes_group(prefix)], capture_output=True, check=False)
 
 
 @contextlib.contextmanager
@@ -119,6 +122,8 @@ def cloud_site(
             "CLOUDATHOME_SSH_MODE": ssh_mode,
             "CLOUDATHOME_SSH_USER_PREFIX": prefix,
             "CLOUDATHOME_PORT_BASE": str(port_base()),
+            # Every home owns <its user>.homes.test and the names below it.
+            "CLOUDATHOME_BASE_DOMAIN": "homes.test",
             **(extra_env or {}),
         }
         try:
@@ -135,12 +140,15 @@ def home_site(
     db_url: str,
     admin_password: str,
     extra_env: dict[str, str] | None = None,
+    *,
+    user: Account,
 ) -> Iterator[HomeSite]:
-    """The console with the given database (so a test can restart it) and a fast supervisor."""
+    """The console as an ordinary user (who owns `root`: register_home as that user made it),
+    with the given database (so a test can restart it) and a fast supervisor."""
     settings = {
         "DATABASE_URL": db_url,
         "CLOUDATHOME_TUNNEL_SUPERVISE_SECONDS": "2",
         **(extra_env or {}),
     }
-    with start_home(root, config, admin_password, settings) as site:
+    with start_home(root, config, admin_password, settings, account=user) as site:
         yield site

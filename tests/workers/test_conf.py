@@ -15,7 +15,10 @@ from workers.common.conf import (
     database,
     env,
     envbool,
+    envhostname,
     envint,
+    envlist,
+    host_ports,
     redis_url,
     secret_key,
     state_dir,
@@ -184,3 +187,47 @@ def test_redis_url_or_the_private_socket_in_the_state_dir(
     assert redis_url(tmp_path) == f"redis+socket://{tmp_path / 'redis.sock'}"
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
     assert redis_url(tmp_path) == "redis://127.0.0.1:6379/3"
+
+
+def test_envlist_drops_blanks_and_empty_items(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAH_T_LIST", " a.example , ,b.example,")
+    assert envlist("CAH_T_LIST") == ["a.example", "b.example"]
+    monkeypatch.delenv("CAH_T_LIST")
+    assert envlist("CAH_T_LIST") == []
+
+
+def test_envhostname_is_the_one_hostname_rule_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CAH_T_HOST", raising=False)
+    assert envhostname("CAH_T_HOST") is None
+    monkeypatch.setenv("CAH_T_HOST", "Homes.Example.COM.")
+    assert envhostname("CAH_T_HOST") == "homes.example.com"
+    monkeypatch.setenv("CAH_T_HOST", "homes")
+    with pytest.raises(ConfigError, match=r"^CAH_T_HOST: needs at least two labels"):
+        envhostname("CAH_T_HOST")
+
+
+def test_host_ports_reads_addresses_with_an_optional_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAH_T_DNS", "127.0.0.1:8053, 10.0.0.1,[::1]:5353,[2001:db8::1]")
+    assert host_ports("CAH_T_DNS", default_port=53) == [
+        ("127.0.0.1", 8053),
+        ("10.0.0.1", 53),
+        ("::1", 5353),
+        ("2001:db8::1", 53),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("dns.example:53", "'dns.example:53' is not an IP address"),
+        ("127.0.0.1:http", "'127.0.0.1:http' has no valid port"),
+        ("127.0.0.1:70000", "'127.0.0.1:70000' has no valid port"),
+        ("[::1]:0", r"'\[::1\]:0' has no valid port"),
+    ],
+)
+def test_host_ports_refuses_names_and_bad_ports_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, raw: str, message: str
+) -> None:
+    monkeypatch.setenv("CAH_T_DNS", raw)
+    with pytest.raises(ConfigError, match=rf"^CAH_T_DNS: {message}"):
+        host_ports("CAH_T_DNS", default_port=53)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.common.names import validate_hostname
+from workers.common.names import covers, validate_hostname
 
 LONGEST = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters
 
@@ -73,3 +73,18 @@ def test_a_value_that_is_not_text_is_refused(value: object) -> None:
 def test_the_field_defaults_to_host() -> None:
     with pytest.raises(ValueError, match=r"^host: "):
         validate_hostname("localhost")
+
+
+@pytest.mark.parametrize(
+    ("owned", "name", "covered"),
+    [
+        ("example.org", "example.org", True),
+        ("example.org", "a.b.example.org", True),
+        ("example.org", "badexample.org", False),  # a label boundary, not a suffix of text
+        ("a.example.org", "example.org", False),
+    ],
+)
+def test_an_owned_name_covers_itself_and_the_names_below_it(
+    owned: str, name: str, covered: bool
+) -> None:
+    assert covers(owned, name) is covered

@@ -29,7 +29,7 @@ def issue(bench: Bench, console: Console) -> dict[str, Any]:
     body = {
         "name": f"cert{len(console.domains)}.bench.test",
         "email": "bench@example.com",
-        "cert_dir": str(bench.root / "certs"),
+        "cert_dir": str(home.cert_root),
     }
     r = api.post(f"{home.url}/api/domains", json=body, timeout=10)
     r.raise_for_status()

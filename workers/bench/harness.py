@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import pwd
 import secrets
-import signal
 import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,12 +16,14 @@ import requests
 import yaml
 
 from workers.bench import tools as bt
-from workers.local.pebble import pebble_server
+from workers.common.processes import stop_processes
+from workers.local.pebble import MockDns, mock_dns, pebble_server
 from workers.local.procs import free_port, wait_for
 from workers.local.sites import (
     CloudSite,
     HomeSite,
     TunnelRun,
+    prove_domain,
     register_home,
     run_tunnel,
     start_cloud,
@@ -178,6 +179,7 @@ class Main:
     tunnel_port: int  # the product's ssh -R lands here: the edge + tunnel path
     tunnel: TunnelRun
     home_api: requests.Session
+    dns: MockDns  # the cloud's resolver and Pebble's, where the bench's TXT records live
 
 
 @dataclass
@@ -204,8 +206,8 @@ class Bench:
         stack.callback(self._stop_strays)
 
     def _stop_strays(self) -> None:
-        for pid, start_time in self.strays:
-            bt.signal_if_same(pid, start_time, signal.SIGTERM)
+        started = dict(self.strays)
+        stop_processes(started, timeout=5, is_ours=lambda pid: bt.start_time(pid) == started[pid])
 
     def wrk(self, url: str, seconds: float, new_connections: bool = False) -> bt.WrkResult:
         return bt.wrk(
@@ -230,7 +232,9 @@ class Bench:
         self.stack.callback(remove_new_users, prefix, set(users_with(prefix)))
         log("· starting the cloud site (HAProxy, sshd, web, worker, beat)")
         slots = self.plan.provision_homes + self.plan.registrations + 4
+        dns = self.stack.enter_context(mock_dns(self.root / "dns"))
         settings = {
+            "CLOUDATHOME_DNS_RESOLVERS": dns.resolver,
             "CLOUDATHOME_SSH_USER_PREFIX": prefix,
             "CLOUDATHOME_PORT_BASE": str(free_port_range(slots * 10, MAIN_PORTS)),
             "CLOUDATHOME_PORT_STRIDE": "10",
@@ -253,6 +257,8 @@ class Bench:
         )
         home_api = cloud.api(str(link["auth_token"]))
         self.stack.callback(self._release, cloud, home_api, str(link["home_slug"]), prefix)
+        log("· proving bench.test with its TXT record, so the bench home may map *.bench.test")
+        prove_domain(cloud, home_api, str(link["home_slug"]), dns, "bench.test")
         tunnel = self.stack.enter_context(
             self.tunnel(self.root / "home", config, tunnel_port, direct_port)
         )
@@ -268,6 +274,7 @@ class Bench:
             tunnel_port=tunnel_port,
             tunnel=tunnel,
             home_api=home_api,
+            dns=dns,
         )
         for host, port in (("edge.bench.test", edge_port), ("tunnel.bench.test", tunnel_port)):
             self.create_mapping(main, host, port)
@@ -305,7 +312,9 @@ class Bench:
         if self._console is None:
             m = self.main()
             pebble = self.stack.enter_context(
-                pebble_server(self.root / "pebble", m.cloud.http_port, m.cloud.https_port)
+                pebble_server(
+                    self.root / "pebble", m.cloud.http_port, m.cloud.https_port, dns=m.dns
+                )
             )
             log("· starting the Home Console (web, worker, beat) against the local Pebble")
             acme = {

@@ -1,6 +1,6 @@
-"""What `cloudathome bench` writes: the targets of issue 6 checked against the figures, the
-printed table, docs/performance.{json,md,png} and docs/scale-out.md (the scale-out plan of
-DESIGN section 7, with this run's numbers). Pure formatting: nothing here measures."""
+"""What `cloudathome bench` writes: the targets checked against the figures, the
+printed table, docs/performance.{json,md,png} and docs/scale-out.md (the plan for more than one
+edge, with this run's numbers). Pure formatting: nothing here measures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# DESIGN section 2: the prototype's ratios to direct (download / keep-alive req/s / new TLS).
+# The prototype (docs/architecture.md): the's ratios to direct (download / keep-alive req/s / new TLS).
 PROTOTYPE = {
     "edge": {"download_MBps": 0.69, "keepalive_rps": 0.64, "newconn_per_s": 0.59},
     "edge_tunnel": {"download_MBps": 0.42, "keepalive_rps": 0.36, "newconn_per_s": 0.40},
@@ -525,7 +525,7 @@ def _md_certs(ce: dict[str, Any]) -> list[str]:
     ]
 
 
-# --- scale-out (DESIGN section 7) -----------------------------------------------------------
+# --- scale-out ---------------------------------------------------------------------------
 
 
 def scale_out_plan(results: dict[str, Any]) -> str:
@@ -550,7 +550,7 @@ def scale_out_plan(results: dict[str, Any]) -> str:
     quick = " (from a `--quick` run: small samples)" if results["run"]["quick"] else ""
     return f"""# Scale-out plan
 
-DESIGN section 7, written down with the figures of `cloudathome bench`{quick} (see
+The plan for more than one edge, written down with the figures of `cloudathome bench`{quick} (see
 `performance.md`; this file is regenerated with them). Machine: {results["run"]["machine"]["cores"]}
 cores, loopback, load generator on the same cores, so every per-core figure below is a floor.
 
@@ -571,7 +571,7 @@ The home side (ssh client) is not the edge's cost, and the map lookup is not eit
 connection through a map of {sc["mappings"]:,} routes took p50
 {sc["latency_new_connection"]["large_map"]["p50_ms"]} ms vs
 {sc["latency_new_connection"]["small_map"]["p50_ms"]} ms with one route (the difference is noise;
-DESIGN section 2 found no measurable cost up to 1M entries).
+the prototype behind docs/architecture.md found no measurable cost up to 1M entries).
 
 ## What runs out first on one node
 
@@ -581,7 +581,7 @@ DESIGN section 2 found no measurable cost up to 1M entries).
    (Prometheus: sshd + haproxy CPU per node).
 2. **Memory for idle tunnels**: ~{homes_per_gb:,} connected homes per GB; 10,000 homes need
    ~{10000 * cloud_kb / 2**20:.1f} GB. Also one PTY per tunnel (`kernel.pty.max` 4096 by default:
-   raise it) and `MaxStartups` for mass reconnects (DESIGN section 2).
+   raise it) and `MaxStartups` for mass reconnects (docs/architecture.md, the data path).
 3. **Control plane**: route changes are cheap for HAProxy but our sync diffs the whole desired
    state per change (p50 {ch["p50_ms"]} ms at {sc["mappings"]:,} routes); with many edges this work
    multiplies. The incremental path (one `add map` per change, full diff only from beat) is the

@@ -22,8 +22,9 @@ from workers.bench.harness import (
     log,
     users_with,
 )
+from workers.local.pebble import mock_dns
 from workers.local.procs import wait_for
-from workers.local.sites import CloudSite, start_cloud
+from workers.local.sites import CloudSite, prove_domain, start_cloud
 
 # Only the first home's ports are ever bound (nginx, for the probe): they are below the
 # ephemeral range and above the test suites' sites (tests.support.sites.port_base).
@@ -48,7 +49,9 @@ def _edge(bench: Bench) -> dict[str, Any]:
     plan = bench.plan
     homes, total = plan.scale_homes, plan.scale_homes * plan.scale_mappings_per_home
     log(f"· scale: a cloud site with {homes} homes (single-account) and {total} mappings")
+    dns = bench.stack.enter_context(mock_dns(bench.root / "scale-dns"))
     settings = {
+        "CLOUDATHOME_DNS_RESOLVERS": dns.resolver,
         "CLOUDATHOME_SSH_MODE": "single-account",
         "CLOUDATHOME_HOME_SLOTS": str(homes),
         "CLOUDATHOME_PORT_STRIDE": "10",
@@ -64,6 +67,8 @@ def _edge(bench: Bench) -> dict[str, Any]:
     bulk_s = time.monotonic() - started
     first_home, probe_port = seeded["first_home"], int(seeded["first_mapping"]["tunnel_port"])
     owner = cloud.api(json.loads(token_file.read_text())[first_home["owner"]])
+    # The first home proves scale.test as a user would, to map change*.scale.test through the API.
+    prove_domain(cloud, owner, first_home["slug"], dns, "scale.test")
     bench.stack.enter_context(bt.nginx_server(bench.root / "scale-nginx", [probe_port]))
     rss_empty = _rss(haproxy_pids(cloud))
     workers_before = set(haproxy_pids(cloud))

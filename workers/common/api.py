@@ -3,16 +3,76 @@ and one error shape, {"detail": ..., "field": ...}, for every error a client can
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from kombu.exceptions import OperationalError as QueueUnreachable
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Redoc, Swagger
 
 from workers.common.errors import DomainError
+
+
+class Error(Schema):
+    """Every error either site answers: one sentence, and the input field at fault if any."""
+
+    detail: str
+    field: str | None = None
+
+
+def errors(*statuses: int) -> dict[int, type[Error]]:
+    """The error statuses an operation can answer, for its OpenAPI schema (`response=`):
+    the ones given, plus those any request can meet: 400 (a body that is not JSON, a NUL
+    character), 401 (no or bad token) and 503 (a dependency is down)."""
+    return {status: Error for status in sorted({400, 401, 503, *statuses})}
+
+
+def _nul_in(value: object, where: str = "") -> str | None:
+    """The field (dotted) of the first string holding a NUL, or None."""
+    if isinstance(value, str):
+        return (where or "body") if "\0" in value else None
+    if isinstance(value, dict):
+        items: list[tuple[object, object]] = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    else:
+        return None
+    for key, item in items:
+        here = f"{where}.{key}" if where else str(key)
+        if "\0" in str(key):
+            return here
+        if found := _nul_in(item, here):
+            return found
+    return None
+
+
+class RejectNul:
+    """Middleware: an API request with a NUL character anywhere (path, query, JSON body) is a
+    400 naming where, before it reaches a view: no field of either site may hold one, and
+    PostgreSQL cannot even compare one (it answered 500)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            field = "path" if "\0" in request.path else None
+            field = field or next(
+                (k for k, v in request.GET.lists() if "\0" in k + "".join(v)), None
+            )
+            if field is None and request.content_type == "application/json":
+                with contextlib.suppress(ValueError):
+                    field = _nul_in(json.loads(request.body or b"null"))
+            if field is not None:
+                return JsonResponse(
+                    {"detail": f"{field}: must not contain NUL characters", "field": field},
+                    status=400,
+                )
+        return self.get_response(request)
 
 
 def site_api(title: str, description: str, auth: Sequence[Any]) -> NinjaAPI:
@@ -83,8 +143,14 @@ def error_response(
     return api.create_response(request, body, status=status)
 
 
+class _Redoc(Redoc):
+    """ninja's ReDoc page without its inline script (the sites' CSP allows none)."""
+
+    template = "ui/redoc.html"
+
+
 def redoc_view(api: NinjaAPI) -> Callable[[HttpRequest], HttpResponse]:
     def redoc(request: HttpRequest) -> HttpResponse:
-        return Redoc().render_page(request, api)
+        return _Redoc().render_page(request, api)
 
     return redoc

@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from workers.common.conf import ConfigError
+
 USAGE = """usage: cloudathome <command> [options]
 
   cloud up | manage ...     run the cloud site / a Django command of it
@@ -37,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cloudathome: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     module = importlib.import_module(module_name)
-    return int(module.main(args[1:]) or 0)
+    try:
+        return int(module.main(args[1:]) or 0)
+    except ConfigError as exc:
+        # A setting is wrong: one line naming it, not a traceback.
+        print(f"cloudathome: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ read secrets from `<NAME>_FILE` when given, so no secret has to live in code or 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from workers.common.files import write_atomic
+from workers.common.names import validate_hostname
 
 
 class ConfigError(RuntimeError):
@@ -47,13 +49,54 @@ def envbool(name: str, default: bool = False) -> bool:
     raise ConfigError(f"{name}: expected a boolean (1/0, true/false), got {raw!r}")
 
 
+def envlist(name: str, default: str = "") -> list[str]:
+    """A comma-separated list; blanks around items and empty items are dropped."""
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+def envhostname(name: str) -> str | None:
+    """A hostname (the one rule of workers.common.names), or None when unset."""
+    raw = env(name).strip()
+    if not raw:
+        return None
+    try:
+        return validate_hostname(raw, field=name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def host_ports(name: str, default_port: int) -> list[tuple[str, int]]:
+    """`ip[:port]` items (IPv6 as `[ip]:port`), comma separated, as (ip, port) pairs."""
+    pairs = []
+    for item in envlist(name):
+        host, port = item, str(default_port)
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            if rest:
+                port = rest.removeprefix(":")
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        try:
+            address = str(ipaddress.ip_address(host))
+        except ValueError:
+            raise ConfigError(f"{name}: {item!r} is not an IP address (ip or ip:port)") from None
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"{name}: {item!r} has no valid port (1..65535)")
+        pairs.append((address, int(port)))
+    return pairs
+
+
 def state_dir(site: str) -> Path:
-    """Everything the embedded defaults write lives here (DESIGN section 6)."""
+    """Everything the embedded defaults write lives here (README, Configuration)."""
     default = Path.home() / ".local" / "state" / "cloudathome" / site
     path = Path(env("CLOUDATHOME_STATE_DIR") or default).expanduser().resolve()
-    # 0711: others may traverse (sshd reads a home's key file as that home's user) but not
-    # list; every secret inside is a 0600 file or a 0700 folder of its own.
-    path.mkdir(parents=True, exist_ok=True, mode=0o711)
+    # 0711: others may traverse (sshd reads a home's key file as that home's user; services
+    # read the certificates) but not list; every secret inside is a 0600 file or a 0700
+    # folder of its own. Explicit, so the umask (0077 in our processes) cannot narrow it.
+    for folder in [*reversed(path.parents), path]:
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o711)
+            folder.chmod(0o711)
     return path
 
 
@@ -75,9 +118,12 @@ def database(state: Path) -> dict[str, Any]:
     unset means SQLite in the state dir."""
     url = env("DATABASE_URL")
     if not url:
+        sqlite = state / "db.sqlite3"
+        # Created 0600 before SQLite opens it: its journal and WAL files copy this mode.
+        os.close(os.open(sqlite, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         return {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(state / "db.sqlite3"),
+            "NAME": str(sqlite),
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     parts = urlsplit(url)

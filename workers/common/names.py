@@ -55,3 +55,8 @@ def _is_address(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def covers(owned: str, name: str) -> bool:
+    """An owned name covers itself and every name below it (both already validated)."""
+    return name == owned or name.endswith(f".{owned}")

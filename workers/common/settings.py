@@ -7,6 +7,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from csp.constants import NONE, SELF, UNSAFE_INLINE
+
 from workers.common.conf import env, envbool, envint
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "AXES_LOCKOUT_PARAMETERS",
     "AXES_RESET_ON_SUCCESS",
     "AXES_VERBOSE",
+    "CONTENT_SECURITY_POLICY",
     "CSRF_COOKIE_SECURE",
     "CSRF_TRUSTED_ORIGINS",
     "DEBUG",
@@ -30,6 +33,7 @@ __all__ = [
     "LOGOUT_REDIRECT_URL",
     "METRICS_TOKEN",
     "MIDDLEWARE",
+    "SECURE_HSTS_SECONDS",
     "SESSION_COOKIE_HTTPONLY",
     "SESSION_COOKIE_SECURE",
     "STATIC_URL",
@@ -55,6 +59,7 @@ SHARED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    "csp",
     "workers.common.ui",
     "axes",
 ]
@@ -64,14 +69,16 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "workers.common.api.RejectNul",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "axes.middleware.AxesMiddleware",
 ]
 
-# Password guessing (issue 11), throttled by django-axes per username and per client address:
+# Password guessing, throttled by django-axes per username and per client address:
 # the 10th failure locks either out for 15 minutes. Each site says where the address comes
 # from (AXES_CLIENT_IP_CALLABLE); the 429's shape is workers.common.throttle's.
 AUTHENTICATION_BACKENDS = [
@@ -124,9 +131,35 @@ LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
 SESSION_COOKIE_HTTPONLY = True
-# Off by default since both sites answer plain HTTP on loopback; on behind TLS.
+# Off by default since both sites answer plain HTTP on loopback; on behind TLS, with HSTS
+# (a year; no preload: the operator's domain list is theirs to submit).
 SESSION_COOKIE_SECURE = envbool("CLOUDATHOME_SECURE_COOKIES")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = 31536000 if SESSION_COOKIE_SECURE else 0
+
+
+def cookie_names(site: str) -> tuple[str, str]:
+    """The session and CSRF cookie names of a site: browsers keep cookies per host, not per
+    port, so two sites on one host with Django's default names log each other out."""
+    return f"cah_{site}_session", f"cah_{site}_csrftoken"
+
+
+# The pages' Content-Security-Policy (django-csp): scripts only from our own static files,
+# never inline, so injected markup cannot run; styles may be inline (Django admin, Swagger UI
+# and ReDoc set them), which runs no code; ReDoc builds its search worker from a blob.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "worker-src": [SELF, "blob:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -38,7 +38,7 @@ class Supervisor:
     out: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
 
     def start(self, service: Service, timeout: float = 30.0) -> subprocess.Popen:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         log = self.log_dir / f"{service.name}.log"
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
@@ -110,14 +110,14 @@ class Supervisor:
 
 
 def redis_service(state: Path) -> Service:
-    """A private Redis on a unix socket (0700) in the state dir, used when REDIS_URL is unset."""
+    """A private Redis on a unix socket (0600) in the state dir, used when REDIS_URL is unset."""
     sock = state / "redis.sock"
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     # No TCP, a private socket, nothing written to disk, no fork.
     options = {
         "--port": "0",
         "--unixsocket": str(sock),
-        "--unixsocketperm": "700",
+        "--unixsocketperm": "600",
         "--save": "",
         "--appendonly": "no",
         "--dir": str(state),
@@ -194,6 +194,10 @@ def celery_services(
 
 def site_main(site: str, argv: list[str], commands: dict[str, Callable[[list[str]], int]]) -> int:
     """`cloudathome <site> <command> ...` for the commands a site has (up, prepare, manage)."""
+    # The belt, for every process of a site (its children inherit it): whatever a library
+    # creates (SQLite journals, Celery's beat schedule) is the owner's alone. The braces:
+    # every file we write also gets its explicit mode (docs/decisions.md, modes table).
+    os.umask(0o077)
     usage = f"usage: cloudathome {site} {' | '.join(commands)} [args]"
     if not argv or argv[0] in {"-h", "--help"}:
         print(usage)

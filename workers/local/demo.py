@@ -1,19 +1,19 @@
-"""`cloudathome demo`: both sites on this machine, a sample home HTTPS service and a local
-ACME server (Pebble), through the whole walkthrough of the original README, verified with a
-real TLS client, then a summary of where everything runs. Needs root (the cloud's sshd
-gives each home its own system user)."""
+"""`cloudathome demo`: both sites on this machine, a sample home HTTPS service, a local DNS
+server and a local ACME server (Pebble), through the whole walkthrough of the original
+README: the home owns its name under the cloud's base domain, proves a custom domain with a
+DNS TXT record, gets its certificate and serves a page, verified with a real TLS client,
+then a summary of where everything runs. Needs root (the cloud's sshd gives each home its
+own system user)."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import pwd
 import signal
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,13 +23,21 @@ from typing import Any, TypeVar
 
 import requests
 
-from workers.local.pebble import PebbleInfo, pebble_server
+from workers.local.pebble import MockDns, PebbleInfo, mock_dns, pebble_server
 from workers.local.procs import wait_for
-from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
+from workers.local.sites import (
+    CloudSite,
+    HomeSite,
+    register_home,
+    run_state,
+    start_cloud,
+    start_home,
+)
 
 T = TypeVar("T")
 USER, PASSWORD, EMAIL = "alice", "Alice-demo-2026", "alice@example.com"
-HOSTNAME = "shop.demo.test"
+HOSTNAME = "shop.demo.test"  # a custom domain, proven with a TXT record
+BASE_DOMAIN = "homes.demo.test"  # the operator's: one wildcard DNS record in real life
 PREFIX = "demo"  # the demo's SSH identities: demo00_alice
 PAGE = b"<h1>Hello from a service running at home</h1>\n"
 STATE_BASE = Path("/var/lib/cloudathome-demo")
@@ -103,7 +111,7 @@ def signup(cloud: CloudSite) -> None:
     url = f"{cloud.url}/signup/"
     web.get(url, timeout=10)
     data = {"username": USER, "email": EMAIL, "password1": PASSWORD, "password2": PASSWORD}
-    data["csrfmiddlewaretoken"] = web.cookies.get("csrftoken") or ""
+    data["csrfmiddlewaretoken"] = web.cookies.get("cah_cloud_csrftoken") or ""
     r = web.post(url, data=data, headers={"Referer": url}, timeout=10)
     if "waiting for approval" not in r.text:
         raise RuntimeError(f"signup was not accepted (HTTP {r.status_code})")
@@ -115,8 +123,26 @@ def approve(cloud: CloudSite) -> None:
         raise RuntimeError(done.stderr.strip())
 
 
-def issue_certificate(home: HomeSite, api: requests.Session, cert_root: Path) -> dict[str, Any]:
-    body = {"name": HOSTNAME, "email": EMAIL, "cert_dir": str(cert_root)}
+def base_domain(cloud: CloudSite) -> str:
+    api = cloud.api(cloud.token(USER, PASSWORD))
+    homes = api.get(f"{cloud.url}/api/homes", timeout=10).json()
+    name = homes[0]["base_domain"] if homes else None
+    if not name:
+        raise RuntimeError("the home has no name under the base domain")
+    return str(name)
+
+
+def issue_certificate(
+    home: HomeSite,
+    api: requests.Session,
+    cert_root: Path,
+    dns: MockDns | None = None,
+    name: str = HOSTNAME,
+) -> dict[str, Any]:
+    """Add the domain on the console; when it waits for its proof, create the TXT record it
+    shows in `dns` (what the user does at their DNS provider) and ask for a check. A name
+    under the home's base domain needs no `dns`."""
+    body = {"name": name, "email": EMAIL, "cert_dir": str(cert_root)}
     r = api.post(f"{home.url}/api/domains", json=body, timeout=10)
     r.raise_for_status()
     domain_id = r.json()["id"]
@@ -128,6 +154,13 @@ def issue_certificate(home: HomeSite, api: requests.Session, cert_root: Path) ->
         if step and step not in seen:
             seen.append(step)
             print(f"       · {step}", flush=True)
+            record = domain["ownership"]["record"]
+            if domain["job"]["state"] == "waiting" and record and dns is not None:
+                print(f"       · creating {record['name']} TXT {record['value']}", flush=True)
+                dns.add_txt(record["name"], record["value"])
+                api.post(
+                    f"{home.url}/api/domains/{domain_id}/verify", timeout=10
+                ).raise_for_status()
         return domain if domain["job"]["state"] in ("done", "failed") else None
 
     domain = wait_for(finished, timeout=180, interval=0.2, what="the certificate")
@@ -136,8 +169,10 @@ def issue_certificate(home: HomeSite, api: requests.Session, cert_root: Path) ->
     return dict(domain)
 
 
-def open_tunnel(home: HomeSite, api: requests.Session, domain_id: int, port: int) -> dict[str, Any]:
-    body = {"hostname": HOSTNAME, "home_port": port}
+def open_tunnel(
+    home: HomeSite, api: requests.Session, domain_id: int, port: int, name: str = HOSTNAME
+) -> dict[str, Any]:
+    body = {"hostname": name, "home_port": port}
     r = api.post(f"{home.url}/api/domains/{domain_id}/proxy-entries", json=body, timeout=30)
     r.raise_for_status()
     entry_id = r.json()["id"]
@@ -154,7 +189,7 @@ def open_tunnel(home: HomeSite, api: requests.Session, domain_id: int, port: int
     return wait_for(is_open, timeout=60, interval=0.2, what="the tunnel")
 
 
-def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path) -> str:
+def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path, name: str = HOSTNAME) -> str:
     """A real TLS client, as a browser would connect: SNI, chain checked against Pebble's root."""
     roots.write_text("".join(pebble.roots()))
     context = ssl.create_default_context(cafile=str(roots))
@@ -162,10 +197,10 @@ def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path) -> str:
     def fetch() -> tuple[bytes, dict[str, Any]]:
         with (
             socket.create_connection(("127.0.0.1", cloud.https_port), timeout=5) as raw,
-            context.wrap_socket(raw, server_hostname=HOSTNAME) as tls,
+            context.wrap_socket(raw, server_hostname=name) as tls,
         ):
             cert = tls.getpeercert() or {}  # gone once the server closes
-            tls.sendall(f"GET / HTTP/1.1\r\nHost: {HOSTNAME}\r\nConnection: close\r\n\r\n".encode())
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while chunk := tls.recv(65536):
                 data += chunk
@@ -175,9 +210,7 @@ def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path) -> str:
     if PAGE not in body:
         raise RuntimeError("the edge answered, but not with the sample page")
     issuer = dict(x[0] for x in cert.get("issuer", ()))
-    return (
-        f"{HOSTNAME} served through the edge, certificate issued by {issuer.get('commonName', '?')}"
-    )
+    return f"{name} served through the edge, certificate issued by {issuer.get('commonName', '?')}"
 
 
 def walkthrough(root: Path, keep_running: bool) -> int:
@@ -187,9 +220,19 @@ def walkthrough(root: Path, keep_running: bool) -> int:
         def started(context: contextlib.AbstractContextManager[T]) -> Callable[[], T]:
             return lambda: stack.enter_context(context)
 
+        dns = steps.run(
+            "start a local DNS server (pebble-challtestsrv) for the cloud and the CA",
+            started(mock_dns(root / "dns")),
+        )
+        cloud_settings = {
+            "CLOUDATHOME_SSH_USER_PREFIX": PREFIX,
+            "CLOUDATHOME_BASE_DOMAIN": BASE_DOMAIN,
+            "CLOUDATHOME_DNS_RESOLVERS": dns.resolver,
+        }
         cloud = steps.run(
-            "start the cloud site (HAProxy, sshd, web, worker, beat, Flower, Redis)",
-            started(start_cloud(root / "cloud", {"CLOUDATHOME_SSH_USER_PREFIX": PREFIX})),
+            f"start the cloud site with the base domain {BASE_DOMAIN} "
+            "(HAProxy, sshd, web, worker, beat, Flower, Redis)",
+            started(start_cloud(root / "cloud", cloud_settings)),
         )
         steps.run(f"sign up {USER} at /signup/ (inactive until approved)", lambda: signup(cloud))
         steps.run(f"approve {USER} (as an administrator)", lambda: approve(cloud))
@@ -204,9 +247,10 @@ def walkthrough(root: Path, keep_running: bool) -> int:
             "\n".join(f"       {line}" for line in registered.stdout.splitlines()[-5:]), flush=True
         )
         stack.callback(release_home, cloud)
+        print(f"         its names    : {base_domain(cloud)} and every name below it", flush=True)
         pebble = steps.run(
             "start a local ACME server (Pebble) validating through the edge",
-            started(pebble_server(root / "pebble", cloud.http_port, cloud.https_port)),
+            started(pebble_server(root / "pebble", cloud.http_port, cloud.https_port, dns=dns)),
         )
         console_password = PASSWORD
         acme = {
@@ -219,8 +263,9 @@ def walkthrough(root: Path, keep_running: bool) -> int:
         )
         api = home.api()
         domain = steps.run(
-            f"add the domain {HOSTNAME} and issue its certificate through the tunnel",
-            lambda: issue_certificate(home, api, root / "certs"),
+            f"add the custom domain {HOSTNAME}, prove it with its TXT record, "
+            "issue its certificate through the tunnel",
+            lambda: issue_certificate(home, api, home.cert_root, dns),
         )
         port = steps.run(
             "start the sample HTTPS service at home with that certificate",
@@ -281,7 +326,7 @@ def release_home(cloud: CloudSite) -> None:
         api = cloud.api(cloud.token(USER, PASSWORD))
         for home in api.get(f"{cloud.url}/api/homes", timeout=10).json():
             api.delete(f"{cloud.url}/api/homes/{home['slug']}", timeout=10)
-        # The key goes first, the system user last (DESIGN: release removes every trace).
+        # The key goes first, the system user last (a release removes every trace).
         wait_for(lambda: not any(u.pw_name.startswith(PREFIX) for u in pwd.getpwall()), timeout=30)
 
 
@@ -298,20 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where both sites keep their state (default: a new folder under {STATE_BASE})",
     )
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print(
-            "cloudathome demo: run it as root (the cloud gives each home a system user)",
-            file=sys.stderr,
-        )
+    root = run_state("cloudathome demo", args.state, STATE_BASE)
+    if root is None:
         return 2
-    if args.state:
-        root = args.state.resolve()
-        root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    else:
-        # Not under /tmp: sshd refuses key files below a world-writable folder.
-        STATE_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="run-", dir=STATE_BASE))
-        root.chmod(0o755)
     # SIGTERM unwinds like Ctrl-C: every site started so far is stopped on the way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     print(f"cloudathome demo: state in {root}\n", flush=True)

@@ -1,5 +1,6 @@
 """A local ACME server (Debian's Pebble, with pebble-challtestsrv as its DNS) for the demo,
-the benchmarks and the tests: certificates issued for real, without the internet.
+the benchmarks and the tests: certificates issued for real, without the internet. The same
+DNS server answers the cloud's TXT lookups when homes prove their custom domains.
 
 Pebble validates challenges against `http_port` / `tls_port` on 127.0.0.1 (every name resolves
 there through challtestsrv), the same role the edge's :80 / :443 play in the product.
@@ -12,7 +13,7 @@ import ipaddress
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +27,51 @@ from workers.local.procs import free_port, port_open, running
 
 
 @dataclass(frozen=True)
+class MockDns:
+    """pebble-challtestsrv as a DNS server: every A query answers `resolve_to` unless told
+    otherwise, and TXT records are set and cleared over its management API."""
+
+    management_url: str
+    port: int
+
+    @property
+    def resolver(self) -> str:
+        """The server as CLOUDATHOME_DNS_RESOLVERS spells it."""
+        return f"127.0.0.1:{self.port}"
+
+    def _post(self, endpoint: str, body: dict[str, object]) -> None:
+        reply = requests.post(f"{self.management_url}/{endpoint}", json=body, timeout=10)
+        reply.raise_for_status()
+
+    def add_a(self, host: str, addresses: list[str]) -> None:
+        """Answer A queries for `host` with `addresses` instead of the default."""
+        self._post("add-a", {"host": host, "addresses": addresses})
+
+    def clear_a(self, host: str) -> None:
+        self._post("clear-a", {"host": host})
+
+    def set_servfail(self, host: str) -> None:
+        """Make every query for `host` fail with SERVFAIL (a broken or missing DNS zone)."""
+        self._post("set-servfail", {"host": host})
+
+    def clear_servfail(self, host: str) -> None:
+        self._post("clear-servfail", {"host": host})
+
+    def add_txt(self, host: str, value: str) -> None:
+        """One more TXT value at `host` (the values already there stay)."""
+        self._post("set-txt", {"host": f"{host.rstrip('.')}.", "value": value})
+
+    def clear_txt(self, host: str) -> None:
+        """Every TXT value at `host` gone: queries get an empty answer."""
+        self._post("clear-txt", {"host": f"{host.rstrip('.')}."})
+
+
+@dataclass(frozen=True)
 class PebbleInfo:
     directory_url: str
     ca_bundle: str  # the CA of Pebble's own HTTPS listeners, not of the certificates it issues
     management_url: str  # Pebble's management interface (roots, cert status)
-    challtestsrv_url: str  # challtestsrv's management interface (mock DNS data)
-    dns_port: int
+    dns: MockDns  # the DNS Pebble resolves every name with
     http_port: int  # where Pebble connects for HTTP-01
     tls_port: int  # where Pebble connects for TLS-ALPN-01
 
@@ -56,24 +96,6 @@ class PebbleInfo:
         )
         reply.raise_for_status()
         return [reply.text]
-
-    def _dns(self, endpoint: str, body: dict[str, object]) -> None:
-        reply = requests.post(f"{self.challtestsrv_url}/{endpoint}", json=body, timeout=10)
-        reply.raise_for_status()
-
-    def add_a(self, host: str, addresses: list[str]) -> None:
-        """Answer A queries for `host` with `addresses` instead of the default 127.0.0.1."""
-        self._dns("add-a", {"host": host, "addresses": addresses})
-
-    def clear_a(self, host: str) -> None:
-        self._dns("clear-a", {"host": host})
-
-    def set_servfail(self, host: str) -> None:
-        """Make every query for `host` fail with SERVFAIL (a broken or missing DNS zone)."""
-        self._dns("set-servfail", {"host": host})
-
-    def clear_servfail(self, host: str) -> None:
-        self._dns("clear-servfail", {"host": host})
 
 
 def _write_tls_identity(tmp: Path) -> tuple[Path, Path, Path]:
@@ -152,39 +174,50 @@ def _write_tls_identity(tmp: Path) -> tuple[Path, Path, Path]:
 
 
 @contextmanager
+def mock_dns(tmp: Path, resolve_to: str = "127.0.0.1") -> Iterator[MockDns]:
+    """Run challtestsrv (DNS only) until the block exits; stopped by PID."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    dns_port, management_port = free_port(), free_port()
+    listeners = {"-dns01": f"127.0.0.1:{dns_port}", "-management": f"127.0.0.1:{management_port}"}
+    disabled = {"-defaultIPv6": "", "-http01": "", "-https01": "", "-tlsalpn01": ""}
+    options = {**listeners, "-defaultIPv4": resolve_to, **disabled}
+    argv = ["pebble-challtestsrv", *(part for pair in options.items() for part in pair)]
+    with running(
+        argv,
+        log=tmp / "challtestsrv.log",
+        ready=lambda: port_open(management_port) and port_open(dns_port),
+    ):
+        yield MockDns(f"http://127.0.0.1:{management_port}", dns_port)
+
+
+@contextmanager
 def pebble_server(
     tmp: Path,
     http_port: int,
     tls_port: int,
     resolve_to: str = "127.0.0.1",
     env: dict[str, str] | None = None,
+    dns: MockDns | None = None,
 ) -> Iterator[PebbleInfo]:
-    """Run challtestsrv (DNS only) and Pebble until the block exits; both are stopped by PID.
+    """Run Pebble (and challtestsrv as its DNS, unless `dns` is one already running) until
+    the block exits; both are stopped by PID.
 
     `env` adds Pebble settings, e.g. {"PEBBLE_AUTHZREUSE": "100"}; by default Pebble never reuses
     an authorization, so every order really exercises a challenge.
     """
     tmp.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        if dns is None:
+            dns = stack.enter_context(mock_dns(tmp, resolve_to))
+        yield stack.enter_context(_pebble(tmp, http_port, tls_port, dns, env))
+
+
+@contextmanager
+def _pebble(
+    tmp: Path, http_port: int, tls_port: int, dns: MockDns, env: dict[str, str] | None
+) -> Iterator[PebbleInfo]:
     ca_path, cert_path, key_path = _write_tls_identity(tmp)
-    dns_port, challtest_port = free_port(), free_port()
     acme_port, management_port = free_port(), free_port()
-    challtestsrv_argv = [
-        "pebble-challtestsrv",
-        "-dns01",
-        f"127.0.0.1:{dns_port}",
-        "-management",
-        f"127.0.0.1:{challtest_port}",
-        "-defaultIPv4",
-        resolve_to,
-        "-defaultIPv6",
-        "",
-        "-http01",
-        "",
-        "-https01",
-        "",
-        "-tlsalpn01",
-        "",
-    ]
     config = {
         "pebble": {
             "listenAddress": f"127.0.0.1:{acme_port}",
@@ -210,8 +243,7 @@ def pebble_server(
         directory_url=f"https://127.0.0.1:{acme_port}/dir",
         ca_bundle=str(ca_path),
         management_url=f"https://127.0.0.1:{management_port}",
-        challtestsrv_url=f"http://127.0.0.1:{challtest_port}",
-        dns_port=dns_port,
+        dns=dns,
         http_port=http_port,
         tls_port=tls_port,
     )
@@ -219,17 +251,10 @@ def pebble_server(
     def directory_served() -> bool:
         return requests.get(info.directory_url, verify=info.ca_bundle, timeout=2).ok
 
-    with (
-        running(
-            challtestsrv_argv,
-            log=tmp / "challtestsrv.log",
-            ready=lambda: port_open(challtest_port) and port_open(dns_port),
-        ),
-        running(
-            ["pebble", "-config", str(config_path), "-dnsserver", f"127.0.0.1:{dns_port}"],
-            log=tmp / "pebble.log",
-            env=pebble_env,
-            ready=directory_served,
-        ),
+    with running(
+        ["pebble", "-config", str(config_path), "-dnsserver", f"127.0.0.1:{dns.port}"],
+        log=tmp / "pebble.log",
+        env=pebble_env,
+        ready=directory_served,
     ):
         yield info

@@ -8,15 +8,29 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from workers.common.processes import stop_process
 from workers.common.supervise import port_open
 
-__all__ = ["free_port", "port_open", "running", "stop_pid", "wait_for"]
+__all__ = ["Account", "free_port", "port_open", "running", "stop_pid", "wait_for"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Account:
+    """An ordinary user to run a site as, with an interpreter that user may execute."""
+
+    uid: int
+    gid: int
+    python: str
+    home: Path
+
+    def popen_args(self) -> dict[str, Any]:
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -60,8 +74,10 @@ def running(
     cwd: Path | None = None,
     ready: Callable[[], object] | None = None,
     timeout: float = 30.0,
+    account: Account | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """Run `argv` in its own process group, logging to `log`; wait for `ready`; always stop it."""
+    """Run `argv` in its own process group, logging to `log`; wait for `ready`; always stop it.
+    With `account`, as that user and group only (root drops to it before exec)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -72,6 +88,7 @@ def running(
             env=env,
             cwd=cwd,
             start_new_session=True,
+            **(account.popen_args() if account else {}),
         )
     try:
         if ready is not None:

@@ -10,30 +10,46 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from workers.local.procs import free_port, running, wait_for
+from workers.local.pebble import MockDns
+from workers.local.procs import Account, free_port, running, wait_for
 
 
 @contextlib.contextmanager
-def _site_up(site: str, log: Path, env: dict[str, str], banner: str) -> Iterator[subprocess.Popen]:
+def _site_up(
+    site: str,
+    log: Path,
+    env: dict[str, str],
+    banner: str,
+    account: Account | None = None,
+    args: Sequence[str] = (),
+) -> Iterator[subprocess.Popen]:
     """`cloudathome <site> up`, ready once it printed its banner; stopped by PID."""
 
     def ready() -> bool:
         return banner in log.read_text(errors="replace") if log.exists() else False
 
-    with running(cli(site, "up"), log=log, env=env, ready=ready, timeout=90) as proc:
+    with running(
+        cli(site, "up", *args, account=account),
+        log=log,
+        env=env,
+        ready=ready,
+        timeout=90,
+        account=account,
+    ) as proc:
         yield proc
 
 
-def cli(*args: str) -> list[str]:
-    """The argv of `cloudathome <args>` with this interpreter."""
-    return [sys.executable, "-m", "workers.common.cli", *args]
+def cli(*args: str, account: Account | None = None) -> list[str]:
+    """The argv of `cloudathome <args>` with this interpreter (or one `account` may run)."""
+    return [account.python if account else sys.executable, "-m", "workers.common.cli", *args]
 
 
 def clean_environ() -> dict[str, str]:
@@ -135,6 +151,25 @@ def start_cloud(root: Path, settings: dict[str, str] | None = None) -> Iterator[
         yield site
 
 
+def prove_domain(
+    cloud: CloudSite, api: requests.Session, slug: str, dns: MockDns, name: str
+) -> dict[str, Any]:
+    """A custom domain proven as its user would: add it to the home, create the TXT record
+    the cloud shows (in `dns`, the cloud's resolver), ask for a check, wait until verified."""
+    home = f"{cloud.url}/api/homes/{slug}"
+    r = api.post(f"{home}/domains", json={"name": name}, timeout=10)
+    r.raise_for_status()
+    record = r.json()["verification"]
+    dns.add_txt(record["name"], record["value"])
+    api.post(f"{home}/domains/{name}/verify", timeout=10).raise_for_status()
+
+    def verified() -> dict[str, Any] | None:
+        domain = dict(api.get(f"{home}/domains/{name}", timeout=10).json())
+        return domain if domain["status"] == "verified" else None
+
+    return wait_for(verified, timeout=30, what=f"{name} verified")
+
+
 @dataclass
 class HomeSite:
     state: Path
@@ -143,14 +178,18 @@ class HomeSite:
     flower_port: int
     admin_password: str
     log: Path
+    account: Account | None = None
     url: str = field(init=False)
+    cert_root: Path = field(init=False)
     proc: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
         self.url = f"http://127.0.0.1:{self.port}"
+        self.cert_root = Path(self.env["CLOUDATHOME_CERT_ROOT"])
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return _manage(self.env, "home", args)
+        """A Django command of the site, as the account the site runs as."""
+        return _manage(self.env, "home", args, account=self.account)
 
     def api(self) -> requests.Session:
         r = requests.post(
@@ -167,31 +206,59 @@ class HomeSite:
         return self.log.read_text(errors="replace")[-4000:]
 
 
+def _run(
+    argv: list[str], env: dict[str, str], account: Account | None, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command of ours bounded in time, its output captured; as `account` (with its
+    own HOME) when given."""
+    return subprocess.run(
+        argv,
+        env={**env, "HOME": str(account.home)} if account else env,
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=120,
+        check=False,
+        **(account.popen_args() if account else {}),
+    )
+
+
 def register_home(
-    cloud: CloudSite, root: Path, username: str, password: str
+    cloud: CloudSite, root: Path, username: str, password: str, account: Account | None = None
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    """keygen + register as a user would run them; returns (cloudlink.yaml path, register run)."""
+    """keygen + register as a user would run them (as `account` when given, in `root`, which
+    becomes that account's); returns (cloudlink.yaml path, register run)."""
     key = root / "keys" / "cloudathome_ed25519"
     config = root / "config" / "cloudlink.yaml"
-    env = {**cloud.env, "CLOUDLINK_CONFIG": str(config), "CLOUDATHOME_PASSWORD": password}
-    subprocess.run(cli("keygen", "--output", str(key)), check=True, capture_output=True, env=env)
+    if account is not None:
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chown(root, account.uid, account.gid)
+    env = {**clean_environ(), "CLOUDLINK_CONFIG": str(config), "CLOUDATHOME_PASSWORD": password}
+    keygen = _run(cli("keygen", "--output", str(key), account=account), env, account)
+    if keygen.returncode != 0:
+        raise RuntimeError(f"keygen failed: {keygen.stderr.strip()}")
     register = cli(
         "register",
         *("--cloudserver-url", cloud.url, "--username", username),
         *("--public-key", f"{key}.pub", "--private-key", str(key)),
+        account=account,
     )
-    done = subprocess.run(
-        register, capture_output=True, text=True, env=env, timeout=120, check=False
-    )
+    done = _run(register, env, account)
     return config, done
 
 
 @contextlib.contextmanager
 def start_home(
-    root: Path, config: Path, admin_password: str, settings: dict[str, str] | None = None
+    root: Path,
+    config: Path,
+    admin_password: str,
+    settings: dict[str, str] | None = None,
+    account: Account | None = None,
 ) -> Iterator[HomeSite]:
-    """`cloudathome home up` with its state in `root/home-state`; the tunnels it opens outlive
-    it on purpose (they belong to the home, not to one run of the console)."""
+    """`cloudathome home up` with its state in `root/home-state`, as `account` (which owns
+    `root`); the tunnels it opens outlive it on purpose (they belong to the home, not to one
+    run of the console). Without an account it runs as this process's user, and as root
+    only because it is asked to (`--allow-root`: the demo and the benchmarks)."""
     state = root / "home-state"
     ports = {name: free_port() for name in ("web", "flower")}
     env = home_environ(
@@ -201,13 +268,22 @@ def start_home(
             "CLOUDATHOME_HOME_PORT": str(ports["web"]),
             "CLOUDATHOME_FLOWER_PORT": str(ports["flower"]),
             "CLOUDATHOME_ADMIN_PASSWORD": admin_password,
+            # Certificates beside the state, where the sample services read them.
+            "CLOUDATHOME_CERT_ROOT": str(root / "certs"),
+            **({"HOME": str(account.home)} if account else {}),
             **(settings or {}),
         },
     )
     log = root / f"home-up-{secrets.token_hex(2)}.log"
-    site = HomeSite(state, env, ports["web"], ports["flower"], admin_password, log)
-
-    with _site_up("home", log, env, banner="home console up") as proc:
+    site = HomeSite(state, env, ports["web"], ports["flower"], admin_password, log, account)
+    args = ["--allow-root"] if account is None and os.geteuid() == 0 else []
+    with _site_up("home", log, env, "home console up", account, args) as proc:
+        # The first request imports the URLconf and the API: let it happen here, not in a test.
+        wait_for(
+            lambda: requests.get(f"{site.url}/healthz", timeout=5).ok,
+            timeout=30,
+            what="console web",
+        )
         site.proc = proc
         yield site
 
@@ -259,15 +335,30 @@ def run_tunnel(
 
 
 def _manage(
-    env: dict[str, str], site: str, args: tuple[str, ...], input: str | None = None
+    env: dict[str, str],
+    site: str,
+    args: tuple[str, ...],
+    input: str | None = None,
+    account: Account | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`cloudathome <site> manage <args>`, bounded in time, its output captured."""
-    return subprocess.run(
-        cli(site, "manage", *args),
-        env=env,
-        capture_output=True,
-        text=True,
-        input=input,
-        timeout=120,
-        check=False,
-    )
+    return _run(cli(site, "manage", *args, account=account), env, account, input)
+
+
+def run_state(command: str, given: Path | None, base: Path) -> Path | None:
+    """The state folder of a demo or benchmark run: `given`, else a new one under `base`; None
+    (with the reason printed) unless we are root, as the cloud gives each home a system user.
+    Never under /tmp: sshd refuses key files below a world-writable folder."""
+    if os.geteuid() != 0:
+        print(
+            f"{command}: run it as root (the cloud gives each home a system user)", file=sys.stderr
+        )
+        return None
+    if given:
+        root = given.resolve()
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        return root
+    base.mkdir(mode=0o755, parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    root.chmod(0o755)
+    return root

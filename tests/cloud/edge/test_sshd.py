@@ -208,7 +208,7 @@ class Edge:
         return argv if program != "ssh" else [*argv, f"{home.login}@127.0.0.1"]
 
     def tunnel(self, home: Home, listen: str, *options: str) -> list[str]:
-        """The home side's tunnel command of DESIGN section 2."""
+        """The home side's tunnel command (docs/architecture.md, the data path)."""
         return self.ssh(
             home,
             "-tt",
@@ -583,8 +583,9 @@ def test_key_files_are_root_owned_and_not_writable_by_homes(edge: Edge) -> None:
     name = edge.alice.username if edge.mode == "system-users" else str(edge.cfg.account)
     st = (edge.cfg.keys_dir / name).stat()
     assert st.st_uid == 0
+    # sshd reads it as the login's user (a home's, or the single account), not as root.
     assert st.st_mode & 0o777 == 0o644
-    assert (edge.cfg.keys_dir.stat().st_mode & 0o777) == 0o755
+    assert (edge.cfg.keys_dir.stat().st_mode & 0o777) == 0o711  # traverse, never list
 
 
 # --- host key -------------------------------------------------------------------------------

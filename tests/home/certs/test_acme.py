@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
 import socket
 import ssl
 import stat
@@ -30,7 +29,6 @@ from home.certs.acme import (
     account_register,
     cert_not_after,
     issue,
-    write_certificate,
 )
 from home.certs.responder import (
     ACME_IDENTIFIER_OID,
@@ -208,7 +206,7 @@ def test_unresolvable_domain_gives_one_dns_sentence_and_stops_the_responder(
     pebble: PebbleInfo, settings: AcmeSettings
 ) -> None:
     domain = "nowhere.home.test"
-    pebble.set_servfail(domain)
+    pebble.dns.set_servfail(domain)
     expose = Exposer(pebble.http_port)
 
     with pytest.raises(AcmeError) as raised:
@@ -343,85 +341,6 @@ def two_certs(pebble: PebbleInfo, tmp_path_factory: pytest.TempPathFactory) -> l
 def test_each_issuance_gets_a_fresh_certificate_key(two_certs: list[IssuedCert]) -> None:
     assert two_certs[0].key_pem != two_certs[1].key_pem
     assert two_certs[0].cert_pem != two_certs[1].cert_pem
-
-
-def test_write_certificate_publishes_the_four_files_with_a_private_key(
-    tmp_path: Path, two_certs: list[IssuedCert]
-) -> None:
-    cert = two_certs[0]
-    live = write_certificate(tmp_path / "certs", "files.home.test", cert)
-
-    assert live == tmp_path / "certs" / "files.home.test"
-    assert sorted(os.listdir(live)) == ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"]
-    assert (live / "fullchain.pem").read_text() == cert.fullchain_pem
-    assert (live / "cert.pem").read_text() == cert.cert_pem
-    assert (live / "chain.pem").read_text() == cert.chain_pem
-    assert (live / "privkey.pem").read_text() == cert.key_pem
-    assert stat.S_IMODE((live / "privkey.pem").stat().st_mode) == 0o600
-    assert stat.S_IMODE((live / "fullchain.pem").stat().st_mode) == 0o644
-
-
-def test_write_certificate_replaces_an_existing_cert_dir_whole(
-    tmp_path: Path, two_certs: list[IssuedCert]
-) -> None:
-    out = tmp_path / "certs"
-    old, new = two_certs
-    live = write_certificate(out, "files.home.test", old)
-    (live / "stale.pem").write_text("left over")
-
-    assert write_certificate(out, "files.home.test", new) == live
-
-    assert sorted(os.listdir(live)) == ["cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"]
-    assert (live / "fullchain.pem").read_text() == new.fullchain_pem
-    assert (live / "privkey.pem").read_text() == new.key_pem
-    # Only the live link and the one version it points to remain: no old key left on disk.
-    assert len(os.listdir(out)) == 2
-
-
-def test_write_certificate_replaces_a_plain_directory_left_by_another_tool(
-    tmp_path: Path, two_certs: list[IssuedCert]
-) -> None:
-    out = tmp_path / "certs"
-    (out / "files.home.test").mkdir(parents=True)
-    (out / "files.home.test" / "privkey.pem").write_text("someone else's key")
-
-    live = write_certificate(out, "files.home.test", two_certs[0])
-
-    assert (live / "privkey.pem").read_text() == two_certs[0].key_pem
-    assert len(os.listdir(out)) == 2
-
-
-def test_readers_never_see_a_partial_certificate_while_it_is_replaced(
-    tmp_path: Path, two_certs: list[IssuedCert]
-) -> None:
-    out = tmp_path / "certs"
-    live = write_certificate(out, "files.home.test", two_certs[0])
-    complete = {c.fullchain_pem for c in two_certs}
-    seen: list[str] = []
-    done = threading.Event()
-
-    def reader() -> None:
-        while not done.is_set():
-            seen.append((live / "fullchain.pem").read_text())
-
-    thread = threading.Thread(target=reader)
-    thread.start()
-    try:
-        for i in range(40):
-            write_certificate(out, "files.home.test", two_certs[i % 2])
-    finally:
-        done.set()
-        thread.join()
-    assert seen
-    assert set(seen) <= complete
-
-
-def test_write_certificate_refuses_a_domain_that_would_escape_the_directory(
-    tmp_path: Path, two_certs: list[IssuedCert]
-) -> None:
-    with pytest.raises(ValueError, match=r"^domain: "):
-        write_certificate(tmp_path / "certs", "../../etc", two_certs[0])
-    assert not (tmp_path / "certs").exists() or os.listdir(tmp_path / "certs") == []
 
 
 # --- responder -------------------------------------------------------------------------------

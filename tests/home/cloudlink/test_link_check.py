@@ -114,7 +114,7 @@ def test_before_the_first_check_the_status_is_unknown_and_the_dashboard_follows_
     client.force_login(user)
     page = client.get("/").content.decode()
     assert "not checked yet" in page
-    assert 'fetch("/api/status"' in page  # reloads once a result is in
+    assert "/static/home/dashboard.js" in page  # reloads once a result is in
 
 
 def test_check_now_queues_one_check_however_often_it_is_asked(
@@ -137,7 +137,7 @@ def test_the_check_now_button_queues_a_check_and_the_dashboard_follows_it(
     assert response.status_code == 302 and response["Location"] == "/"
     assert len(queued) == 1
     page = client.get("/").content.decode()
-    assert "Checking…" in page and 'fetch("/api/status"' in page
+    assert "Checking…" in page and "/static/home/dashboard.js" in page
 
 
 def test_a_finished_check_records_its_time_and_clears_the_queued_flag(

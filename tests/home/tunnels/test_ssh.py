@@ -1,5 +1,5 @@
 """The tunnel processes against a real sshd of the test's own (a dedicated system user, the
-forced blocking command of DESIGN section 2) and a real HTTP service standing for the home's."""
+forced blocking command of docs/architecture.md, the data path) and a real HTTP service standing for the home's."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from tests.support.net import (
     tls_refused,
 )
 from tests.support.sites import CloudSite, cloud_site
-from tests.support.ssh import client_options, keygen, known_hosts
+from tests.support.ssh import client_options, keygen, known_hosts, reverse_tunnel
 from tests.support.tenants import Tenant, live_routes, ready_home, tenant
 from workers.local.procs import stop_pid, wait_for
 
@@ -47,16 +47,8 @@ def tunnel(cloud: CloudSite, known: Path) -> Iterator:
     procs: list[subprocess.Popen] = []
 
     def open_(tenant: Tenant, remote: int, local: int) -> subprocess.Popen:
-        forward = f"127.0.0.1:{remote}:127.0.0.1:{local}"
-        argv = ["ssh", "-tt", *client_options(tenant.key, known, cloud.ssh_port)]
-        argv += ["-o", "ExitOnForwardFailure=yes", "-c", "aes128-gcm@openssh.com", "-R", forward]
-        proc = subprocess.Popen(
-            [*argv, f"{tenant.home['ssh_username']}@127.0.0.1"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        user = tenant.home["ssh_username"]
+        proc = reverse_tunnel(tenant.key, known, cloud.ssh_port, user, remote, local)
         procs.append(proc)
         return proc
 

@@ -185,7 +185,8 @@ class HomeSite:
 
     def __post_init__(self) -> None:
         self.url = f"http://127.0.0.1:{self.port}"
-        self.cert_root = Path(self.env["CLOUDATHOME_CERT_ROOT"])
+        # The console's own default when the site's environment does not set one (compose).
+        self.cert_root = Path(self.env.get("CLOUDATHOME_CERT_ROOT") or self.state / "certs")
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         """A Django command of the site, as the account the site runs as."""

@@ -13,13 +13,18 @@ from django.conf import settings
 from workers.celery import make_app
 
 app = make_app("cloud", "cloud.settings", settings.REDIS_URL)
-app.autodiscover_tasks(["cloud.homes", "cloud.edge", "cloud.domains"])
+app.autodiscover_tasks(["cloud.homes", "cloud.edge", "cloud.domains", "cloud.traffic"])
 app.conf.beat_schedule = {
     "edge-sync": {"task": "cloud.edge.tasks.edge_sync", "schedule": 60.0},
     "homes-reconcile": {"task": "cloud.homes.tasks.homes_reconcile", "schedule": 300.0},
     # Each due domain check is its own task; this only finds them (backoff lives in the rows).
     "domains-due": {"task": "cloud.domains.tasks.domains_due", "schedule": 60.0},
     "names-reconcile": {"task": "cloud.domains.tasks.names_reconcile", "schedule": 300.0},
+    "traffic-sample": {
+        "task": "cloud.traffic.tasks.traffic_sample",
+        "schedule": float(settings.TRAFFIC_SAMPLE_SECONDS),
+        "options": {"expires": float(settings.TRAFFIC_SAMPLE_SECONDS)},
+    },
 }
 
 

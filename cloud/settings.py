@@ -10,6 +10,7 @@ from pathlib import Path
 from workers.common.conf import (
     database,
     env,
+    envbool,
     envhostname,
     envint,
     envlist,
@@ -38,6 +39,7 @@ INSTALLED_APPS = [
     "cloud.homes",
     "cloud.edge",
     "cloud.domains",
+    "cloud.traffic",
 ]
 
 ROOT_URLCONF = "cloud.urls"
@@ -63,6 +65,11 @@ SSH_BIND = env("CLOUDATHOME_SSH_BIND", "0.0.0.0")  # noqa: S104
 FLOWER_PORT = envint("CLOUDATHOME_FLOWER_PORT", 5555, 1, 65535)
 # Flower has no login of its own: loopback only unless you put it behind an authenticating proxy.
 FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
+
+# Traffic per route (issue 14): the edge counts connections and bytes per tunnel port, a beat
+# task samples them this often for the charts of the last hour.
+EDGE_TRAFFIC_COUNTERS = envbool("CLOUDATHOME_EDGE_TRAFFIC_COUNTERS", True)
+TRAFFIC_SAMPLE_SECONDS = envint("CLOUDATHOME_TRAFFIC_SAMPLE_SECONDS", 60, 1, 600)
 
 # Home slots and their port ranges (docs/architecture.md).
 HOME_SLOTS = envint("CLOUDATHOME_HOME_SLOTS", 10, 1, 10000)

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
+from cloud import metrics
 from cloud.accounts import views as account_views
 from cloud.api import api, redoc
 from cloud.domains import views as domain_views
@@ -23,4 +24,5 @@ urlpatterns = [
     path("domains/verify/", domain_views.domain_verify, name="domain-verify"),
     path("domains/delete/", domain_views.domain_delete, name="domain-delete"),
     path("healthz", home_views.healthz, name="healthz"),
+    path("metrics", metrics.view, name="metrics"),
 ]

@@ -14,7 +14,7 @@ from django.conf import settings
 from workers.celery import make_app
 
 app = make_app("home", "home.settings", settings.REDIS_URL)
-app.autodiscover_tasks(["home.tunnels", "home.certs", "home.cloudlink"])
+app.autodiscover_tasks(["home.tunnels", "home.certs", "home.cloudlink", "home.traffic"])
 app.conf.beat_schedule = {
     "tunnels-supervise": {
         "task": "home.tunnels.tasks.tunnels_supervise",
@@ -35,6 +35,11 @@ app.conf.beat_schedule = {
         "task": "home.cloudlink.tasks.link_check",
         "schedule": float(settings.LINK_CHECK_SECONDS),
         "options": {"expires": float(settings.LINK_CHECK_SECONDS)},
+    },
+    "traffic-refresh": {
+        "task": "home.traffic.tasks.traffic_refresh",
+        "schedule": float(settings.TRAFFIC_REFRESH_SECONDS),
+        "options": {"expires": float(settings.TRAFFIC_REFRESH_SECONDS)},
     },
 }
 

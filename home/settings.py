@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "home.cloudlink",
     "home.certs",
     "home.tunnels",
+    "home.traffic",
 ]
 
 # Pages get the reasons of a failing dependency as a 503 page, not a 500 (home.errors).
@@ -82,6 +83,9 @@ POST_RENEW_TIMEOUT = envint("CLOUDATHOME_POST_RENEW_TIMEOUT", 60, 1, 600)
 
 # The link check (cloud API, token, SSH preflight) behind the dashboard and /api/status.
 LINK_CHECK_SECONDS = envint("CLOUDATHOME_LINK_CHECK_SECONDS", 60, 5, 86400)
+
+# How often the worker asks the cloud what its edge counted for each tunnel (the pages' traffic).
+TRAFFIC_REFRESH_SECONDS = envint("CLOUDATHOME_TRAFFIC_REFRESH_SECONDS", 60, 1, 3600)
 
 # The console faces its clients itself (127.0.0.1 by default): REMOTE_ADDR is theirs.
 AXES_CLIENT_IP_CALLABLE = "workers.common.throttle.client_address"

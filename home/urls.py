@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from home import views
+from home import metrics, views
 from home.accounts import views as account_views
 from home.api import api, redoc
 from home.certs import views as certs
@@ -28,4 +28,5 @@ urlpatterns = [
     path("entries/<int:pk>/tunnel/", tunnels.entry_tunnel, name="entry-tunnel"),
     path("entries/<int:pk>/delete/", tunnels.entry_delete, name="entry-delete"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics.view, name="metrics"),
 ]

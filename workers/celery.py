@@ -52,4 +52,8 @@ def make_app(site: str, settings_module: str, broker_url: str) -> Celery:
         "timezone": "UTC",
     }
     app.conf.update(conf)
+    # Every task's run is timed into the site's Redis (its signal handlers connect on import;
+    # imported here because that module needs the locks, which need this one).
+    from workers.common import metrics  # noqa: F401
+
     return app

@@ -17,10 +17,11 @@ import redis
 from workers.celery import TransientError
 
 
-def redis_client(url: str) -> redis.Redis:
+def redis_client(url: str, timeout: float = 5) -> redis.Redis:
     if url.startswith("redis+socket://"):
-        return redis.Redis(unix_socket_path=url.removeprefix("redis+socket://"), socket_timeout=5)
-    return redis.Redis.from_url(url, socket_timeout=5)
+        path = url.removeprefix("redis+socket://")
+        return redis.Redis(unix_socket_path=path, socket_timeout=timeout)
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 def _holder() -> str:

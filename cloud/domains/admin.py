@@ -17,8 +17,18 @@ class DomainAdmin(admin.ModelAdmin):
     list_display = ("name", "home", "owner", "status", "reason", "checked", "next_check")
     list_filter = ("status",)
     search_fields = ("name", "home__slug", "home__owner__username")
-    readonly_fields = ("home", "name", "token", "status", "reason", "failures", "checked",
-                       "next_check", "verified", "created")  # fmt: skip
+    readonly_fields = (
+        "home",
+        "name",
+        "token",
+        "status",
+        "reason",
+        "failures",
+        "checked",
+        "next_check",
+        "verified",
+        "created",
+    )
     actions = ["revoke"]
 
     @admin.display(description="owner")

@@ -8,6 +8,7 @@ maps through the admin socket so that a route change never needs a reload.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import ipaddress
 import json
 import os
@@ -53,6 +54,10 @@ _VALUE = re.compile(r"([0-9]{1,5})(:pp)?")
 
 # The routes are the tenants' business: only HAProxy's own account (ours) reads them.
 MAP_MODE = 0o600
+
+# The stick table that counts per route, keyed by tunnel port.
+ROUTE_TABLE = "st_route"
+
 _MAP_HEADER = "# Written by cloud.edge.haproxy; the edge rewrites this file on every sync.\n"
 
 
@@ -94,6 +99,17 @@ class SyncResult:
         return SyncResult(
             self.added + other.added, self.changed + other.changed, self.removed + other.removed
         )
+
+
+@dataclass(frozen=True)
+class RouteCounters:
+    """What the edge counted for one route (tunnel port) since its st_route entry was made:
+    connections open now and in all, bytes from clients (in) and to them (out)."""
+
+    current: int
+    connections: int
+    bytes_in: int
+    bytes_out: int
 
 
 def _positive(field: str, value: object) -> None:
@@ -169,6 +185,9 @@ class EdgeConfig:
     web_port: int | None = None
     web_bind: str = "0.0.0.0"  # noqa: S104 - the control plane is public
     web_threads: int = 8
+    # Connections and bytes per route in st_route, for the traffic each mapping shows; off
+    # leaves only the concurrent connections the per-route cap needs.
+    traffic_counters: bool = True
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
@@ -224,6 +243,11 @@ class EdgeConfig:
     @property
     def maps_dir(self) -> Path:
         return self.haproxy_dir / "maps"
+
+    @property
+    def exporter_socket(self) -> Path:
+        """HAProxy's own Prometheus exporter: a socket of the site's account, no TCP port."""
+        return self.haproxy_dir / "prometheus.sock"
 
     def map_path(self, scheme: Scheme) -> Path:
         """The map file of one scheme; also the map's name on the Runtime API."""
@@ -321,9 +345,7 @@ defaults
 backend st_source
     stick-table type ipv6 size 200k expire 60s store conn_cur,conn_rate(10s)
 
-# Per route (the tunnel port a name maps to): concurrent connections from every source.
-backend st_route
-    stick-table type integer size 100k expire 60s store conn_cur
+{_route_table(cfg)}
 
 # TLS passes through untouched: the home's own service terminates it with its own certificate.
 frontend fe_https
@@ -338,7 +360,7 @@ frontend fe_https
     # name leaves the variable unset and the check rejects the connection.
     tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
     tcp-request content reject unless {{ var(sess.port) -m int 1:65535 }}
-    tcp-request content track-sc1 var(sess.port) table st_route
+    tcp-request content track-sc1 var(sess.port) table {ROUTE_TABLE}
     tcp-request content reject if {{ sc1_conn_cur gt {lim.route_conn} }}
     tcp-request content set-dst-port var(sess.port)
     use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
@@ -358,7 +380,7 @@ frontend fe_http
     http-request set-var(txn.route) req.hdr(host),host_only,lower,map({http_map})
     http-request set-var(txn.port) var(txn.route),field(1,:),add(0)
     http-request deny deny_status 404 unless {{ var(txn.port) -m int 1:65535 }}
-    http-request track-sc1 var(txn.port) table st_route
+    http-request track-sc1 var(txn.port) table {ROUTE_TABLE}
     http-request deny deny_status 503 if {{ sc1_conn_cur gt {lim.route_conn} }}
     http-request set-dst-port var(txn.port)
     use_backend be_http_pp if {{ var(txn.route) -m end {PROXY_V2_SUFFIX} }}
@@ -385,7 +407,25 @@ backend be_http_pp
     mode http
     http-reuse never
     server tunnel 127.0.0.1 send-proxy-v2
+
+# HAProxy's own Prometheus exporter, read by the cloud's /metrics (which decides who may see it).
+frontend fe_prometheus
+    mode http
+    no log
+    bind unix@{cfg.exporter_socket} mode 600
+    http-request use-service prometheus-exporter
 """
+
+
+def _route_table(cfg: EdgeConfig) -> str:
+    # An entry outlives its last connection by an hour: far longer than the traffic sampler's
+    # period, so what a route counted is read before its entry goes.
+    counters = ",conn_cnt,bytes_in_cnt,bytes_out_cnt" if cfg.traffic_counters else ""
+    return f"""\
+# Per route (the tunnel port a name maps to): concurrent connections from every source (the
+# per-route cap), and with the traffic counters connections and bytes since the entry was made.
+backend {ROUTE_TABLE}
+    stick-table type integer size 100k expire 1h store conn_cur{counters}"""
 
 
 def _web_section(cfg: EdgeConfig) -> str:
@@ -663,6 +703,63 @@ class RuntimeAPI:
         self.add_map_version(map_name, version, entries)
         self.commit_map(map_name, version)
 
+    def info(self) -> dict[str, str]:
+        """`show info` as a dict (Name, Version, Pid, Start_time_sec, ...)."""
+        reply = self.command("show info")
+        info = dict(line.split(": ", 1) for line in reply.splitlines() if ": " in line)
+        if "Pid" not in info:
+            raise EdgeError(f"show info: unexpected reply {reply.strip()[:500]!r}")
+        return info
+
+    def show_table(self, table: str, key: str | None = None) -> dict[str, dict[str, int]]:
+        """The entries of a stick table (only `key`'s when given, a lookup rather than a dump
+        of the table): key -> {stored counter: value}."""
+        only = f" key {_cli_word('key', key)}" if key is not None else ""
+        reply = self.command(f"show table {_cli_word('table', table)}{only}")
+        lines = reply.splitlines()
+        if key is not None and not reply.strip():
+            return {}  # a key the table does not hold: HAProxy answers an empty line
+        if not lines or not lines[0].startswith(f"# table: {table},"):
+            raise EdgeError(f"show table: unexpected reply {reply.strip()[:500]!r}")
+        entries: dict[str, dict[str, int]] = {}
+        for line in lines[1:]:
+            if not line:
+                continue
+            address, _, rest = line.partition(": ")
+            fields = dict(f.split("=", 1) for f in rest.split() if "=" in f)
+            if not address.startswith("0x") or "key" not in fields:
+                raise EdgeError(f"show table: unexpected line {line[:200]!r}")
+            key = fields.pop("key")
+            entries[key] = {k: int(v) for k, v in fields.items() if v.isdigit()}
+        return entries
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def exporter_text(cfg: EdgeConfig, timeout: float = 5.0) -> str:
+    """What HAProxy's Prometheus exporter says now (its text format), from its socket."""
+    conn = _UnixHTTPConnection(cfg.exporter_socket, timeout)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        body = response.read().decode("utf-8", errors="replace")
+    except (OSError, http.client.HTTPException) as exc:
+        raise EdgeUnavailable(f"prometheus exporter at {cfg.exporter_socket}: {exc}") from exc
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise EdgeError(f"prometheus exporter: HTTP {response.status}")
+    return body
+
 
 def _map_value(route: Route) -> str:
     return f"{route.port}{PROXY_V2_SUFFIX if route.proxy_protocol else ''}"
@@ -779,6 +876,31 @@ class Edge:
                 self.api.del_map(path, host)
                 result += SyncResult(removed=1)
         return result
+
+    def route_counters(self, ports: Iterable[int] | None = None) -> dict[int, RouteCounters]:
+        """st_route as HAProxy holds it now, by tunnel port: every entry, or those of `ports`
+        (one lookup each); counters the table does not keep read 0."""
+        if ports is None:
+            entries = self.api.show_table(ROUTE_TABLE)
+        else:
+            entries = {}
+            for port in ports:
+                entries |= self.api.show_table(ROUTE_TABLE, str(validate_port(port)))
+        return {
+            int(key): RouteCounters(
+                current=entry.get("conn_cur", 0),
+                connections=entry.get("conn_cnt", 0),
+                bytes_in=entry.get("bytes_in_cnt", 0),
+                bytes_out=entry.get("bytes_out_cnt", 0),
+            )
+            for key, entry in entries.items()
+        }
+
+    def generation(self) -> str:
+        """Names the running HAProxy worker; it changes when a restart or reload has emptied
+        every stick table."""
+        info = self.api.info()
+        return f"{info['Pid']}:{info.get('Start_time_sec', '')}"
 
     def live_maps(self) -> dict[Scheme, dict[str, str]]:
         """The raw live maps (host -> value) as HAProxy matches them, for admin views."""

@@ -12,10 +12,17 @@ from django.conf import settings
 from cloud.edge import haproxy, sshd
 from cloud.homes.models import HomeStatus, ProxyMapping
 from workers.celery import TransientError
+from workers.common.metrics import Timing, timed
 from workers.common.supervise import WEB_THREADS
 from workers.locks import exclusive, redis_client
 
 log = logging.getLogger(__name__)
+
+EDGE_SYNC = Timing(
+    "cloudathome_edge_sync_seconds",
+    "Edge syncs of HAProxy's maps: full (every route) or host (one name after a change)",
+    ("kind", "outcome"),
+)
 
 
 def edge_config() -> haproxy.EdgeConfig:
@@ -24,6 +31,7 @@ def edge_config() -> haproxy.EdgeConfig:
         https_port=settings.HTTPS_PORT,
         http_port=settings.HTTP_PORT,
         bind=settings.EDGE_BIND,
+        traffic_counters=settings.EDGE_TRAFFIC_COUNTERS,
         maxconn=settings.EDGE_MAXCONN,
         limits=settings.EDGE_LIMITS,
         web_port=settings.WEB_PORT,
@@ -67,7 +75,11 @@ def desired_routes(host: str | None = None) -> list[haproxy.Route]:
 def edge_sync() -> haproxy.SyncResult:
     """Converge HAProxy's live maps (and map files) on the database. Serialized: two
     workers applying diffs computed from different snapshots would undo each other."""
-    with exclusive(settings.REDIS_URL, "edge-sync"), exclusive(settings.REDIS_URL, "edge-files"):
+    with (
+        exclusive(settings.REDIS_URL, "edge-sync"),
+        exclusive(settings.REDIS_URL, "edge-files"),
+        timed(EDGE_SYNC, "full"),
+    ):
         result = haproxy.Edge(edge_config()).sync(desired_routes())
     if result.added or result.changed or result.removed:
         log.info("edge sync: %s", result)
@@ -79,7 +91,7 @@ def edge_update(host: str) -> haproxy.SyncResult:
     whatever their size; then the files, for HAProxy's next start (a crash in between is
     healed by the full sync that beat and every worker start run)."""
     edge = haproxy.Edge(edge_config())
-    with exclusive(settings.REDIS_URL, "edge-sync"):
+    with exclusive(settings.REDIS_URL, "edge-sync"), timed(EDGE_SYNC, "host"):
         result = edge.update(host, desired_routes(host))
     _write_map_files(edge)
     return result

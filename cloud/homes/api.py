@@ -3,6 +3,7 @@ one service, return."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 from django.conf import settings
@@ -14,7 +15,14 @@ from cloud.domains import services as names
 from cloud.edge import services as edge
 from cloud.homes import services
 from cloud.homes.models import Home
-from cloud.homes.schemas import HomeIn, HomeOut, MappingIn, MappingOut
+from cloud.homes.schemas import (
+    HomeIn,
+    HomeOut,
+    MappingIn,
+    MappingOut,
+    TrafficOut,
+    TrafficSampleOut,
+)
 from workers.common.api import errors
 
 router = Router(tags=["homes"])
@@ -33,6 +41,25 @@ def home_out(home: Home) -> HomeOut:
         port_base=home.port_base,
         port_count=home.port_count,
         base_domain=names.base_domain(home),
+    )
+
+
+def mapping_out(state: services.MappingState) -> MappingOut:
+    m, t = state.mapping, state.traffic
+    return MappingOut(
+        host=m.host,
+        scheme=m.scheme,
+        tunnel_port=m.tunnel_port,
+        proxy_protocol=m.proxy_protocol,
+        edge=state.edge,
+        traffic=TrafficOut(
+            connected=t.connected,
+            connections_current=t.current,
+            connections_total=t.connections,
+            bytes_in=t.bytes_in,
+            bytes_out=t.bytes_out,
+            history=[TrafficSampleOut(**dataclasses.asdict(sample)) for sample in t.samples],
+        ),
     )
 
 
@@ -62,16 +89,7 @@ def release_home(request: HttpRequest, slug: str) -> tuple[int, None]:
 @router.get("/{slug}/proxy-mappings", response={200: list[MappingOut], **errors(404)})
 def list_mappings(request: HttpRequest, slug: str) -> list[MappingOut]:
     home = services.home_of(current_user(request), slug)
-    return [
-        MappingOut(
-            host=m.host,
-            scheme=m.scheme,
-            tunnel_port=m.tunnel_port,
-            proxy_protocol=m.proxy_protocol,
-            edge=state,
-        )
-        for m, state in services.mappings_with_edge_state(home)
-    ]
+    return [mapping_out(state) for state in services.mappings_with_state(home)]
 
 
 @router.post(
@@ -84,13 +102,7 @@ def create_mapping(request: HttpRequest, slug: str, body: MappingIn) -> tuple[in
     mapping = services.mapping_create(
         home, body.host, body.scheme, body.tunnel_port, body.proxy_protocol
     )
-    return 201, MappingOut(
-        host=mapping.host,
-        scheme=mapping.scheme,
-        tunnel_port=mapping.tunnel_port,
-        proxy_protocol=mapping.proxy_protocol,
-        edge="pending",
-    )
+    return 201, mapping_out(services.mapping_state(mapping))
 
 
 @router.delete("/{slug}/proxy-mappings/{host}", response={204: None, **errors(400, 404, 422)})

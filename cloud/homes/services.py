@@ -22,10 +22,18 @@ from cloud.domains import services as names
 from cloud.edge import haproxy, sshd
 from cloud.edge import services as edge
 from cloud.homes.models import Home, HomeStatus, ProxyMapping, Scheme
+from cloud.traffic.services import Traffic, traffic_forget, traffic_of
 from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
+from workers.common.metrics import Timing, timed
 from workers.common.names import validate_hostname
 
 log = logging.getLogger(__name__)
+
+HOME_PROVISION = Timing(
+    "cloudathome_home_provision_seconds",
+    "Installing a home's SSH identity (its user or key line) for our sshd",
+    ("outcome",),
+)
 
 _SLUG_ALPHABET = string.ascii_letters + string.digits
 
@@ -136,7 +144,8 @@ def home_provision(home_id: int) -> None:
         return
     accounts = edge.ssh_accounts()
     try:
-        accounts.install(home.identity, home.public_key, list(home.ports))
+        with timed(HOME_PROVISION):
+            accounts.install(home.identity, home.public_key, list(home.ports))
     except Exception as exc:
         log.exception("provisioning %s failed", home)
         try:
@@ -173,6 +182,9 @@ def home_finish_release(home_id: int) -> None:
     edge.edge_sync()  # routes of a releasing home are gone from the desired state
     if home.identity:
         edge.ssh_accounts().remove(home.identity)
+    # Its sessions are gone, so are the connections through its ports: what its routes
+    # carried is not the next owner's to see.
+    traffic_forget(home.ports)
     with transaction.atomic():
         names.home_names_release(home)  # a label claimed while the release began
         Home.objects.filter(pk=home.pk, status=HomeStatus.RELEASING).update(**_FREE_SLOT)
@@ -236,6 +248,28 @@ def mappings_with_edge_state(home: Home) -> list[tuple[ProxyMapping, EdgeState]]
         (m, routed if (m.host, m.scheme, m.tunnel_port, m.proxy_protocol) in live else pending)
         for m in mappings
     ]
+
+
+@dataclass(frozen=True)
+class MappingState:
+    """A mapping with what the live edge says of it and what its tunnel port carried."""
+
+    mapping: ProxyMapping
+    edge: EdgeState
+    traffic: Traffic
+
+
+def mappings_with_state(home: Home) -> list[MappingState]:
+    """Every mapping of the home with its edge state and its traffic, for the API and the
+    dashboard."""
+    pairs = mappings_with_edge_state(home)
+    traffic = traffic_of(m.tunnel_port for m, _ in pairs)
+    return [MappingState(m, state, traffic[m.tunnel_port]) for m, state in pairs]
+
+
+def mapping_state(mapping: ProxyMapping) -> MappingState:
+    """A mapping just created: not routed yet, with what its port carried so far."""
+    return MappingState(mapping, "pending", traffic_of([mapping.tunnel_port])[mapping.tunnel_port])
 
 
 def mapping_create(
@@ -385,6 +419,7 @@ def _release_seeded(released: list[Home]) -> None:
         if home.identity:
             accounts.remove(home.identity)
     ProxyMapping.objects.filter(home__in=released).delete()
+    traffic_forget(port for home in released for port in home.ports)
     for home in released:
         names.home_names_release(home)
     Home.objects.filter(pk__in=[h.pk for h in released]).update(owner=None, **_FREE_SLOT)

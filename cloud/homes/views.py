@@ -36,7 +36,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "homes/dashboard.html",
         {
             "home": home,
-            "mappings": services.mappings_with_edge_state(home) if home else [],
+            "mappings": services.mappings_with_state(home) if home else [],
             "domains": list(home.domains.all()) if home else [],
             "base_domain": names.base_domain(home) if home else None,
             "ssh_host": settings.PUBLIC_HOST,

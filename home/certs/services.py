@@ -41,10 +41,17 @@ from workers.common.errors import (
     Unavailable,
     invalid_from,
 )
+from workers.common.metrics import Timing, timed
 from workers.common.names import validate_hostname
 from workers.locks import exclusive
 
 log = logging.getLogger(__name__)
+
+CERT_ISSUE = Timing(
+    "cloudathome_certificate_issue_seconds",
+    "Certificate flows (ACME order through the tunnel, files written) by outcome",
+    ("outcome",),
+)
 
 TEMP_PREFIX = "acme "
 ROUTE_TIMEOUT = 15.0
@@ -240,15 +247,16 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
             cert_dir_check(domain.cert_dir)
             if not _owned(domain):
                 return JobState.WAITING
-            issued = acme.issue(
-                acme_settings(),
-                domain.name,
-                domain.email,
-                domain.challenge,  # type: ignore[arg-type]
-                lambda port: _exposed(domain, port),
-                on_step=lambda step: _step(domain, step),
-            )
-            path = certificate_publish(domain, issued)
+            with timed(CERT_ISSUE):
+                issued = acme.issue(
+                    acme_settings(),
+                    domain.name,
+                    domain.email,
+                    domain.challenge,  # type: ignore[arg-type]
+                    lambda port: _exposed(domain, port),
+                    on_step=lambda step: _step(domain, step),
+                )
+                path = certificate_publish(domain, issued)
         except (
             NotOwned,
             acme.AcmeError,

@@ -67,7 +67,7 @@ def domain_add(request: HttpRequest) -> HttpResponse:
 @require_GET
 def domain_detail(request: HttpRequest, pk: int) -> HttpResponse:
     domain = get_object_or_404(Domain, pk=pk)
-    entries = list(domain.entries.select_related("tunnel"))
+    entries = list(domain.entries.select_related("tunnel", "tunnel__edge_traffic"))
     live = domain.job_state in ACTIVE_JOBS or any(
         e.tunnel.state == TunnelState.OPENING for e in entries
     )

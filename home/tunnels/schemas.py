@@ -7,6 +7,7 @@ from typing import Literal
 
 from ninja import Field, Schema
 
+from home.traffic.schemas import EdgeTrafficOut, edge_traffic_out
 from home.tunnels.models import ProxyEntry
 
 
@@ -32,6 +33,11 @@ class EntryOut(Schema):
     proxy_protocol: bool
     tunnel_port: int
     tunnel: TunnelOut
+    traffic: EdgeTrafficOut | None = Field(
+        None,
+        description="what the cloud's edge counted for this entry's tunnel port, refreshed every "
+        "CLOUDATHOME_TRAFFIC_REFRESH_SECONDS; null before the first refresh",
+    )
 
 
 class TunnelIn(Schema):
@@ -54,4 +60,5 @@ def entry_out(entry: ProxyEntry) -> EntryOut:
             since=tunnel.since,
             last_error=tunnel.last_error,
         ),
+        traffic=edge_traffic_out(getattr(tunnel, "edge_traffic", None)),
     )

@@ -4,11 +4,14 @@ worker + beat, Flower, private Redis, PostgreSQL), driven like a user and a scri
 from __future__ import annotations
 
 import grp
+import http.client
+import json
 import os
 import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +29,7 @@ from tests.support.net import (
     tls_refused,
 )
 from tests.support.sites import CloudSite, cloud_site
-from tests.support.ssh import client_options, keygen, known_hosts
+from tests.support.ssh import client_options, keygen, known_hosts, reverse_tunnel
 from tests.support.tenants import Tenant, live_routes, ready_home, tenant
 from workers.local.procs import stop_pid, wait_for
 
@@ -44,16 +47,8 @@ def tunnel(cloud: CloudSite, known: Path) -> Iterator:
     procs: list[subprocess.Popen] = []
 
     def open_(tenant: Tenant, remote: int, local: int) -> subprocess.Popen:
-        forward = f"127.0.0.1:{remote}:127.0.0.1:{local}"
-        argv = ["ssh", "-tt", *client_options(tenant.key, known, cloud.ssh_port)]
-        argv += ["-o", "ExitOnForwardFailure=yes", "-c", "aes128-gcm@openssh.com", "-R", forward]
-        proc = subprocess.Popen(
-            [*argv, f"{tenant.home['ssh_username']}@127.0.0.1"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        user = tenant.home["ssh_username"]
+        proc = reverse_tunnel(tenant.key, known, cloud.ssh_port, user, remote, local)
         procs.append(proc)
         return proc
 
@@ -388,22 +383,48 @@ def _pid_of(cloud: CloudSite, name: str) -> int:
 def test_a_stopped_haproxy_makes_the_admin_api_answer_503_with_the_reason(
     cloud: CloudSite,
 ) -> None:
-    admin = cloud.api(cloud.token("admin", cloud.admin_password))
+    token = cloud.token("admin", cloud.admin_password)
     master = _pid_of(cloud, "haproxy")
     workers = Path(f"/proc/{master}/task/{master}/children").read_text().split()
     assert len(workers) == 1, workers  # the worker serves the admin socket
     worker = int(workers[0])
+
+    def direct(method: str, path: str) -> tuple[int, str, dict]:
+        # The public port is HAProxy's too: with it stopped, ask gunicorn on its own socket.
+        conn = _UnixHTTPConnection(str(cloud.state / "web" / "gunicorn.sock"))
+        try:
+            conn.request(
+                method, path, headers={"Host": "127.0.0.1", "Authorization": f"Bearer {token}"}
+            )
+            reply = conn.getresponse()
+            return reply.status, reply.getheader("Content-Type", ""), json.loads(reply.read())
+        finally:
+            conn.close()
+
     os.kill(worker, signal.SIGSTOP)
     try:
-        r = admin.get(f"{cloud.url}/api/admin/proxy-mappings/haproxy", timeout=30)
-        sync = admin.post(f"{cloud.url}/api/admin/proxy-mappings/sync", timeout=30)
+        replies = [
+            direct("GET", "/api/admin/proxy-mappings/haproxy"),
+            direct("POST", "/api/admin/proxy-mappings/sync"),
+        ]
     finally:
         os.kill(worker, signal.SIGCONT)
-    for reply in (r, sync):
-        assert reply.status_code == 503, reply.text
-        assert reply.headers["Content-Type"].startswith("application/json")
-        assert "no complete reply within" in reply.json()["detail"]
+    for status, content_type, body in replies:
+        assert status == 503, body
+        assert content_type.startswith("application/json")
+        assert "no complete reply within" in body["detail"]
     live_routes(cloud)  # which asserts a 200: HAProxy answers again once it runs
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self.path)
 
 
 def test_haproxy_killed_comes_back_with_every_route_without_a_sync(
@@ -512,10 +533,20 @@ def test_a_home_of_one_site_is_refused_by_the_sshd_of_another_site_on_the_same_m
         host_key = (other_site.state / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
         known = known_hosts(tmp_path / "known_hosts", other_site.ssh_port, " ".join(host_key[:2]))
         done = subprocess.run(
-            ["ssh", "-tt", *client_options(alice.key, known, other_site.ssh_port),
-             "-R", f"127.0.0.1:{alice.home['port_base']}:127.0.0.1:9", f"{username}@127.0.0.1"],
-            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
+            [
+                "ssh",
+                "-tt",
+                *client_options(alice.key, known, other_site.ssh_port),
+                "-R",
+                f"127.0.0.1:{alice.home['port_base']}:127.0.0.1:9",
+                f"{username}@127.0.0.1",
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert done.returncode == 255 and "Permission denied" in done.stderr, done.stderr
         wait_for(
             lambda: (

@@ -51,10 +51,13 @@ def test_listing_entries_while_the_domain_is_deleted_answers_404_never_500(
     for i in range(rounds):
         r = api.post(
             f"{console.url}/api/domains",
-            json={"name": f"race{i}.fuzzy.homes.test", "email": "f@example.com",
-                  "cert_dir": str(console.cert_root)},
+            json={
+                "name": f"race{i}.fuzzy.homes.test",
+                "email": "f@example.com",
+                "cert_dir": str(console.cert_root),
+            },
             timeout=10,
-        )  # fmt: skip
+        )
         assert r.status_code == 201, r.text
         domain = r.json()["id"]
         for j in range(3):

@@ -39,3 +39,19 @@ def client_options(key: Path, known: Path, port: int) -> list[str]:
         *("-F", "/dev/null", "-p", str(port), "-i", str(key)),
         *(arg for name, value in options.items() for arg in ("-o", f"{name}={value}")),
     ]
+
+
+def reverse_tunnel(
+    key: Path, known: Path, ssh_port: int, user: str, remote: int, local: int
+) -> subprocess.Popen:
+    """DESIGN's tunnel command by hand: 127.0.0.1:`remote` at the cloud to 127.0.0.1:`local`
+    here. The caller stops it (by PID)."""
+    argv = ["ssh", "-tt", *client_options(key, known, ssh_port), "-o", "ExitOnForwardFailure=yes"]
+    argv += ["-c", "aes128-gcm@openssh.com", "-R", f"127.0.0.1:{remote}:127.0.0.1:{local}"]
+    return subprocess.Popen(
+        [*argv, f"{user}@127.0.0.1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )

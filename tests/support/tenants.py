@@ -55,9 +55,10 @@ def ready_home(site: CloudSite, api: requests.Session, slug: str, timeout: float
     )
 
 
-def live_routes(site: CloudSite) -> list[dict]:
-    """What HAProxy routes right now, as the admin API reports it."""
-    admin = site.api(site.token("admin", site.admin_password))
+def live_routes(site: CloudSite, admin: requests.Session | None = None) -> list[dict]:
+    """What HAProxy routes right now, as the admin API reports it (`admin`: a session with
+    the administrator's token, so a tight poll does not log in each time)."""
+    admin = admin or site.api(site.token("admin", site.admin_password))
     r = admin.get(f"{site.url}/api/admin/proxy-mappings/haproxy", timeout=10)
     assert r.status_code == 200, r.text
     return list(r.json())

@@ -457,6 +457,8 @@ def measure(bench: Bench) -> dict[str, Any]:
     stack.callback(remove_new_users, prefix, set(users_with(prefix)))
     log("· attack: a cloud site of its own, an attacked home and a victim home")
     settings = {
+        # Each home owns <its name>.attack.test: attacked.attack.test, victim.attack.test.
+        "CLOUDATHOME_BASE_DOMAIN": "attack.test",
         "CLOUDATHOME_SSH_USER_PREFIX": prefix,
         "CLOUDATHOME_PORT_BASE": str(free_port_range(30, MAIN_PORTS)),
         "CLOUDATHOME_PORT_STRIDE": "10",

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import pwd
 import secrets
-import signal
 import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ import requests
 import yaml
 
 from workers.bench import tools as bt
+from workers.common.processes import stop_processes
 from workers.local.pebble import MockDns, mock_dns, pebble_server
 from workers.local.procs import free_port, wait_for
 from workers.local.sites import (
@@ -206,8 +206,8 @@ class Bench:
         stack.callback(self._stop_strays)
 
     def _stop_strays(self) -> None:
-        for pid, start_time in self.strays:
-            bt.signal_if_same(pid, start_time, signal.SIGTERM)
+        started = dict(self.strays)
+        stop_processes(started, timeout=5, is_ours=lambda pid: bt.start_time(pid) == started[pid])
 
     def wrk(self, url: str, seconds: float, new_connections: bool = False) -> bt.WrkResult:
         return bt.wrk(

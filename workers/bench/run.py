@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -21,6 +20,7 @@ from typing import Any
 
 from workers.bench import attack, certs, control, data, recovery, report, scale
 from workers.bench.harness import FULL, QUICK, Bench, Plan, log
+from workers.local.sites import run_state
 
 STATE_BASE = Path("/var/lib/cloudathome-bench")
 # In the order the report numbers them; `--only` takes these names.
@@ -106,20 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where the sites keep state and logs (default: a new folder under {STATE_BASE})",
     )
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print(
-            "cloudathome bench: run it as root (the cloud gives each home a system user)",
-            file=sys.stderr,
-        )
+    root = run_state("cloudathome bench", args.state, STATE_BASE)
+    if root is None:
         return 2
-    if args.state:
-        root = args.state.resolve()
-        root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    else:
-        # Not under /tmp: sshd refuses key files below a world-writable folder.
-        STATE_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="run-", dir=STATE_BASE))
-        root.chmod(0o755)
     plan = QUICK if args.quick else FULL
     # SIGTERM unwinds like Ctrl-C: every site and tunnel started so far is stopped on the way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

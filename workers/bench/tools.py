@@ -10,7 +10,6 @@ import ctypes
 import datetime
 import json
 import os
-import signal
 import socket
 import ssl
 import statistics
@@ -331,23 +330,6 @@ def start_time(pid: int) -> int | None:
     """Field 22 of /proc/<pid>/stat: with the PID, names one process for good."""
     fields = _stat_fields(pid)
     return int(fields[19]) if fields else None
-
-
-def signal_if_same(pid: int, started: int, sig: signal.Signals) -> bool:
-    """Signal `pid` only if it is still the process that started at `started` (a pidfd pins it
-    before the check, so a recycled PID is never hit)."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return False
-    try:
-        if start_time(pid) != started:
-            return False
-        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
-            signal.pidfd_send_signal(pidfd, sig)
-        return True
-    finally:
-        os.close(pidfd)
 
 
 def comm(pid: int) -> str:

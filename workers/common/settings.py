@@ -31,6 +31,7 @@ __all__ = [
     "LOGIN_REDIRECT_URL",
     "LOGIN_URL",
     "LOGOUT_REDIRECT_URL",
+    "METRICS_TOKEN",
     "MIDDLEWARE",
     "SECURE_HSTS_SECONDS",
     "SESSION_COOKIE_HTTPONLY",
@@ -44,6 +45,9 @@ __all__ = [
 ]
 
 DEBUG = envbool("CLOUDATHOME_DEBUG")
+# The bearer token a scraper sends for /metrics (workers.common.metrics); without one, only
+# loopback clients that reach the site directly may read it.
+METRICS_TOKEN = env("CLOUDATHOME_METRICS_TOKEN")
 CSRF_TRUSTED_ORIGINS = [o for o in env("CLOUDATHOME_CSRF_TRUSTED_ORIGINS").split(",") if o]
 
 # Django's own apps, the API library and the shared look come before each site's apps.

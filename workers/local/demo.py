@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import pwd
 import signal
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +25,14 @@ import requests
 
 from workers.local.pebble import MockDns, PebbleInfo, mock_dns, pebble_server
 from workers.local.procs import wait_for
-from workers.local.sites import CloudSite, HomeSite, register_home, start_cloud, start_home
+from workers.local.sites import (
+    CloudSite,
+    HomeSite,
+    register_home,
+    run_state,
+    start_cloud,
+    start_home,
+)
 
 T = TypeVar("T")
 USER, PASSWORD, EMAIL = "alice", "Alice-demo-2026", "alice@example.com"
@@ -128,11 +133,16 @@ def base_domain(cloud: CloudSite) -> str:
 
 
 def issue_certificate(
-    home: HomeSite, api: requests.Session, dns: MockDns, cert_root: Path
+    home: HomeSite,
+    api: requests.Session,
+    cert_root: Path,
+    dns: MockDns | None = None,
+    name: str = HOSTNAME,
 ) -> dict[str, Any]:
     """Add the domain on the console; when it waits for its proof, create the TXT record it
-    shows (what the user does at their DNS provider) and ask for a check."""
-    body = {"name": HOSTNAME, "email": EMAIL, "cert_dir": str(cert_root)}
+    shows in `dns` (what the user does at their DNS provider) and ask for a check. A name
+    under the home's base domain needs no `dns`."""
+    body = {"name": name, "email": EMAIL, "cert_dir": str(cert_root)}
     r = api.post(f"{home.url}/api/domains", json=body, timeout=10)
     r.raise_for_status()
     domain_id = r.json()["id"]
@@ -145,7 +155,7 @@ def issue_certificate(
             seen.append(step)
             print(f"       · {step}", flush=True)
             record = domain["ownership"]["record"]
-            if domain["job"]["state"] == "waiting" and record:
+            if domain["job"]["state"] == "waiting" and record and dns is not None:
                 print(f"       · creating {record['name']} TXT {record['value']}", flush=True)
                 dns.add_txt(record["name"], record["value"])
                 api.post(
@@ -159,8 +169,10 @@ def issue_certificate(
     return dict(domain)
 
 
-def open_tunnel(home: HomeSite, api: requests.Session, domain_id: int, port: int) -> dict[str, Any]:
-    body = {"hostname": HOSTNAME, "home_port": port}
+def open_tunnel(
+    home: HomeSite, api: requests.Session, domain_id: int, port: int, name: str = HOSTNAME
+) -> dict[str, Any]:
+    body = {"hostname": name, "home_port": port}
     r = api.post(f"{home.url}/api/domains/{domain_id}/proxy-entries", json=body, timeout=30)
     r.raise_for_status()
     entry_id = r.json()["id"]
@@ -177,7 +189,7 @@ def open_tunnel(home: HomeSite, api: requests.Session, domain_id: int, port: int
     return wait_for(is_open, timeout=60, interval=0.2, what="the tunnel")
 
 
-def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path) -> str:
+def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path, name: str = HOSTNAME) -> str:
     """A real TLS client, as a browser would connect: SNI, chain checked against Pebble's root."""
     roots.write_text("".join(pebble.roots()))
     context = ssl.create_default_context(cafile=str(roots))
@@ -185,10 +197,10 @@ def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path) -> str:
     def fetch() -> tuple[bytes, dict[str, Any]]:
         with (
             socket.create_connection(("127.0.0.1", cloud.https_port), timeout=5) as raw,
-            context.wrap_socket(raw, server_hostname=HOSTNAME) as tls,
+            context.wrap_socket(raw, server_hostname=name) as tls,
         ):
             cert = tls.getpeercert() or {}  # gone once the server closes
-            tls.sendall(f"GET / HTTP/1.1\r\nHost: {HOSTNAME}\r\nConnection: close\r\n\r\n".encode())
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
             data = b""
             while chunk := tls.recv(65536):
                 data += chunk
@@ -198,9 +210,7 @@ def verify(cloud: CloudSite, pebble: PebbleInfo, roots: Path) -> str:
     if PAGE not in body:
         raise RuntimeError("the edge answered, but not with the sample page")
     issuer = dict(x[0] for x in cert.get("issuer", ()))
-    return (
-        f"{HOSTNAME} served through the edge, certificate issued by {issuer.get('commonName', '?')}"
-    )
+    return f"{name} served through the edge, certificate issued by {issuer.get('commonName', '?')}"
 
 
 def walkthrough(root: Path, keep_running: bool) -> int:
@@ -255,7 +265,7 @@ def walkthrough(root: Path, keep_running: bool) -> int:
         domain = steps.run(
             f"add the custom domain {HOSTNAME}, prove it with its TXT record, "
             "issue its certificate through the tunnel",
-            lambda: issue_certificate(home, api, dns, home.cert_root),
+            lambda: issue_certificate(home, api, home.cert_root, dns),
         )
         port = steps.run(
             "start the sample HTTPS service at home with that certificate",
@@ -333,20 +343,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"where both sites keep their state (default: a new folder under {STATE_BASE})",
     )
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        print(
-            "cloudathome demo: run it as root (the cloud gives each home a system user)",
-            file=sys.stderr,
-        )
+    root = run_state("cloudathome demo", args.state, STATE_BASE)
+    if root is None:
         return 2
-    if args.state:
-        root = args.state.resolve()
-        root.mkdir(mode=0o755, parents=True, exist_ok=True)
-    else:
-        # Not under /tmp: sshd refuses key files below a world-writable folder.
-        STATE_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
-        root = Path(tempfile.mkdtemp(prefix="run-", dir=STATE_BASE))
-        root.chmod(0o755)
     # SIGTERM unwinds like Ctrl-C: every site started so far is stopped on the way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     print(f"cloudathome demo: state in {root}\n", flush=True)

@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,3 +343,22 @@ def _manage(
 ) -> subprocess.CompletedProcess[str]:
     """`cloudathome <site> manage <args>`, bounded in time, its output captured."""
     return _run(cli(site, "manage", *args, account=account), env, account, input)
+
+
+def run_state(command: str, given: Path | None, base: Path) -> Path | None:
+    """The state folder of a demo or benchmark run: `given`, else a new one under `base`; None
+    (with the reason printed) unless we are root, as the cloud gives each home a system user.
+    Never under /tmp: sshd refuses key files below a world-writable folder."""
+    if os.geteuid() != 0:
+        print(
+            f"{command}: run it as root (the cloud gives each home a system user)", file=sys.stderr
+        )
+        return None
+    if given:
+        root = given.resolve()
+        root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        return root
+    base.mkdir(mode=0o755, parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    root.chmod(0o755)
+    return root

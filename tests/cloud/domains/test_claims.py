@@ -93,8 +93,10 @@ def test_releasing_the_last_name_below_a_branch_prunes_it_and_frees_the_name_abo
     alice, bob = _home("alice"), _home("bob")
     _own(alice, "a.b.example.org")
     assert set(Claim.objects.values_list("name", flat=True)) == {
-        "a.b.example.org", "b.example.org", "example.org",
-    }  # fmt: skip
+        "a.b.example.org",
+        "b.example.org",
+        "example.org",
+    }
     services.domain_delete(Domain.objects.get(name="a.b.example.org"))
     assert not Claim.objects.exists()
     _own(bob, "example.org")

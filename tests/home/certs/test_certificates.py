@@ -272,9 +272,16 @@ def test_a_custom_domain_waits_for_its_txt_record_and_then_gets_its_certificate_
 def _console_page(console: HomeSite, path: str) -> str:
     web = requests.Session()
     web.get(f"{console.url}/login/", timeout=10)
-    r = web.post(f"{console.url}/login/", timeout=10, headers={"Referer": f"{console.url}/login/"},
-                 data={"username": "admin", "password": console.admin_password,
-                       "csrfmiddlewaretoken": web.cookies["cah_home_csrftoken"]})  # fmt: skip
+    r = web.post(
+        f"{console.url}/login/",
+        timeout=10,
+        headers={"Referer": f"{console.url}/login/"},
+        data={
+            "username": "admin",
+            "password": console.admin_password,
+            "csrfmiddlewaretoken": web.cookies["cah_home_csrftoken"],
+        },
+    )
     assert r.ok
     return web.get(f"{console.url}{path}", timeout=10).text
 

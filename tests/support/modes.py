@@ -48,7 +48,7 @@ STATE: list[tuple[str, int, str]] = [
     ("haproxy", 0o700, PRIVATE),
     ("haproxy/haproxy.cfg", 0o600, PRIVATE),
     ("haproxy/haproxy.pid", 0o600, PRIVATE),
-    ("haproxy/admin.sock", 0o600, "the Runtime API changes every route"),
+    ("haproxy/*.sock", 0o600, "the Runtime API changes every route; the metrics socket shows them"),
     ("haproxy/maps", 0o700, PRIVATE),
     ("web", 0o700, "the wall around the control plane's socket: only our account (HAProxy) enters"),
     (

@@ -14,6 +14,7 @@ from workers.common.supervise import (
     Service,
     celery_services,
     django_manage,
+    django_migrate,
     port_open,
     run_site,
     site_main,
@@ -34,7 +35,7 @@ def site_prepare() -> tuple[list[str], list[str]]:
 
     from cloud.edge import services as edge
 
-    call_command("migrate", interactive=False, verbosity=0)
+    django_migrate()
     call_command("ensure_admin")
     return edge.haproxy_prepare(), edge.sshd_prepare()
 

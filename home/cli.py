@@ -14,6 +14,7 @@ from workers.common.supervise import (
     Service,
     celery_services,
     django_manage,
+    django_migrate,
     run_site,
     site_main,
     web_service,
@@ -35,7 +36,7 @@ def site_prepare() -> str:
     from home.cloudlink import config
 
     link = config.load(Path(settings.CLOUDLINK_CONFIG))
-    call_command("migrate", interactive=False, verbosity=0)
+    django_migrate()
     call_command("ensure_admin")
     return f"linked to {link.cloudserver_url} as {link.home_slug}"
 

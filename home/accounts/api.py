@@ -10,7 +10,7 @@ from workers.common.api import errors
 router = Router(tags=["auth"])
 
 
-@router.post("/token", response={200: TokenOut, **errors(403, 422)}, auth=None)
+@router.post("/token", response={200: TokenOut, **errors(403, 422, 429)}, auth=None)
 def create_token(request: HttpRequest, body: TokenIn) -> TokenOut:
     """Exchange username + password for an API token (shown once; stored hashed). Send it
     as `Authorization: Bearer <token>`."""

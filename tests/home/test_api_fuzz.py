@@ -15,16 +15,8 @@ import pytest
 import requests
 
 from tests.support.fuzz import fuzz
-from tests.support.sites import (
-    CloudSite,
-    HomeSite,
-    home_site,
-    register_home,
-    scratch_database,
-)
+from tests.support.sites import CloudSite, HomeSite, registered_console
 
-# An ACME server nothing listens on: domains added here reach no CA, and fail fast.
-NO_CA = {"CLOUDATHOME_ACME_DIRECTORY": "https://127.0.0.1:1/directory"}
 # Examples per operation: enough to hit every error path's shape, bounded for `make test`.
 EXAMPLES = 12
 OPERATIONS = 13  # the API's operations today: a schema that lost some would fuzz less
@@ -32,13 +24,7 @@ OPERATIONS = 13  # the API's operations today: a schema that lost some would fuz
 
 @pytest.fixture(scope="module")
 def console(cloud: CloudSite, root: Path, console_user: Any) -> Iterator[HomeSite]:
-    cloud.create_user("fuzzy", "Fuzzy-pass-42")
-    config, done = register_home(cloud, root / "fuzzy", "fuzzy", "Fuzzy-pass-42", console_user)
-    assert done.returncode == 0, done.stderr
-    with (
-        scratch_database("cah_home") as db,
-        home_site(root / "fuzzy", config, db, "Fuzzy-console-1", NO_CA, user=console_user) as site,
-    ):
+    with registered_console(cloud, root, "fuzzy", console_user) as site:
         yield site
 
 

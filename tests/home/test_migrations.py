@@ -127,9 +127,11 @@ def test_a_database_of_the_old_domains_app_counts_the_recreated_schema_as_applie
 ) -> None:
     executor = MigrationExecutor(connection)
     assert ("certs", "0001_initial") in executor.loader.applied_migrations
+    # The moved apps' own plan (apps that came later, such as traffic, follow their own).
     plan = {
         (m.app_label, m.name)
         for m, _ in executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if m.app_label in ("certs", "tunnels")
     }
     assert plan == {
         ("certs", "0002_move_tables"),

@@ -14,30 +14,14 @@ import requests
 from playwright.sync_api import Browser, Page, expect
 
 from tests.support.browser import VIEWPORT, chromium
-from tests.support.sites import (
-    CloudSite,
-    HomeSite,
-    home_site,
-    register_home,
-    scratch_database,
-)
+from tests.support.sites import CloudSite, HomeSite, registered_console
 
 pytestmark = pytest.mark.browser
-
-CONSOLE_PASSWORD = "Duo-console-1"
-NO_CA = {"CLOUDATHOME_ACME_DIRECTORY": "https://127.0.0.1:1/directory"}
 
 
 @pytest.fixture(scope="module")
 def console(cloud: CloudSite, root: Path, console_user: Any) -> Iterator[HomeSite]:
-    cloud.create_user("duo", "Duo-pass-4242")
-    config, done = register_home(cloud, root / "duo", "duo", "Duo-pass-4242", console_user)
-    assert done.returncode == 0, done.stderr
-    with (
-        scratch_database("cah_home") as db,
-        # An ACME server nothing listens on: the domain added below must reach no CA.
-        home_site(root / "duo", config, db, CONSOLE_PASSWORD, NO_CA, user=console_user) as site,
-    ):
+    with registered_console(cloud, root, "duo", console_user) as site:
         yield site
 
 
@@ -89,8 +73,8 @@ def test_both_sites_are_used_side_by_side_in_one_browser(
                 "console",
                 lambda m: errors.append(m.text) if m.type == "error" else None,
             )
-        _log_in(cloud_page, cloud.url, "duo", "Duo-pass-4242")
-        _log_in(home_page, console.url, "admin", CONSOLE_PASSWORD)
+        _log_in(cloud_page, cloud.url, "duo", "Duo-pass-42")
+        _log_in(home_page, console.url, "admin", console.admin_password)
         names = {c["name"] for c in context.cookies()}
         assert {"cah_cloud_session", "cah_home_session"} <= names, names
         assert {"cah_cloud_csrftoken", "cah_home_csrftoken"} <= names, names

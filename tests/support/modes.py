@@ -19,7 +19,11 @@ STATE: list[tuple[str, int, str]] = [
     ("secret_key", 0o600, "signs sessions"),
     ("db.sqlite3*", 0o600, "sessions, token hashes, every row (journals copy the database's mode)"),
     ("beat-schedule*", 0o600, PRIVATE + " (Celery writes it; the umask decides)"),
-    ("redis.sock", 0o600, "the broker: whoever speaks to it runs tasks"),
+    (
+        "redis.sock",
+        0o700,
+        "the broker: whoever speaks to it runs tasks (x means nothing on a socket)",
+    ),
     ("logs", 0o700, PRIVATE),
     ("logs/*.log", 0o600, "hostnames, addresses, errors"),
     # cloud
@@ -44,8 +48,14 @@ STATE: list[tuple[str, int, str]] = [
     ("haproxy", 0o700, PRIVATE),
     ("haproxy/haproxy.cfg", 0o600, PRIVATE),
     ("haproxy/haproxy.pid", 0o600, PRIVATE),
-    ("haproxy/admin.sock", 0o600, "the Runtime API changes every route"),
+    ("haproxy/*.sock", 0o600, "the Runtime API changes every route; the metrics socket shows them"),
     ("haproxy/maps", 0o700, PRIVATE),
+    ("web", 0o700, "the wall around the control plane's socket: only our account (HAProxy) enters"),
+    (
+        "web/gunicorn.sock",
+        0o777,
+        "gunicorn binds with its own umask 0; the 0700 folder above is the wall",
+    ),
     ("haproxy/maps/*.map", 0o600, "every tenant's routes"),
     # home
     ("acme", 0o700, PRIVATE),

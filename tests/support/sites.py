@@ -28,6 +28,7 @@ __all__ = [
     "cloud_site",
     "home_site",
     "register_home",
+    "registered_console",
     "run_bounded",
     "scratch_database",
     "state_root",
@@ -151,4 +152,34 @@ def home_site(
         **(extra_env or {}),
     }
     with start_home(root, config, admin_password, settings, account=user) as site:
+        yield site
+
+
+# An ACME server nothing listens on: a console's domains reach no CA, and fail fast.
+NO_CA = {"CLOUDATHOME_ACME_DIRECTORY": "https://127.0.0.1:1/directory"}
+
+
+@contextlib.contextmanager
+def registered_console(
+    cloud: CloudSite, root: Path, name: str, user: Account, extra_env: dict[str, str] | None = None
+) -> Iterator[HomeSite]:
+    """A cloud account `name` whose home `user` registers in `root/name` (the README's home
+    steps), and that home's console run by `user` with a database of its own (no CA unless
+    `extra_env` names one)."""
+    password = f"{name.capitalize()}-pass-42"
+    cloud.create_user(name, password)
+    config, done = register_home(cloud, root / name, name, password, user)
+    if done.returncode != 0:
+        raise RuntimeError(f"register {name} failed: {done.stderr.strip()}")
+    with (
+        scratch_database("cah_home") as db,
+        home_site(
+            root / name,
+            config,
+            db,
+            f"{password}-console",
+            {**NO_CA, **(extra_env or {})},
+            user=user,
+        ) as site,
+    ):
         yield site

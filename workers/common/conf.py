@@ -119,8 +119,6 @@ def database(state: Path) -> dict[str, Any]:
     url = env("DATABASE_URL")
     if not url:
         sqlite = state / "db.sqlite3"
-        # Created 0600 before SQLite opens it: its journal and WAL files copy this mode.
-        os.close(os.open(sqlite, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(sqlite),

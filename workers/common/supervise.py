@@ -110,14 +110,14 @@ class Supervisor:
 
 
 def redis_service(state: Path) -> Service:
-    """A private Redis on a unix socket (0600) in the state dir, used when REDIS_URL is unset."""
+    """A private Redis on a unix socket (0700) in the state dir, used when REDIS_URL is unset."""
     sock = state / "redis.sock"
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     # No TCP, a private socket, nothing written to disk, no fork.
     options = {
         "--port": "0",
         "--unixsocket": str(sock),
-        "--unixsocketperm": "600",
+        "--unixsocketperm": "700",
         "--save": "",
         "--appendonly": "no",
         "--dir": str(state),
@@ -206,6 +206,18 @@ def site_main(site: str, argv: list[str], commands: dict[str, Callable[[list[str
         print(f"cloudathome {site}: unknown command {argv[0]!r}\n{usage}", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
+
+
+def django_migrate() -> None:
+    """`migrate` for a site's `prepare`; an SQLite file it created is made the owner's alone
+    (0600) explicitly, not only by the umask: its journal and WAL files copy that mode."""
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("migrate", interactive=False, verbosity=0)
+    for db in settings.DATABASES.values():
+        if db["ENGINE"] == "django.db.backends.sqlite3":
+            os.chmod(db["NAME"], 0o600)
 
 
 def django_manage(site: str, args: list[str]) -> int:

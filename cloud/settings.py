@@ -66,7 +66,7 @@ FLOWER_PORT = envint("CLOUDATHOME_FLOWER_PORT", 5555, 1, 65535)
 # Flower has no login of its own: loopback only unless you put it behind an authenticating proxy.
 FLOWER_BIND = env("CLOUDATHOME_FLOWER_BIND", "127.0.0.1")
 
-# Traffic per route (issue 14): the edge counts connections and bytes per tunnel port, a beat
+# Traffic per route: the edge counts connections and bytes per tunnel port, a beat
 # task samples them this often for the charts of the last hour.
 EDGE_TRAFFIC_COUNTERS = envbool("CLOUDATHOME_EDGE_TRAFFIC_COUNTERS", True)
 TRAFFIC_SAMPLE_SECONDS = envint("CLOUDATHOME_TRAFFIC_SAMPLE_SECONDS", 60, 1, 600)

@@ -300,8 +300,9 @@ def test_with_redis_down_a_write_answers_a_json_503_and_applies_once_redis_is_ba
                 what="the home provisioned",
             )
             stop_pid(redis_proc)
+            host = f"down.{home['base_domain']}"  # a name the home owns
             mapping = {
-                "host": "down.example.test",
+                "host": host,
                 "scheme": "https",
                 "tunnel_port": home["port_base"],
             }
@@ -313,7 +314,7 @@ def test_with_redis_down_a_write_answers_a_json_503_and_applies_once_redis_is_ba
                 "was saved" in r.json()["detail"] and "once the queue is back" in r.json()["detail"]
             )
             listed = api.get(f"{site.url}/api/homes/{slug}/proxy-mappings", timeout=10).json()
-            assert "down.example.test" in {m["host"] for m in listed}
+            assert host in {m["host"] for m in listed}
             with running(broker.argv, log=root / "redis-2.log", ready=broker.ready):
                 admin = site.api(site.token("admin", site.admin_password))
                 wait_for(
@@ -327,4 +328,4 @@ def test_with_redis_down_a_write_answers_a_json_503_and_applies_once_redis_is_ba
                     what="a sync once Redis is back",
                 )
                 live = admin.get(f"{site.url}/api/admin/proxy-mappings/haproxy", timeout=10)
-                assert "down.example.test" in {m["host"] for m in live.json()}
+                assert host in {m["host"] for m in live.json()}

@@ -111,7 +111,7 @@ def test_a_new_user_signs_up_is_approved_by_the_admin_registers_a_home_and_publi
         expect(row).to_be_visible()
         expect(row).to_contain_text(str(port_base))
         expect(page.locator(".messages .msg.success")).to_contain_text("shop.frida.homes.test")
-        expect(row.locator(".badge")).to_have_text("routed", timeout=15_000)
+        expect(row.locator("[data-edge]")).to_have_text("routed", timeout=15_000)
         album.shot(page, "dashboard-mapping")
 
         page.get_by_role("link", name="API tokens").click()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workers.bench import tools as bt
-from workers.bench.harness import Bench, haproxy_pids, log, sshd_pids
+from workers.bench.harness import DATA_PATH_SOURCE_RATE, Bench, haproxy_pids, log, sshd_pids
 
 RATIOS = ("download_MBps", "keepalive_rps", "newconn_per_s")
 # CPU seconds -> the unit of the table: ms per download, µs per request or connection.
@@ -94,6 +94,7 @@ def measure(bench: Bench) -> dict[str, Any]:
         "wrk_seconds": bench.plan.wrk_seconds,
         "repeats": bench.plan.repeats,
         "download_bytes": 100 * bt.MIB,
+        "edge_source_rate": DATA_PATH_SOURCE_RATE,
     }
     return result
 

@@ -385,7 +385,9 @@ def _md_data(data: dict[str, Any], png: str | None) -> list[str]:
         "(`home/tunnels/ssh.py`'s `ssh -tt -R`, the cloud's own sshd). One 100 MiB download "
         f"with curl; wrk on {s['wrk_threads']} thread, {s['wrk_connections']} connections, "
         f"{s['wrk_seconds']:g} s per run for 1 KiB keep-alive requests and for new TLS "
-        f"connections (`Connection: close`); medians of {s['repeats']} run(s).",
+        f"connections (`Connection: close`); medians of {s['repeats']} run(s). The edge's "
+        f"per-source rate limit is {s['edge_source_rate']:,} new connections per 10 s here, "
+        "as one client stands in for every visitor.",
         "",
         *_table(header, rows),
     ]

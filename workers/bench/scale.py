@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from workers.bench import tools as bt
 from workers.bench.harness import (
+    ONE_CLIENT,
     Bench,
     check,
     free_port_range,
@@ -58,6 +59,7 @@ def _edge(bench: Bench) -> dict[str, Any]:
         "CLOUDATHOME_PORTS_PER_HOME": "10",
         "CLOUDATHOME_PORT_BASE": str(free_port_range(10, SCALE_PORTS)),
         "CLOUDATHOME_SSH_USER_PREFIX": "bs",
+        **ONE_CLIENT,
     }
     cloud = bench.stack.enter_context(start_cloud(bench.root / "scale", settings))
     admin = cloud.api(cloud.token("admin", cloud.admin_password))

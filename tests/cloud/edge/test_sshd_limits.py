@@ -106,7 +106,8 @@ def test_a_home_holds_at_most_its_sessions_and_the_next_one_ends_at_once(limited
         )
         assert over.returncode != 0
         assert "already holds every session it may" in over.stdout + over.stderr
-        assert not listening(carol.ports[cap])
+        # The refused session takes its forward with it as sshd closes the connection.
+        wait_for(lambda: not listening(carol.ports[cap]), timeout=5, what="the refused forward")
         # Other homes (the same account, in this mode) keep their own count.
         port = limited.alice.ports[0]
         with tunnels(limited, limited.alice, [port], ["127.0.0.6"]):

@@ -79,7 +79,7 @@ def up(args: list[str]) -> int:
     def services(env: dict[str, str]) -> Iterator[Service]:
         yield Service("haproxy", haproxy_argv, env=env, ready=edge.haproxy_ready)
         yield Service("sshd", sshd_argv, env=env, ready=lambda: port_open(settings.SSH_PORT))
-        yield web_service("cloud.wsgi", f"unix:{edge.edge_config().web_socket}", env)
+        yield web_service("cloud.wsgi", edge.edge_config().web_socket, env)
         yield from celery_services("cloud", state, settings.FLOWER_BIND, settings.FLOWER_PORT, env)
 
     banner = (

@@ -13,11 +13,11 @@ from pathlib import Path
 from workers.common.supervise import (
     Service,
     celery_services,
+    console_service,
     django_manage,
     django_migrate,
     run_site,
     site_main,
-    web_service,
 )
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "home.settings")
@@ -95,7 +95,7 @@ def up(args: list[str]) -> int:
     print(f"cloudathome home: state in {state}; {linked}", flush=True)
 
     def services(env: dict[str, str]) -> Iterator[Service]:
-        yield web_service("home.wsgi", f"{settings.HOME_BIND}:{settings.HOME_PORT}", env)
+        yield console_service("home.wsgi", settings.HOME_BIND, settings.HOME_PORT, env)
         yield from celery_services("home", state, settings.FLOWER_BIND, settings.FLOWER_PORT, env)
 
     banner = (

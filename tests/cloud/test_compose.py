@@ -24,7 +24,13 @@ import yaml
 
 from cloud.edge import haproxy, sshd
 from tests.support.sites import state_root
-from workers.common.supervise import Service, celery_services, redis_service, web_service
+from workers.common.supervise import (
+    Service,
+    celery_services,
+    console_service,
+    redis_service,
+    web_service,
+)
 from workers.local.procs import free_port, running
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,17 +209,18 @@ def test_cloud_health_checks_probe_the_paths_the_edge_uses() -> None:
 # --- the same programs as the local run ------------------------------------------------------
 
 
-def web_bind(site: str, state: Path) -> str:
-    """gunicorn's bind in `up`: the cloud's unix socket behind HAProxy, the console's port."""
+def web(site: str, state: Path) -> Service:
+    """The web server of `up`: gunicorn on the cloud's unix socket behind HAProxy, waitress on
+    the console's port."""
     if site == "cloud":
-        return f"unix:{haproxy.EdgeConfig(state).web_socket}"
-    return "127.0.0.1:8001"
+        return web_service(WEB[site], haproxy.EdgeConfig(state).web_socket, env={})
+    return console_service(WEB[site], "127.0.0.1", 8001, env={})
 
 
 def expected_argv(site: str) -> dict[str, list[str]]:
     state = state_dir(site)
     local: list[Service] = [
-        web_service(WEB[site], web_bind(site, state), env={}),
+        web(site, state),
         *celery_services(site, state, "127.0.0.1", FLOWER_PORT[site], env={}),
     ]
     expected = {service.name: local_argv(service.argv) for service in local}

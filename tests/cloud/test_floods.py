@@ -18,7 +18,7 @@ import requests
 
 from tests.support.sites import CloudSite, cloud_site, state_root
 from tests.support.ssh import keygen
-from workers.bench.attack import closed_by_peer, connect_from, from_address
+from workers.bench.attack import closed_by_peer, connect_from, from_address, slow_requests
 from workers.common.supervise import redis_service
 from workers.local.procs import running, stop_pid, wait_for
 
@@ -67,25 +67,6 @@ def get(site: CloudSite, path: str, source: str) -> tuple[int, http.client.HTTPM
         conn.close()
 
 
-@contextlib.contextmanager
-def slow_clients(site: CloudSite, source: str, count: int) -> Iterator[list[socket.socket]]:
-    """Slowloris: half send a request head that never ends, half a body that never comes."""
-    socks = []
-    try:
-        for i in range(count):
-            sock = connect_from(source, site.web_port)
-            if i % 2:
-                sock.sendall(b"POST /api/auth/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                             b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")  # fmt: skip
-            else:
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-            socks.append(sock)
-        yield socks
-    finally:
-        for sock in socks:
-            sock.close()
-
-
 def test_gunicorn_listens_on_no_tcp_port_and_haproxy_serves_the_web_port(site: CloudSite) -> None:
     listeners = subprocess.run(
         ["ss", "-Hltnp", f"sport = :{site.web_port}"], capture_output=True, text=True, check=True
@@ -97,14 +78,14 @@ def test_gunicorn_listens_on_no_tcp_port_and_haproxy_serves_the_web_port(site: C
 
 def test_slow_clients_do_not_stall_the_control_plane(site: CloudSite) -> None:
     # 50 slow sockets stalled every request for ~50 s when gunicorn faced clients itself.
-    with slow_clients(site, "127.0.0.2", 50):
+    with slow_requests("127.0.0.2", site.web_port, 50):
         with ThreadPoolExecutor(10) as pool:
             statuses = list(pool.map(lambda _: get(site, "/healthz", "127.0.0.3")[0], range(20)))
         assert statuses == [200] * 20
 
 
 def test_a_request_that_never_completes_is_answered_408_and_closed(site: CloudSite) -> None:
-    with slow_clients(site, "127.0.0.4", 2) as socks:
+    with slow_requests("127.0.0.4", site.web_port, 2) as socks:
         for sock in socks:
             sock.settimeout(30)
             assert sock.recv(100).startswith(b"HTTP/1.1 408")

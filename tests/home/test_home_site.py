@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tests.support.sites import (
 )
 from tests.support.ssh import keygen
 from tests.support.unprivileged import User
+from workers.bench.attack import closed_by_peer, slow_requests
 from workers.local.procs import stop_pid, wait_for
 
 # Three slots, so that a test can fill them all.
@@ -231,6 +233,21 @@ def test_the_worker_checks_the_link_and_check_now_gets_a_newer_result(
     )
     assert newer["state"] == "ok"
     assert datetime.fromisoformat(newer["checked_at"]) > datetime.fromisoformat(first["checked_at"])
+
+
+def test_slow_local_clients_do_not_stall_the_console(console: HomeSite) -> None:
+    # 40 sockets of another local user, each with a request that never ends: with gunicorn's
+    # 8 threads facing them, every other request waited until they gave up.
+    port = int(console.url.rsplit(":", 1)[1])
+    with slow_requests("127.0.0.2", port, 40) as slow:
+
+        def healthz(_: int) -> int:
+            return requests.get(f"{console.url}/healthz", timeout=10).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(healthz, range(24))) == [200] * 24
+        # The slow ones are still open, costing the console a socket each and no thread.
+        assert not any(closed_by_peer(sock, 0) for sock in slow)
 
 
 def _open(console: HomeSite, entry: dict, open_: bool) -> None:

@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,6 +250,26 @@ def hold_silent(port: int, sources: list[str], until: float, counts: Counts) -> 
 
 
 SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+SLOW_BODY = (
+    b"POST /api/auth/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 1000\r\n\r\n{"
+)
+
+
+@contextlib.contextmanager
+def slow_requests(source: str, port: int, count: int) -> Iterator[list[socket.socket]]:
+    """`count` sockets from `source`, half with a request head that never ends, half with a
+    body that never comes; all closed on exit."""
+    socks: list[socket.socket] = []
+    try:
+        for i in range(count):
+            sock = connect_from(source, port)
+            sock.sendall(SLOW_BODY if i % 2 else SLOW_HEAD)
+            socks.append(sock)
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def slowloris(port: int, sources: list[str], until: float, counts: Counts) -> None:

@@ -19,8 +19,13 @@ from pathlib import Path
 
 from workers.common.processes import stop_processes
 
-# Requests gunicorn serves at once (2 workers x 4 threads); HAProxy queues the rest.
+# Requests a site's web server handles at once (the cloud: 2 gunicorn workers x 4 threads,
+# HAProxy queues the rest; the console: waitress's threads).
 WEB_THREADS = 8
+# The Home Console's open connections (waitress refuses more until some close), and the seconds
+# after which one that sent or read nothing is closed.
+CONSOLE_CONNECTIONS = 200
+CONSOLE_IDLE_S = 60
 
 
 @dataclass
@@ -153,17 +158,30 @@ def unix_socket_open(path: Path) -> bool:
     return False
 
 
-def web_service(wsgi: str, bind: str, env: dict[str, str]) -> Service:
-    """gunicorn serving `wsgi` on `bind`: "host:port", or "unix:<path>" (behind HAProxy)."""
-    options = {"--bind": bind, "--workers": "2", "--threads": str(WEB_THREADS // 2)}
-    options["--access-logfile"] = "-"
+def web_service(wsgi: str, socket_path: Path, env: dict[str, str]) -> Service:
+    """gunicorn serving `wsgi` on a unix socket that only HAProxy reaches: HAProxy holds slow
+    clients and hands a thread only a complete request, so gunicorn needs no defence of its own."""
+    options = {"--bind": f"unix:{socket_path}", "--workers": "2"}
+    options |= {"--threads": str(WEB_THREADS // 2), "--access-logfile": "-"}
     argv = python_module("gunicorn", wsgi, *_flags(options))
-    if bind.startswith("unix:"):
-        path = Path(bind.removeprefix("unix:"))
-        return Service("web", argv, env=env, ready=lambda: unix_socket_open(path))
-    host, _, port = bind.rpartition(":")
-    probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-    return Service("web", argv, env=env, ready=lambda: port_open(int(port), probe))
+    return Service("web", argv, env=env, ready=lambda: unix_socket_open(socket_path))
+
+
+def console_service(wsgi: str, host: str, port: int, env: dict[str, str]) -> Service:
+    """waitress serving `wsgi` on host:port with nothing in front of it (the Home Console):
+    it reads every request in its event loop and hands a thread only a complete one, so slow
+    clients cost a socket each, never a thread; one idle for CONSOLE_IDLE_S is closed."""
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    options = {
+        "--listen": listen,
+        "--threads": str(WEB_THREADS),
+        "--connection-limit": str(CONSOLE_CONNECTIONS),
+        "--channel-timeout": str(CONSOLE_IDLE_S),
+        "--ident": "cloudathome",
+    }
+    argv = python_module("waitress", *_flags(options), f"{wsgi}:application")
+    probe = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+    return Service("web", argv, env=env, ready=lambda: port_open(port, probe))
 
 
 def celery_services(

@@ -23,6 +23,7 @@ from workers.common.conf import (
 # Django reads settings as module globals: the shared base is star-imported (its __all__ lists
 # what it exports) and the names used below are imported by name as well.
 from workers.common.settings import *  # noqa: F403
+from workers.common.settings import MIDDLEWARE as SHARED_MIDDLEWARE
 from workers.common.settings import SHARED_APPS, allowed_hosts, cookie_names, templates
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -41,6 +42,9 @@ INSTALLED_APPS = [
     "cloud.domains",
     "cloud.traffic",
 ]
+
+# Pages get a failing dependency (the task queue) as a 503 page, not a 500 (workers.common.ui).
+MIDDLEWARE = [*SHARED_MIDDLEWARE, "workers.common.ui.errors.ErrorPageMiddleware"]
 
 ROOT_URLCONF = "cloud.urls"
 WSGI_APPLICATION = "cloud.wsgi.application"

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
+from tests.support.net import post_form
 from tests.support.sites import CloudSite, cloud_site, state_root
 from tests.support.ssh import keygen
 from workers.bench.attack import closed_by_peer, connect_from, from_address, slow_requests
@@ -41,12 +42,6 @@ def token(site: CloudSite, source: str, username: str, password: str) -> request
     return from_address(source).post(
         f"{site.url}/api/auth/token", json={"username": username, "password": password}, timeout=20
     )
-
-
-def form(session: requests.Session, url: str, data: dict[str, str]) -> requests.Response:
-    session.get(url, timeout=20)
-    data = {**data, "csrfmiddlewaretoken": session.cookies.get("cah_cloud_csrftoken", "")}
-    return session.post(url, data=data, headers={"Referer": url}, timeout=20)
 
 
 def assert_locked_out(r: requests.Response) -> None:
@@ -165,9 +160,9 @@ def test_the_login_page_locks_out_with_a_429_page(site: CloudSite) -> None:
     site.create_user("webvictim", "Webvictim-pass-42")
     browser = from_address("127.0.2.10")
     for _ in range(FAILURES - 1):
-        r = form(browser, f"{site.url}/login/", {"username": "webvictim", "password": "wrong"})
+        r = post_form(browser, f"{site.url}/login/", {"username": "webvictim", "password": "wrong"})
         assert r.status_code == 200 and "cah_cloud_session" not in r.cookies
-    r = form(browser, f"{site.url}/login/", {"username": "webvictim", "password": "wrong"})
+    r = post_form(browser, f"{site.url}/login/", {"username": "webvictim", "password": "wrong"})
     assert_locked_out(r)
     assert "Too many attempts" in r.text and "text/html" in r.headers["Content-Type"]
 
@@ -240,7 +235,7 @@ def test_sign_ups_from_one_address_are_capped_and_another_address_signs_up(
 ) -> None:
     def signup(source: str, name: str) -> requests.Response:
         password = "Signup-pass-42-x"
-        return form(from_address(source), f"{site.url}/signup/", {
+        return post_form(from_address(source), f"{site.url}/signup/", {
             "username": name, "email": f"{name}@example.com",
             "password1": password, "password2": password,
         })  # fmt: skip
@@ -294,8 +289,19 @@ def test_with_redis_down_a_write_answers_a_json_503_and_applies_once_redis_is_ba
             assert (
                 "was saved" in r.json()["detail"] and "once the queue is back" in r.json()["detail"]
             )
+            # The dashboard's form: a page that says the mapping was saved, never an HTML 500.
+            web = requests.Session()
+            post_form(
+                web, f"{site.url}/login/", {"username": "faulty", "password": "Faulty-pass-42"}
+            )
+            fields = {**mapping, "host": f"form.{home['base_domain']}"}
+            page = post_form(
+                web, f"{site.url}/mappings/add/", {k: str(v) for k, v in fields.items()}
+            )
+            assert page.status_code == 503, page.text[:500]
+            assert "Saved, not applied yet" in page.text and "once the queue is back" in page.text
             listed = api.get(f"{site.url}/api/homes/{slug}/proxy-mappings", timeout=10).json()
-            assert host in {m["host"] for m in listed}
+            assert {host, f"form.{home['base_domain']}"} <= {m["host"] for m in listed}
             with running(broker.argv, log=root / "redis-2.log", ready=broker.ready):
                 admin = site.api(site.token("admin", site.admin_password))
                 wait_for(
@@ -309,4 +315,4 @@ def test_with_redis_down_a_write_answers_a_json_503_and_applies_once_redis_is_ba
                     what="a sync once Redis is back",
                 )
                 live = admin.get(f"{site.url}/api/admin/proxy-mappings/haproxy", timeout=10)
-                assert host in {m["host"] for m in live.json()}
+                assert {host, f"form.{home['base_domain']}"} <= {m["host"] for m in live.json()}

@@ -23,6 +23,7 @@ from tests.support.net import (
     PP2_SIGNATURE,
     RawCapture,
     http_get,
+    post_form,
     self_signed,
     serve,
     tls_get,
@@ -57,12 +58,6 @@ def tunnel(cloud: CloudSite, known: Path) -> Iterator:
         stop_pid(proc)
 
 
-def _web_form(session: requests.Session, url: str, data: dict[str, str]) -> requests.Response:
-    session.get(url, timeout=10)
-    data = {**data, "csrfmiddlewaretoken": session.cookies.get("cah_cloud_csrftoken", "")}
-    return session.post(url, data=data, headers={"Referer": url}, timeout=10)
-
-
 def _map(cloud: CloudSite, tenant: Tenant, body: dict) -> requests.Response:
     """POST a proxy mapping for the tenant's home."""
     url = f"{cloud.url}/api/homes/{tenant.home['slug']}/proxy-mappings"
@@ -76,7 +71,7 @@ def test_signup_creates_an_inactive_account_that_can_neither_log_in_nor_get_a_to
     cloud: CloudSite,
 ) -> None:
     web = requests.Session()
-    r = _web_form(
+    r = post_form(
         web,
         f"{cloud.url}/signup/",
         {
@@ -87,7 +82,7 @@ def test_signup_creates_an_inactive_account_that_can_neither_log_in_nor_get_a_to
         },
     )
     assert r.status_code == 200 and "waiting for approval" in r.text
-    r = _web_form(
+    r = post_form(
         requests.Session(),
         f"{cloud.url}/login/",
         {"username": "carol", "password": "Tr1cky-pass-42"},
@@ -107,7 +102,7 @@ def test_signup_creates_an_inactive_account_that_can_neither_log_in_nor_get_a_to
     )
     assert done.returncode == 0, done.stderr
     web = requests.Session()
-    r = _web_form(web, f"{cloud.url}/login/", {"username": "carol", "password": "Tr1cky-pass-42"})
+    r = post_form(web, f"{cloud.url}/login/", {"username": "carol", "password": "Tr1cky-pass-42"})
     assert r.url.rstrip("/") == cloud.url and "Dashboard" in r.text
     assert cloud.token("carol", "Tr1cky-pass-42").startswith("cah_")
 

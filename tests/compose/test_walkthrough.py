@@ -333,8 +333,13 @@ def test_home_console_comes_up_with_every_service_healthy(
         port=HOME_PORTS["web"], flower_port=HOME_PORTS["flower"],
         admin_password=admin_password, log=home_project.engine.log,
     )  # fmt: skip
-    checks = walk.home.api().get(f"{walk.home.url}/api/status", timeout=30).json()
-    assert checks and all(check["ok"] for check in checks), checks
+    api, url = walk.home.api(), f"{walk.home.url}/api/status"
+    status = wait_for(
+        lambda: (s := api.get(url, timeout=30).json())["state"] != "unknown" and s,
+        timeout=60,
+        what="the worker's first check of the cloud link",
+    )
+    assert status["state"] == "ok" and all(c["ok"] for c in status["checks"]), status
 
 
 def test_a_domain_gets_its_certificate_from_pebble_through_the_edge(

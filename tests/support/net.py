@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from workers.bench import tools as benchtools
 
 PP2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -161,3 +163,12 @@ def routes_to(port: int, sni: str, service: Service) -> bool:
     with contextlib.suppress(OSError):
         return tls_get(port, sni)[0] == service.name.encode()
     return False
+
+
+def post_form(
+    session: requests.Session, url: str, data: dict[str, str], site: str = "cloud"
+) -> requests.Response:
+    """A page's form as a browser sends it: GET the page for its CSRF cookie, then POST."""
+    session.get(url, timeout=20)
+    data = {**data, "csrfmiddlewaretoken": session.cookies.get(f"cah_{site}_csrftoken", "")}
+    return session.post(url, data=data, headers={"Referer": url}, timeout=20)

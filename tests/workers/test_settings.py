@@ -39,12 +39,15 @@ def site_settings(site: str, tmp_path: Path, **env: str) -> dict[str, str]:
 def test_both_sites_have_every_shared_setting_from_the_one_module(tmp_path: Path) -> None:
     expected = {name: repr(getattr(shared, name)) for name in SHARED}
     cloud, home = site_settings("cloud", tmp_path), site_settings("home", tmp_path)
-    assert {name: cloud[name] for name in SHARED} == expected
-    # The console adds its error pages after the shared middleware, nothing else.
-    assert home.pop("MIDDLEWARE") == repr([*shared.MIDDLEWARE, "home.errors.ErrorPageMiddleware"])
-    assert {name: home[name] for name in SHARED if name != "MIDDLEWARE"} == {
-        name: value for name, value in expected.items() if name != "MIDDLEWARE"
-    }
+    # Each site adds its error pages after the shared middleware, nothing else: the cloud the
+    # shared ones, the console the same with its own dependencies.
+    pages = {"cloud": "workers.common.ui.errors.ErrorPageMiddleware"}
+    pages["home"] = "home.errors.ErrorPageMiddleware"
+    for site, values in (("cloud", cloud), ("home", home)):
+        assert values.pop("MIDDLEWARE") == repr([*shared.MIDDLEWARE, pages[site]])
+        assert {name: values[name] for name in SHARED if name != "MIDDLEWARE"} == {
+            name: value for name, value in expected.items() if name != "MIDDLEWARE"
+        }
     assert "MinimumLengthValidator" in home["AUTH_PASSWORD_VALIDATORS"]
 
 

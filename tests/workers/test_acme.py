@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from home.certs.acme import (
+from workers.common.acme import (
     AcmeError,
     AcmeSettings,
     ChallengeType,
@@ -30,7 +30,7 @@ from home.certs.acme import (
     cert_not_after,
     issue,
 )
-from home.certs.responder import (
+from workers.common.acme_responder import (
     ACME_IDENTIFIER_OID,
     ChallengeResponder,
     challenge_certificate,
@@ -90,7 +90,8 @@ class Exposer:
         self.pebble_port = pebble_port
         self.ports: list[int] = []
 
-    def __call__(self, port: int) -> AbstractContextManager[None]:
+    def __call__(self, responder: ChallengeResponder) -> AbstractContextManager[None]:
+        port = responder.port
         self.ports.append(port)
         if self.pebble_port is None:
             return contextlib.nullcontext()
@@ -246,7 +247,7 @@ def test_a_wrong_answer_is_reported_as_such(pebble: PebbleInfo, settings: AcmeSe
             "wrong.home.test",
             EMAIL,
             "http-01",
-            lambda port: forward(pebble.http_port, stranger.port),
+            lambda responder: forward(pebble.http_port, stranger.port),
         )
     assert str(raised.value).startswith(
         "wrong.home.test: the CA got a wrong answer from the challenge responder ("
@@ -260,8 +261,8 @@ def test_an_expose_failure_propagates_unchanged_and_stops_the_responder(
     ports: list[int] = []
 
     @contextlib.contextmanager
-    def broken_tunnel(port: int) -> Iterator[None]:
-        ports.append(port)
+    def broken_tunnel(responder: ChallengeResponder) -> Iterator[None]:
+        ports.append(responder.port)
         raise RuntimeError("tunnel did not open")
         yield
 

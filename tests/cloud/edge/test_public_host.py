@@ -136,7 +136,7 @@ def curl(cloud: CloudSite, roots: Path, path: str, *args: str) -> tuple[str, str
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    head, _, body = done.stdout.partition("\r\n\r\n")
+    head, _, body = done.stdout.partition("\n\n")  # text mode reads CRLF as one newline
     return head.lower(), body
 
 

@@ -28,6 +28,7 @@ from cloud.edge.haproxy import (
     config_command,
     write_config,
 )
+from tests.support import modes
 from tests.support.net import http_get, self_signed, serve, tls_get
 from tests.support.sites import CloudSite, cloud_site, state_root
 from tests.support.tenants import Tenant
@@ -303,6 +304,13 @@ def test_a_failed_renewal_says_why_backs_off_and_keeps_serving_the_certificate(
     # Beat's next run waits for the backoff instead of asking the CA again.
     again = cloud.manage("public_cert", "--check")
     assert "challenge" not in again.stdout and _status(cloud, admin)["failures"] == 1
+
+
+def test_every_file_of_the_public_host_has_its_mode(cloud: CloudSite, issued: dict) -> None:
+    # The certificate with its key, the account key, HAProxy's TLS listener: the modes table.
+    assert (cloud.state / "acme" / "account.key").exists()
+    assert (cloud.state / "haproxy" / "web-tls.sock").exists()
+    assert modes.walk(cloud=(cloud.state, modes.STATE)) == []
 
 
 # --- the cloud's name is nobody else's ---------------------------------------------------------

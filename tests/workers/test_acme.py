@@ -22,19 +22,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from workers.common.acme import (
+    ACME_IDENTIFIER_OID,
     AcmeError,
     AcmeSettings,
     ChallengeType,
     IssuedCert,
     account_register,
     cert_not_after,
+    challenge_certificate,
     issue,
 )
-from workers.common.acme_responder import (
-    ACME_IDENTIFIER_OID,
-    ChallengeResponder,
-    challenge_certificate,
-)
+from workers.common.acme_responder import ChallengeResponder
 from workers.local.pebble import PebbleInfo, pebble_server
 from workers.local.procs import free_port, port_open
 

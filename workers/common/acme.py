@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import logging
 import os
 import re
@@ -28,9 +29,9 @@ from acme.client import ClientNetwork, ClientV2
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from workers.common.acme_responder import ChallengeResponder, challenge_certificate
+from workers.common.acme_responder import ChallengeResponder
 from workers.common.files import write_atomic
 from workers.common.names import validate_hostname
 
@@ -41,6 +42,9 @@ CHALLENGE_TYPES: tuple[ChallengeType, ...] = ("http-01", "tls-alpn-01")
 # The caller's hook that makes a listening responder reachable by the CA while entered.
 Expose = Callable[[ChallengeResponder], AbstractContextManager[None]]
 USER_AGENT = "cloudathome-acme"
+
+# RFC 8737 section 3: id-pe-acmeIdentifier.
+ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 
 _EMAIL = re.compile(r"^[^@\s,;:<>()\[\]\"\\]+@[a-z0-9]([a-z0-9.-]*[a-z0-9])?\.[a-z]{2,63}$", re.I)
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", re.S)
@@ -94,13 +98,24 @@ def cert_not_after(pem: str | bytes) -> datetime.datetime:
     return x509.load_pem_x509_certificate(data).not_valid_after_utc
 
 
-def self_signed(host: str, days: int = 2) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A self-signed certificate for `host` and its new key (EC P-256): a local service's in
-    the tests and benchmarks, the cloud's placeholder until its CA has issued the real one."""
+def self_signed(
+    host: str,
+    days: int = 2,
+    subject: x509.Name | None = None,
+    critical: x509.ExtensionType | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed certificate for `host` (its SAN; its subject CN unless `subject` is given,
+    with a `critical` extension if any) and its new key (EC P-256): a local service's in the
+    tests and benchmarks, the cloud's placeholder until its CA has issued the real one, and
+    the TLS-ALPN-01 answer."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    name = (
+        subject
+        if subject is not None
+        else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    )
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -109,9 +124,21 @@ def self_signed(host: str, days: int = 2) -> tuple[x509.Certificate, ec.Elliptic
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return cert, key
+    if critical is not None:
+        builder = builder.add_extension(critical, critical=True)
+    return builder.sign(key, hashes.SHA256()), key
+
+
+def challenge_certificate(
+    domain: str, key_authorization: str
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The self-signed certificate RFC 8737 asks for: SAN = the domain only, and the critical
+    acmeIdentifier extension holding SHA-256(key authorization)."""
+    digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
+    # The extension value is the DER OCTET STRING (tag 4, length 32) around the digest.
+    extension = x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest)
+    return self_signed(domain, 7, subject=x509.Name([]), critical=extension)
 
 
 def renew_backoff(failures: int) -> datetime.timedelta:

@@ -9,8 +9,6 @@ serves.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import hashlib
 import logging
 import os
 import re
@@ -26,10 +24,8 @@ from types import TracebackType
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from cryptography.x509.oid import ObjectIdentifier
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +33,6 @@ ResponderMode = Literal["http-01", "tls-alpn-01"]
 
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
 ACME_TLS_ALPN = "acme-tls/1"
-# RFC 8737 section 3: id-pe-acmeIdentifier.
-ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 
 # A validator sends one small request; anything slower is not a CA and must not pin a thread.
 CLIENT_TIMEOUT = 10.0
@@ -47,35 +41,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _KEY_AUTHORIZATION = re.compile(r"^[A-Za-z0-9_-]{1,256}\.[A-Za-z0-9_-]{1,256}$")
 
 
-def challenge_certificate(
-    domain: str, key_authorization: str
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """The self-signed certificate RFC 8737 asks for: SAN = the domain only, and the critical
-    acmeIdentifier extension holding SHA-256(key authorization)."""
-    digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
-        # The extension value is the DER OCTET STRING (tag 4, length 32) around the digest.
-        .add_extension(
-            x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest), critical=True
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
 class _HTTPHandler(BaseHTTPRequestHandler):
-    server: _HTTPServer | _UnixHTTPServer
+    server: _TCPServer | _UnixHTTPServer
     timeout = CLIENT_TIMEOUT
     server_version = "cloudathome-acme"
     sys_version = ""
@@ -113,7 +80,7 @@ class _HTTPHandler(BaseHTTPRequestHandler):
 
 
 class _TLSHandler(socketserver.BaseRequestHandler):
-    server: _TLSServer
+    server: _TCPServer
 
     def handle(self) -> None:
         sock: socket.socket = self.request
@@ -134,14 +101,19 @@ class _TLSHandler(socketserver.BaseRequestHandler):
             )
 
 
-class _HTTPServer(socketserver.ThreadingTCPServer):
+class _TCPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], responder: ChallengeResponder) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        responder: ChallengeResponder,
+        handler: type[socketserver.BaseRequestHandler],
+    ) -> None:
         self.responder = responder
-        super().__init__(address, _HTTPHandler)
+        super().__init__(address, handler)
 
 
 class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
@@ -151,16 +123,6 @@ class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
     def __init__(self, path: Path, responder: ChallengeResponder) -> None:
         self.responder = responder
         super().__init__(str(path), _HTTPHandler)
-
-
-class _TLSServer(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], responder: ChallengeResponder) -> None:
-        self.responder = responder
-        super().__init__(address, _TLSHandler)
 
 
 _Listener = socketserver.ThreadingTCPServer | socketserver.ThreadingUnixStreamServer
@@ -276,10 +238,9 @@ class ChallengeResponder:
         server: _Listener
         if self.socket_path is not None:
             server = self._bind_unix(self.socket_path)
-        elif self.mode == "http-01":
-            server = _HTTPServer(self._address, self)
         else:
-            server = _TLSServer(self._address, self)
+            handler = _HTTPHandler if self.mode == "http-01" else _TLSHandler
+            server = _TCPServer(self._address, self, handler)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,

@@ -119,6 +119,13 @@ def public_cert_ensure(force: bool = False, on_step: Step | None = None) -> str:
         return "off"
     with exclusive(settings.REDIS_URL, "public-cert", timeout=300, wait=5):
         row, _ = PublicCertificate.objects.get_or_create(host=host)
+        if row.job_state == JobState.RUNNING:  # under the lock: no run is live, one was killed
+            PublicCertificate.objects.filter(pk=row.pk).update(
+                job_state=JobState.FAILED,
+                job_step="interrupted",
+                job_error="the worker stopped during the run; the next check runs it again",
+            )
+            row.refresh_from_db()
         edge = haproxy.Edge(cfg)
         now = timezone.now()
         cert = on_disk(cfg)

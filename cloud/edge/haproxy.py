@@ -299,6 +299,7 @@ class EdgeConfig:
 
     @property
     def sockets(self) -> list[Path]:
+        """Every unix socket of the edge (each path must fit in sun_path)."""
         return [
             self.socket_path,
             self.exporter_socket,

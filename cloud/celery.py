@@ -7,6 +7,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cloud.settings")
 
+from celery.schedules import crontab
 from celery.signals import worker_ready
 from django.conf import settings
 
@@ -20,6 +21,8 @@ app.conf.beat_schedule = {
     # Each due domain check is its own task; this only finds them (backoff lives in the rows).
     "domains-due": {"task": "cloud.domains.tasks.domains_due", "schedule": 60.0},
     "names-reconcile": {"task": "cloud.domains.tasks.names_reconcile", "schedule": 300.0},
+    # Renews inside the window (CLOUDATHOME_RENEW_DAYS), retries a failure after its backoff.
+    "public-cert": {"task": "cloud.edge.tasks.public_cert_ensure", "schedule": crontab(minute=41)},
     "traffic-sample": {
         "task": "cloud.traffic.tasks.traffic_sample",
         "schedule": float(settings.TRAFFIC_SAMPLE_SECONDS),
@@ -35,3 +38,5 @@ def _reconcile_on_start(sender: object, **kwargs: object) -> None:
     app.send_task("cloud.homes.tasks.homes_reconcile")
     app.send_task("cloud.edge.tasks.edge_sync")
     app.send_task("cloud.domains.tasks.names_reconcile")
+    # The public host's first certificate, while HAProxy serves the placeholder.
+    app.send_task("cloud.edge.tasks.public_cert_ensure")

@@ -82,8 +82,10 @@ def up(args: list[str]) -> int:
         yield web_service("cloud.wsgi", edge.edge_config().web_socket, env)
         yield from celery_services("cloud", state, settings.FLOWER_BIND, settings.FLOWER_PORT, env)
 
+    https = f":{settings.HTTPS_PORT}" if settings.HTTPS_PORT != 443 else ""
+    public = f"https://{settings.PUBLIC_HOST}{https}/ and " if settings.PUBLIC_TLS else ""
     banner = (
-        f"cloud site up: web http://{settings.PUBLIC_HOST}:{settings.WEB_PORT}/  "
+        f"cloud site up: web {public}http://{settings.PUBLIC_HOST}:{settings.WEB_PORT}/  "
         f"edge https :{settings.HTTPS_PORT} http :{settings.HTTP_PORT}  "
         f"sshd :{settings.SSH_PORT}  flower http://{settings.FLOWER_BIND}:{settings.FLOWER_PORT}/  (Ctrl-C stops)"
     )

@@ -1,6 +1,6 @@
 """The cloud's `/metrics` (for loopback clients or with the metrics token, workers.common.metrics):
 gauges read from the database at scrape time (homes by status, mappings by scheme, tunnels
-connected), the timings the site's processes record in its Redis (Celery tasks, edge syncs, home
+connected, the public host's certificate's days to expiry), the timings the site's processes record in its Redis (Celery tasks, edge syncs, home
 provisioning), and HAProxy's own Prometheus exporter, read from its socket."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from django.db.models import Count
+from django.utils import timezone
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from cloud.edge import haproxy
+from cloud.edge import certificate, haproxy
 from cloud.edge import services as edge
 from cloud.homes import services as homes
 from cloud.homes.models import Home, HomeStatus, ProxyMapping, Scheme
@@ -43,10 +44,20 @@ def collect() -> Iterator[Metric]:
             "Tunnel ports of ready homes listening at the cloud now (one per connected forward)",
             value=connected,
         )
+    cfg = edge.edge_config()
+    cert = certificate.on_disk(cfg) if cfg.public_host else None
+    if cfg.public_host and cert is not None and not cert.placeholder:
+        days = (cert.not_after - timezone.now()).total_seconds() / 86400
+        yield gauge(
+            "cloudathome_certificate_expiry_days",
+            "Days until the public host's certificate (the CA's, not the placeholder) expires",
+            {cfg.public_host: days},
+            "domain",
+        )
     timings = timing_families(TIMINGS)
     yield from timings or []
     try:
-        exported = haproxy.exporter_text(edge.edge_config())
+        exported = haproxy.exporter_text(cfg)
     except haproxy.EdgeError:
         exported = None
     if exported is not None:

@@ -7,10 +7,13 @@ import getpass
 import os
 from pathlib import Path
 
+from workers.common import acme
 from workers.common.conf import (
+    ConfigError,
     database,
     env,
     envbool,
+    envhost,
     envhostname,
     envint,
     envlist,
@@ -19,20 +22,46 @@ from workers.common.conf import (
     secret_key,
     state_dir,
 )
+from workers.common.names import is_address
 
 # Django reads settings as module globals: the shared base is star-imported (its __all__ lists
 # what it exports) and the names used below are imported by name as well.
 from workers.common.settings import *  # noqa: F403
+from workers.common.settings import (
+    CSRF_TRUSTED_ORIGINS,
+    SESSION_COOKIE_SECURE,
+    SHARED_APPS,
+    allowed_hosts,
+    cookie_names,
+    hsts_seconds,
+    templates,
+)
 from workers.common.settings import MIDDLEWARE as SHARED_MIDDLEWARE
-from workers.common.settings import SHARED_APPS, allowed_hosts, cookie_names, templates
 
 BASE_DIR = Path(__file__).resolve().parent
 SITE_NAME = "cloudathome cloud"
 STATE_DIR = state_dir("cloud")
 
 SECRET_KEY = secret_key(STATE_DIR)
-PUBLIC_HOST = env("CLOUDATHOME_PUBLIC_HOST", "localhost")
+# The name homes and browsers reach the cloud at. A DNS name is served on HTTPS_PORT too: HAProxy
+# ends TLS for it with a certificate the cloud obtains and renews itself (HTTP-01 on HTTP_PORT,
+# cloud.edge.certificate); `localhost` or an address (local runs) leave the control plane on
+# WEB_PORT only.
+PUBLIC_HOST = envhost("CLOUDATHOME_PUBLIC_HOST", "localhost")
+PUBLIC_TLS = PUBLIC_HOST != "localhost" and not is_address(PUBLIC_HOST)
 ALLOWED_HOSTS = allowed_hosts(f"{PUBLIC_HOST},localhost,127.0.0.1")
+if PUBLIC_TLS:
+    CSRF_TRUSTED_ORIGINS = [*CSRF_TRUSTED_ORIGINS, f"https://{PUBLIC_HOST}"]
+# HAProxy sets X-Forwarded-Proto on every request (https where it ended TLS, else http) and
+# only HAProxy reaches gunicorn's socket: the one source Django takes the scheme from.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = hsts_seconds(SESSION_COOKIE_SECURE or PUBLIC_TLS)
+# The public host's certificate: the CA and the renewal window are shared settings.
+ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
+try:
+    ACME_EMAIL = acme.validate_email(env("CLOUDATHOME_ACME_EMAIL"))
+except ValueError as exc:
+    raise ConfigError(f"CLOUDATHOME_ACME_EMAIL: {str(exc).removeprefix('email: ')}") from None
 
 INSTALLED_APPS = [
     *SHARED_APPS,

@@ -66,12 +66,8 @@ CLOUDLINK_CONFIG = Path(
 TUNNEL_SUPERVISE_SECONDS = envint("CLOUDATHOME_TUNNEL_SUPERVISE_SECONDS", 3, 1, 3600)
 TUNNEL_LOG_DIR = STATE_DIR / "tunnels"
 
-# Certificates (README, Configuration).
-ACME_DIRECTORY = env("CLOUDATHOME_ACME_DIRECTORY", "https://acme-v02.api.letsencrypt.org/directory")
-ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
+# Certificates (README, Configuration; the CA and the renewal window are shared settings).
 ACME_ACCOUNT_KEY = STATE_DIR / "acme" / "account.key"
-RENEW_DAYS = envint("CLOUDATHOME_RENEW_DAYS", 30, 0, 36500)
-RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
 # Every domain's certificate folder is this root or below it (resolved once, here).
 CERT_ROOT = Path(env("CLOUDATHOME_CERT_ROOT") or STATE_DIR / "certs").expanduser()
 if not CERT_ROOT.is_absolute():

@@ -1,5 +1,6 @@
 """The edge's admin API, for staff only: converge HAProxy and sshd on the database now
-instead of at the next beat, and show what HAProxy itself serves."""
+instead of at the next beat, and show what HAProxy itself serves (routes, the public host's
+certificate)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ from django.http import HttpRequest
 from ninja import Router
 
 from cloud.accounts.auth import current_user
-from cloud.edge import services
-from cloud.edge.schemas import LiveRouteOut, ReconcileOut, SyncOut
+from cloud.edge import certificate, services
+from cloud.edge.schemas import (
+    LiveRouteOut,
+    PublicCertOut,
+    ReconcileOut,
+    SyncOut,
+)
 from cloud.homes.services import homes_reconcile
 from workers.common.api import errors
 from workers.common.errors import Forbidden
@@ -46,3 +52,11 @@ def admin_sync_homes(request: HttpRequest) -> ReconcileOut:
     """Reconcile the database's homes with the SSH identities of our sshd."""
     _require_admin(request)
     return ReconcileOut(**homes_reconcile())
+
+
+@router.get("/public-cert", response={200: PublicCertOut, **errors(403)})
+def admin_public_cert(request: HttpRequest) -> PublicCertOut:
+    """The certificate HAProxy serves for the cloud's own public host, and the job that obtains
+    and renews it (state, step, the reason of a failure, when it is retried)."""
+    _require_admin(request)
+    return PublicCertOut(**certificate.public_cert_status())

@@ -1,8 +1,9 @@
 """The cloud edge's HAProxy: its configuration, its route map files and its Runtime API.
 
 This is the one door to HAProxy: it renders haproxy.cfg (TLS passthrough by SNI, plain HTTP by
-Host, one dynamic backend per kind of route), keeps the map files on disk and converges the live
-maps through the admin socket so that a route change never needs a reload.
+Host, one dynamic backend per kind of route; TLS ended here for the cloud's own public host
+only), keeps the map files and that host's certificate on disk and converges the live maps and
+certificate through the admin socket so that neither ever needs a reload.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import os
 import re
 import resource
 import socket
+import ssl
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from cryptography.hazmat.primitives import serialization
+
+from workers.common import acme
 from workers.common.errors import ServiceUnavailable
 from workers.common.files import write_atomic
 from workers.common.names import validate_hostname
@@ -54,9 +59,28 @@ _VALUE = re.compile(r"([0-9]{1,5})(:pp)?")
 
 # The routes are the tenants' business: only HAProxy's own account (ours) reads them.
 MAP_MODE = 0o600
+# The public host's certificate file holds its private key.
+PEM_MODE = 0o600
 
 # The stick table that counts per route, keyed by tunnel port.
 ROUTE_TABLE = "st_route"
+
+# The server of the cloud's own ACME challenge responder: in maintenance but while it issues.
+ACME_BACKEND, ACME_SERVER = "be_acme", "responder"
+
+# TLS where HAProxy ends it (the cloud's public host): Mozilla's "intermediate" profile, TLS
+# 1.2 and 1.3 with forward-secret AEAD ciphers only; no session tickets (their key would
+# outlive every connection), and h2 for browsers.
+_TLS_BIND = (
+    "ssl-min-ver TLSv1.2 no-tls-tickets alpn h2,http/1.1"
+    " ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+    " ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+)
+# Until the CA has issued the real one, HAProxy starts with a self-signed certificate for the
+# public host (it refuses to start without one); short-lived, so nothing keeps it by mistake.
+PLACEHOLDER_DAYS = 7
 
 _MAP_HEADER = "# Written by cloud.edge.haproxy; the edge rewrites this file on every sync.\n"
 
@@ -188,6 +212,10 @@ class EdgeConfig:
     # Connections and bytes per route in st_route, for the traffic each mapping shows; off
     # leaves only the concurrent connections the per-route cap needs.
     traffic_counters: bool = True
+    # The cloud's own name: on https_port HAProxy ends TLS for it (public_pem) in front of the
+    # control plane, and on http_port sends it to https but for its ACME challenges. None: the
+    # control plane is on web_port only. No home can own it (cloud.domains.rules).
+    public_host: str | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
@@ -195,9 +223,10 @@ class EdgeConfig:
             raise ValueError(
                 f"state_dir: {str(self.state_dir)!r} may only contain letters, digits and ._/+-"
             )
-        if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
+        longest = max(len(str(path)) for path in self.sockets)
+        if longest > _MAX_SOCKET_PATH:
             raise ValueError(
-                f"state_dir: too long, the admin socket path would exceed {_MAX_SOCKET_PATH} bytes"
+                f"state_dir: too long, a unix socket path would exceed {_MAX_SOCKET_PATH} bytes"
             )
         validate_port(self.https_port, "https_port")
         validate_port(self.http_port, "http_port")
@@ -218,6 +247,10 @@ class EdgeConfig:
                 ipaddress.ip_address(self.web_bind)
             except ValueError:
                 raise ValueError(f"web_bind: {self.web_bind!r} is not an IP address") from None
+        if self.public_host is not None:
+            self.public_host = validate_hostname(self.public_host, "public_host")
+            if self.web_port is None:
+                raise ValueError("public_host: needs web_port (the control plane HAProxy fronts)")
 
     @property
     def haproxy_dir(self) -> Path:
@@ -248,6 +281,32 @@ class EdgeConfig:
     def exporter_socket(self) -> Path:
         """HAProxy's own Prometheus exporter: a socket of the site's account, no TCP port."""
         return self.haproxy_dir / "prometheus.sock"
+
+    @property
+    def public_pem(self) -> Path:
+        """The public host's certificate, its chain and its key in one file (0600)."""
+        return self.haproxy_dir / "public.pem"
+
+    @property
+    def web_tls_socket(self) -> Path:
+        """Where the control plane's frontend ends TLS for the public host (PROXY v2 in)."""
+        return self.haproxy_dir / "web-tls.sock"
+
+    @property
+    def acme_socket(self) -> Path:
+        """Where the cloud's ACME challenge responder listens while it issues."""
+        return self.haproxy_dir / "acme.sock"
+
+    @property
+    def sockets(self) -> list[Path]:
+        """Every unix socket of the edge (each path must fit in sun_path)."""
+        return [
+            self.socket_path,
+            self.exporter_socket,
+            self.web_tls_socket,
+            self.acme_socket,
+            self.web_socket,
+        ]
 
     def map_path(self, scheme: Scheme) -> Path:
         """The map file of one scheme; also the map's name on the Runtime API."""
@@ -321,6 +380,7 @@ def render_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> str:
     source_rules = f"""\
     tcp-request connection track-sc0 src,ipmask(32,64) table st_source
     tcp-request connection reject if {{ sc0_conn_cur gt {lim.source_conn} }} || {{ sc0_conn_rate gt {lim.source_rate} }}"""
+    public = _public_rules(cfg)
     return f"""\
 # Generated by cloud.edge.haproxy; edit the code, not this file.
 global
@@ -355,7 +415,7 @@ frontend fe_https
 {source_rules}
     tcp-request inspect-delay {lim.hello_timeout_s}s
     tcp-request content reject unless {{ req.ssl_hello_type 1 }}
-    tcp-request content set-var(sess.route) req.ssl_sni,lower,map({https_map})
+{public["sni"]}    tcp-request content set-var(sess.route) req.ssl_sni,lower,map({https_map})
     # add(0) casts the port to an integer so that the range check below is numeric; an unknown
     # name leaves the variable unset and the check rejects the connection.
     tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
@@ -363,7 +423,7 @@ frontend fe_https
     tcp-request content track-sc1 var(sess.port) table {ROUTE_TABLE}
     tcp-request content reject if {{ sc1_conn_cur gt {lim.route_conn} }}
     tcp-request content set-dst-port var(sess.port)
-    use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
+{public["sni_backend"]}    use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_https
 
 # Plain HTTP (ACME HTTP-01 and http sites), routed by the Host header without its port.
@@ -377,16 +437,16 @@ frontend fe_http
     timeout http-keep-alive {lim.request_timeout_s}s
     # req.hdr() would take the last of several names ("Host: a.example, b.example"): refuse.
     http-request deny deny_status 400 if {{ req.hdr_cnt(host) gt 1 }}
-    http-request set-var(txn.route) req.hdr(host),host_only,lower,map({http_map})
+{public["http"]}    http-request set-var(txn.route) req.hdr(host),host_only,lower,map({http_map})
     http-request set-var(txn.port) var(txn.route),field(1,:),add(0)
     http-request deny deny_status 404 unless {{ var(txn.port) -m int 1:65535 }}
     http-request track-sc1 var(txn.port) table {ROUTE_TABLE}
     http-request deny deny_status 503 if {{ sc1_conn_cur gt {lim.route_conn} }}
     http-request set-dst-port var(txn.port)
-    use_backend be_http_pp if {{ var(txn.route) -m end {PROXY_V2_SUFFIX} }}
+{public["http_backend"]}    use_backend be_http_pp if {{ var(txn.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_http
 
-{_web_section(cfg)}
+{_web_section(cfg)}{public["backends"]}
 # One server per backend for every route: the address is pinned to loopback (where sshd listens
 # for the tunnels) and, having no port, it takes the destination port set from the map above.
 backend be_https
@@ -428,6 +488,44 @@ backend {ROUTE_TABLE}
     stick-table type integer size 100k expire 1h store conn_cur{counters}"""
 
 
+def _public_rules(cfg: EdgeConfig) -> dict[str, str]:
+    """The lines of the cloud's own name in the :443 and :80 frontends, and its backends
+    (all empty without one). It is no route: no home can own it, and it never reaches a map."""
+    host = cfg.public_host
+    if host is None:
+        return dict.fromkeys(("sni", "sni_backend", "http", "http_backend", "backends"), "")
+    port = "" if cfg.https_port == 443 else f":{cfg.https_port}"
+    return {
+        "sni": f"""\
+    # The cloud's own name: TLS ends here, in front of the control plane (be_web_tls).
+    acl cloud_sni req.ssl_sni -i {host}
+    tcp-request content accept if cloud_sni
+""",
+        "sni_backend": "    use_backend be_web_tls if cloud_sni\n",
+        "http": f"""\
+    # The cloud's own name: its ACME challenges go to its responder, everything else to https.
+    acl cloud_host req.hdr(host),host_only,lower -m str {host}
+    http-request redirect prefix https://{host}{port} code 301 if cloud_host !{{ path_beg /.well-known/acme-challenge/ }}
+    http-request allow if cloud_host
+""",
+        "http_backend": f"    use_backend {ACME_BACKEND} if cloud_host\n",
+        "backends": f"""
+# The cloud's own name after its ClientHello: to the control plane's TLS listener, with the
+# client's address in PROXY v2 so that the per-source limits there count the client.
+backend be_web_tls
+    mode tcp
+    server web unix@{cfg.web_tls_socket} send-proxy-v2
+
+# The cloud's own ACME challenge responder, a socket of the worker while it issues (the Runtime
+# API sets the server ready, then back to maintenance: a 503 at once the rest of the time).
+backend {ACME_BACKEND}
+    mode http
+    http-reuse never
+    server {ACME_SERVER} unix@{cfg.acme_socket} disabled
+""",
+    }
+
+
 def _web_section(cfg: EdgeConfig) -> str:
     if cfg.web_port is None:
         return ""
@@ -441,6 +539,11 @@ def _web_section(cfg: EdgeConfig) -> str:
     busy = json.dumps(
         {"detail": "the control plane is busy or restarting; retry in a few seconds"}
     ).replace('"', '\\"')
+    tls_bind = (
+        f"    bind unix@{cfg.web_tls_socket} mode 600 accept-proxy ssl crt {cfg.public_pem} {_TLS_BIND}\n"
+        if cfg.public_host
+        else ""
+    )
     return f"""
 # The control plane. gunicorn has a few threads and listens only on a unix socket: HAProxy
 # reads each request whole (head and body) before a thread sees it, and queues the rest, so
@@ -455,16 +558,24 @@ frontend fe_web
     mode http
     option httplog
     bind {cfg.web_bind}:{cfg.web_port}
-    tcp-request connection track-sc0 src,ipmask(32,64) table st_web_source
-    tcp-request connection reject if {{ sc0_conn_cur gt {lim.web_source_conn} }}
+{tls_bind}\
+    # Per session, not per connection: on the TLS listener only the session knows the client's
+    # address (from PROXY v2), the connection's is HAProxy's own socket.
+    tcp-request session track-sc0 src,ipmask(32,64) table st_web_source
+    tcp-request session reject if {{ sc0_conn_cur gt {lim.web_source_conn} }}
     timeout http-request {lim.request_timeout_s}s
     timeout http-keep-alive {lim.request_timeout_s}s
     option http-buffer-request
     http-request deny deny_status 429 content-type application/json string "{too_many}" hdr Retry-After 10 if {{ sc0_http_req_rate gt {lim.web_source_rate} }}
     http-request track-sc1 src,ipmask(32,64) table st_web_signup if {{ path /signup/ }} {{ method POST }}
     http-request deny deny_status 429 content-type application/json string "{slow_down}" hdr Retry-After 3600 if {{ sc1_http_req_rate gt {lim.signup_rate} }}
-    # The one address Django may trust: whatever the client sent is replaced.
+    # The one address and scheme Django may trust: whatever the client sent is replaced (and
+    # gunicorn's other scheme headers dropped, it would read them too).
     http-request set-header X-Forwarded-For %[src]
+    http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+    http-request set-header X-Forwarded-Proto http unless {{ ssl_fc }}
+    http-request del-header X-Forwarded-Ssl
+    http-request del-header X-Forwarded-Protocol
     # A password check costs ~0.3 s of CPU: they get a few threads of their own, so guessing
     # from any number of addresses queues behind itself instead of stalling every page.
     use_backend be_web_auth if {{ method POST }} {{ path /login/ /admin/login/ /api/auth/token /signup/ }}
@@ -524,12 +635,17 @@ def write_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> Path:
 
     Creates empty map files when missing, since HAProxy refuses to start without them; existing
     maps are left alone because they hold the routes a restarted HAProxy must come back with.
+    Likewise a self-signed placeholder for the public host until its real certificate exists.
     """
     cfg.maps_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     cfg.web_socket.parent.mkdir(mode=0o700, exist_ok=True)
     for scheme in SCHEMES:
         if not cfg.map_path(scheme).exists():
             write_atomic(cfg.map_path(scheme), _MAP_HEADER, MAP_MODE)
+    if cfg.public_host and not cfg.public_pem.exists():
+        cert, key = acme.self_signed(cfg.public_host, PLACEHOLDER_DAYS)
+        pem = cert.public_bytes(serialization.Encoding.PEM) + acme.private_pem(key)
+        write_atomic(cfg.public_pem, pem, PEM_MODE)
     text = render_config(cfg, nofile_limit)
     try:
         write_atomic(cfg.config_path, text, 0o600, check=lambda staged: check_config(cfg, staged))
@@ -711,6 +827,34 @@ class RuntimeAPI:
             raise EdgeError(f"show info: unexpected reply {reply.strip()[:500]!r}")
         return info
 
+    def set_server_state(self, backend: str, server: str, state: str) -> None:
+        """`ready`, `drain` or `maint` for one server, until the next reload."""
+        if state not in ("ready", "drain", "maint"):
+            raise ValueError(f"state: must be ready, drain or maint, not {state!r}")
+        target = f"{_cli_word('backend', backend)}/{_cli_word('server', server)}"
+        self._expect_nothing(f"set server {target} state {state}")
+
+    def set_ssl_cert(self, path: Path | str, pem: str) -> None:
+        """Replace a loaded certificate in memory with `pem` (certificate, chain, key) in one
+        transaction: every handshake from the commit on gets it, without a reload."""
+        name = _cli_word("certificate", str(path))
+        reply = self.command(f"set ssl cert {name}", [line for line in pem.splitlines() if line])
+        if not reply.startswith("Transaction "):
+            with contextlib.suppress(EdgeError):
+                self.command(f"abort ssl cert {name}")
+            raise EdgeError(f"set ssl cert: unexpected reply {reply.strip()[:500]!r}")
+        reply = self.command(f"commit ssl cert {name}")
+        if "Success!" not in reply:
+            raise EdgeError(f"commit ssl cert: unexpected reply {reply.strip()[:500]!r}")
+
+    def show_ssl_cert(self, path: Path | str) -> dict[str, str]:
+        """What HAProxy holds for a certificate file: Serial, notAfter, Subject, ..."""
+        reply = self.command(f"show ssl cert {_cli_word('certificate', str(path))}")
+        found = dict(line.split(": ", 1) for line in reply.splitlines() if ": " in line)
+        if "Serial" not in found:
+            raise EdgeError(f"show ssl cert: unexpected reply {reply.strip()[:500]!r}")
+        return found
+
     def show_table(self, table: str, key: str | None = None) -> dict[str, dict[str, int]]:
         """The entries of a stick table (only `key`'s when given, a lookup rather than a dump
         of the table): key -> {stored counter: value}."""
@@ -759,6 +903,17 @@ def exporter_text(cfg: EdgeConfig, timeout: float = 5.0) -> str:
     if response.status != 200:
         raise EdgeError(f"prometheus exporter: HTTP {response.status}")
     return body
+
+
+def _check_pem(path: Path) -> None:
+    """A certificate file HAProxy can start from: a certificate, then its chain, and the key
+    that matches it (OpenSSL's own check)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(path)
+    except (ssl.SSLError, OSError) as exc:
+        raise EdgeError(
+            f"the public host's certificate: not a certificate with its key ({exc})"
+        ) from None
 
 
 def _map_value(route: Route) -> str:
@@ -895,6 +1050,23 @@ class Edge:
             )
             for key, entry in entries.items()
         }
+
+    def install_certificate(self, pem: str) -> None:
+        """Make `pem` (certificate, chain and key) the public host's: the file first, checked by
+        OpenSSL before it replaces the old one (what a restart serves), then HAProxy's memory.
+        If HAProxy is down this raises EdgeUnavailable with the file already right."""
+        if self.cfg.public_host is None:
+            raise ValueError("public_host: the edge serves no public host")
+        write_atomic(self.cfg.public_pem, pem, PEM_MODE, check=_check_pem)
+        self.api.set_ssl_cert(self.cfg.public_pem, pem)
+
+    def served_serial(self) -> int:
+        """The serial number of the public host's certificate HAProxy serves now."""
+        return int(self.api.show_ssl_cert(self.cfg.public_pem)["Serial"], 16)
+
+    def acme_responder(self, ready: bool) -> None:
+        """Let the public host's ACME challenges reach the responder's socket, or stop them."""
+        self.api.set_server_state(ACME_BACKEND, ACME_SERVER, "ready" if ready else "maint")
 
     def generation(self) -> str:
         """Names the running HAProxy worker; it changes when a restart or reload has emptied

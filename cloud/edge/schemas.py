@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import datetime
+
 from ninja import Schema
 
 
@@ -20,3 +22,28 @@ class ReconcileOut(Schema):
     provisioned: int
     released: int
     removed: int
+
+
+class CertificateOut(Schema):
+    """The certificate file HAProxy starts from."""
+
+    serial: str
+    issuer: str
+    names: list[str]
+    not_before: datetime
+    not_after: datetime
+    placeholder: bool
+    served: bool | None  # HAProxy serves this one now (None: it cannot be asked)
+
+
+class PublicCertOut(Schema):
+    """The public host's certificate and the job that obtains and renews it."""
+
+    host: str | None  # None: the cloud has no DNS name of its own (localhost or an address)
+    state: str
+    step: str
+    error: str
+    updated: datetime | None
+    failures: int
+    retry_after: datetime | None
+    certificate: CertificateOut | None

@@ -37,6 +37,7 @@ def edge_config() -> haproxy.EdgeConfig:
         web_port=settings.WEB_PORT,
         web_bind=settings.WEB_BIND,
         web_threads=WEB_THREADS,
+        public_host=settings.PUBLIC_HOST if settings.PUBLIC_TLS else None,
     )
 
 
@@ -133,7 +134,8 @@ def ssh_host_key() -> str:
 
 def haproxy_prepare() -> list[str]:
     """Raise the open-file limit HAProxy inherits, install a checked haproxy.cfg rendered for
-    it (and empty maps on first run); the argv to run it."""
+    it (and on first run empty maps and the public host's placeholder certificate); the argv
+    to run it."""
     cfg = edge_config()
     short = haproxy.raise_nofile(cfg)
     if short:

@@ -21,7 +21,7 @@ Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 StepStatus = Literal["done", "current", "todo", "failed"]
 
-# The ACME flow in the order it reports its steps (certs/services.py and certs/acme.py
+# The ACME flow in the order it reports its steps (certs/services.py and workers/common/acme.py
 # write job_step); a step the list does not know only shows as the raw `step` text.
 FLOW: list[tuple[str, re.Pattern[str]]] = [
     ("Queued for a worker", re.compile(r"waiting for a worker")),

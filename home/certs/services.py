@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from home.certs import acme, actions, publish
+from home.certs import actions, publish
 from home.certs.models import CertStatus, Challenge, Domain, JobState
 from home.cloudlink.client import CloudError
 from home.cloudlink.services import (
@@ -33,6 +33,7 @@ from home.cloudlink.services import (
 from home.tunnels import services as tunnels
 from home.tunnels.models import ProxyEntry, Tunnel
 from workers.celery import TransientError
+from workers.common import acme
 from workers.common.errors import (
     Conflict,
     DomainError,
@@ -253,7 +254,7 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
                     domain.name,
                     domain.email,
                     domain.challenge,  # type: ignore[arg-type]
-                    lambda port: _exposed(domain, port),
+                    lambda responder: _exposed(domain, responder.port),
                     on_step=lambda step: _step(domain, step),
                 )
                 path = certificate_publish(domain, issued)
@@ -272,7 +273,7 @@ def certificate_issue(domain_id: int, force: bool = False) -> str:
                 job_step="failed",
                 cert_status=CertStatus.VALID if renewing else CertStatus.FAILED,
                 renew_failures=domain.renew_failures + 1,
-                renew_after=timezone.now() + renew_backoff(domain.renew_failures + 1),
+                renew_after=timezone.now() + acme.renew_backoff(domain.renew_failures + 1),
             )
             return JobState.FAILED
         Domain.objects.filter(pk=domain.pk).update(
@@ -429,11 +430,6 @@ def _due(domain: Domain) -> bool:
     if domain.cert_expiry is None:
         return True
     return domain.cert_expiry <= timezone.now() + dt.timedelta(days=settings.RENEW_DAYS)
-
-
-def renew_backoff(failures: int) -> dt.timedelta:
-    """A failed renewal is tried again by beat after 1, 2, 4 ... hours, at most daily."""
-    return dt.timedelta(hours=min(2 ** max(failures - 1, 0), 24))
 
 
 def certificates_due() -> list[int]:

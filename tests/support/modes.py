@@ -57,9 +57,11 @@ STATE: list[tuple[str, int, str]] = [
         "gunicorn binds with its own umask 0; the 0700 folder above is the wall",
     ),
     ("haproxy/maps/*.map", 0o600, "every tenant's routes"),
-    # home
+    ("haproxy/public.pem", 0o600, "the public host's certificate with its private key"),
+    # both: the ACME account (the home's domains, the cloud's public host)
     ("acme", 0o700, PRIVATE),
     ("acme/account.key", 0o600, "the ACME account's key"),
+    # home
     ("tunnels", 0o700, PRIVATE),
     ("tunnels/*", 0o600, "tunnel logs and control sockets"),
 ]

@@ -50,10 +50,10 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, name: str, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, name: str, tls: ssl.SSLContext | None, port: int) -> None:
         self.service_name = name
         self.tls = tls
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.tls is not None:
@@ -65,8 +65,11 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve(name: str, tls: ssl.SSLContext | None = None, cert_der: bytes = b"") -> Iterator[Service]:
-    server = _Server(name, tls)
+def serve(
+    name: str, tls: ssl.SSLContext | None = None, cert_der: bytes = b"", port: int = 0
+) -> Iterator[Service]:
+    """An HTTP(S) service answering its name, on `port` of 127.0.0.1 (0: a free one)."""
+    server = _Server(name, tls, port)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -149,10 +152,10 @@ def tls_refused(port: int, sni: str) -> bool:
     return False
 
 
-def http_get(port: int, host: str) -> tuple[int, bytes]:
+def http_get(port: int, host: str, path: str = "/") -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
     try:
-        conn.request("GET", "/", headers={"Host": host})
+        conn.request("GET", path, headers={"Host": host})
         response = conn.getresponse()
         return response.status, response.read()
     finally:

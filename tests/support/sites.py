@@ -112,6 +112,11 @@ def remove_system_users(prefix: str) -> None:
     subprocess.run(["groupdel", homes_group(prefix)], capture_output=True, check=False)
 
 
+# An ACME server nothing listens on: a console's domains (or a cloud's public host) reach no CA,
+# and fail fast.
+NO_CA = {"CLOUDATHOME_ACME_DIRECTORY": "https://127.0.0.1:1/directory"}
+
+
 @contextlib.contextmanager
 def cloud_site(
     ssh_mode: str = "system-users", extra_env: dict[str, str] | None = None
@@ -125,6 +130,9 @@ def cloud_site(
             "CLOUDATHOME_PORT_BASE": str(port_base()),
             # Every home owns <its user>.homes.test and the names below it.
             "CLOUDATHOME_BASE_DOMAIN": "homes.test",
+            # A public host that is a DNS name gets its certificate from this CA: none, unless
+            # the module runs one (never the internet's).
+            **NO_CA,
             **(extra_env or {}),
         }
         try:
@@ -153,10 +161,6 @@ def home_site(
     }
     with start_home(root, config, admin_password, settings, account=user) as site:
         yield site
-
-
-# An ACME server nothing listens on: a console's domains reach no CA, and fail fast.
-NO_CA = {"CLOUDATHOME_ACME_DIRECTORY": "https://127.0.0.1:1/directory"}
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from workers.common.conf import (
     database,
     env,
     envbool,
+    envhost,
     envhostname,
     envint,
     envlist,
@@ -204,6 +205,34 @@ def test_envhostname_is_the_one_hostname_rule_or_none(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CAH_T_HOST", "homes")
     with pytest.raises(ConfigError, match=r"^CAH_T_HOST: needs at least two labels"):
         envhostname("CAH_T_HOST")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Cloud.Example.COM", "cloud.example.com"),
+        ("LOCALHOST", "localhost"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("::1", "::1"),
+        (None, "localhost"),
+    ],
+)
+def test_envhost_takes_a_dns_name_localhost_or_an_address(
+    monkeypatch: pytest.MonkeyPatch, raw: str | None, expected: str
+) -> None:
+    if raw is None:
+        monkeypatch.delenv("CAH_T_HOST", raising=False)
+    else:
+        monkeypatch.setenv("CAH_T_HOST", raw)
+    assert envhost("CAH_T_HOST", "localhost") == expected
+
+
+def test_envhost_refuses_anything_else_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CAH_T_HOST", "https://cloud.example.com/")
+    with pytest.raises(ConfigError, match=r"^CAH_T_HOST: label 'https://cloud' may only contain"):
+        envhost("CAH_T_HOST", "localhost")
 
 
 def test_host_ports_reads_addresses_with_an_optional_port(monkeypatch: pytest.MonkeyPatch) -> None:

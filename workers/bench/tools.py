@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import datetime
 import json
 import os
 import socket
@@ -20,11 +19,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
+from workers.common import acme
 from workers.common.files import write_atomic
 from workers.local.procs import port_open, running, wait_for
 
@@ -74,26 +71,10 @@ class Nginx:
 
 def self_signed(directory: Path, host: str) -> tuple[Path, Path, bytes]:
     """A throwaway self-signed certificate for a local service: (cert, key 0600, cert DER)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert, key = acme.self_signed(host)
     cert_path, key_path = directory / f"{host}.crt", directory / f"{host}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    write_atomic(key_path, pem, 0o600)
+    write_atomic(key_path, acme.private_pem(key), 0o600)
     return cert_path, key_path, cert.public_bytes(serialization.Encoding.DER)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from workers.common.files import write_atomic
-from workers.common.names import validate_hostname
+from workers.common.names import is_address, validate_hostname
 
 
 class ConfigError(RuntimeError):
@@ -54,15 +54,26 @@ def envlist(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in env(name, default).split(",") if item.strip()]
 
 
-def envhostname(name: str) -> str | None:
-    """A hostname (the one rule of workers.common.names), or None when unset."""
-    raw = env(name).strip()
-    if not raw:
-        return None
+def _hostname(name: str, raw: str) -> str:
     try:
         return validate_hostname(raw, field=name)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def envhostname(name: str) -> str | None:
+    """A hostname (the one rule of workers.common.names), or None when unset."""
+    raw = env(name).strip()
+    return _hostname(name, raw) if raw else None
+
+
+def envhost(name: str, default: str) -> str:
+    """Where clients reach a site: a DNS name (the hostname rule, lower-cased), or `localhost`
+    or an IP address (local runs); anything else is a ConfigError naming the variable."""
+    raw = env(name, default).strip()
+    if raw.lower() == "localhost" or is_address(raw):
+        return raw.lower()
+    return _hostname(name, raw)
 
 
 def host_ports(name: str, default_port: int) -> list[tuple[str, int]]:

@@ -28,7 +28,7 @@ def validate_hostname(host: str, field: str = "host") -> str:
         raise ValueError(f"{field}: must not be empty")
     if len(host) > 253:
         raise ValueError(f"{field}: {len(host)} characters, at most 253 allowed")
-    if _is_address(host):
+    if is_address(host):
         raise ValueError(f"{field}: {host!r} is an IP address, not a DNS name")
     if "*" in host:
         raise ValueError(f"{field}: wildcards are not allowed")
@@ -49,7 +49,8 @@ def validate_hostname(host: str, field: str = "host") -> str:
     return host
 
 
-def _is_address(host: str) -> bool:
+def is_address(host: str) -> bool:
+    """An IP address (IPv6 with or without brackets), not a name."""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:

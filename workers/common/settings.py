@@ -12,6 +12,8 @@ from csp.constants import NONE, SELF, UNSAFE_INLINE
 from workers.common.conf import env, envbool, envint
 
 __all__ = [
+    "ACME_CA_BUNDLE",
+    "ACME_DIRECTORY",
     "AUTHENTICATION_BACKENDS",
     "AUTH_PASSWORD_VALIDATORS",
     "AXES_COOLOFF_TIME",
@@ -33,6 +35,8 @@ __all__ = [
     "LOGOUT_REDIRECT_URL",
     "METRICS_TOKEN",
     "MIDDLEWARE",
+    "RENEW_DAYS",
+    "RENEW_MIN_AGE",
     "SECURE_HSTS_SECONDS",
     "SESSION_COOKIE_HTTPONLY",
     "SESSION_COOKIE_SECURE",
@@ -66,6 +70,8 @@ SHARED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside the ones that set cookies, so it sees every cookie of a response.
+    "workers.common.https.SecureCookiesOverHttps",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -131,11 +137,29 @@ LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
 SESSION_COOKIE_HTTPONLY = True
-# Off by default since both sites answer plain HTTP on loopback; on behind TLS, with HSTS
-# (a year; no preload: the operator's domain list is theirs to submit).
+# Off by default since both sites answer plain HTTP on loopback; on behind TLS, with HSTS.
+# A response to a request that came over HTTPS marks its cookies Secure whatever this says
+# (workers.common.https): the cloud serves its public host so itself.
 SESSION_COOKIE_SECURE = envbool("CLOUDATHOME_SECURE_COOKIES")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_HSTS_SECONDS = 31536000 if SESSION_COOKIE_SECURE else 0
+
+
+def hsts_seconds(over_https: bool) -> int:
+    """HSTS max-age of a site served over HTTPS: a year (no preload: the operator's domain
+    list is theirs to submit). Django sends it on secure requests only."""
+    return 31536000 if over_https else 0
+
+
+SECURE_HSTS_SECONDS = hsts_seconds(SESSION_COOKIE_SECURE)
+
+
+# Certificates from an ACME CA: the home's for its domains, the cloud's for its public host.
+ACME_DIRECTORY = env("CLOUDATHOME_ACME_DIRECTORY", "https://acme-v02.api.letsencrypt.org/directory")
+ACME_CA_BUNDLE = env("CLOUDATHOME_ACME_CA_BUNDLE") or None
+# Renewed this many days before expiry, but never younger than RENEW_MIN_AGE seconds: a
+# misconfigured window must not hammer the CA's rate limits.
+RENEW_DAYS = envint("CLOUDATHOME_RENEW_DAYS", 30, 0, 36500)
+RENEW_MIN_AGE = envint("CLOUDATHOME_RENEW_MIN_AGE", 86400, 0)
 
 
 def cookie_names(site: str) -> tuple[str, str]:

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from workers.common import acme
+from workers.common.files import write_atomic
 from workers.local.procs import free_port, port_open, running
 
 
@@ -161,15 +163,7 @@ def _write_tls_identity(tmp: Path) -> tuple[Path, Path, Path]:
     ca_path, cert_path, key_path = tmp / "pebble-ca.pem", tmp / "cert.pem", tmp / "key.pem"
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+    write_atomic(key_path, acme.private_pem(key), 0o600)
     return ca_path, cert_path, key_path
 
 

@@ -134,11 +134,12 @@ def start_cloud(root: Path, settings: dict[str, str] | None = None) -> Iterator[
     site = CloudSite(
         state=state,
         env=env,
-        web_port=ports["web"],
-        https_port=ports["https"],
-        http_port=ports["http"],
-        ssh_port=ports["ssh"],
-        flower_port=ports["flower"],
+        # `settings` may choose a port (a local CA validates on a fixed one, chosen first).
+        web_port=int(env["CLOUDATHOME_WEB_PORT"]),
+        https_port=int(env["CLOUDATHOME_HTTPS_PORT"]),
+        http_port=int(env["CLOUDATHOME_HTTP_PORT"]),
+        ssh_port=int(env["CLOUDATHOME_SSH_PORT"]),
+        flower_port=int(env["CLOUDATHOME_FLOWER_PORT"]),
         admin_password=admin_password,
         log=log,
     )

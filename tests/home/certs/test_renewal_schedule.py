@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from home.certs.models import CertStatus, Domain, JobState
-from home.certs.services import certificates_due, renew_backoff
+from home.certs.services import certificates_due
+from workers.common.acme import renew_backoff
 
 pytestmark = pytest.mark.django_db
 

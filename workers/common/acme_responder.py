@@ -1,31 +1,31 @@
 """The local server that answers an ACME CA's HTTP-01 or TLS-ALPN-01 validation requests.
 
-It listens on loopback only; the orchestrator makes it reachable from the CA (an `ssh -R`
-tunnel behind the edge's :80 or :443), so it must be strict about what it serves.
+It listens on loopback or on a unix socket only; the caller makes it reachable from the CA (the
+home: an `ssh -R` tunnel behind the edge's :80 or :443; the cloud: its own HAProxy's :80, which
+reaches the socket in the state dir from any container), so it must be strict about what it
+serves.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import hashlib
 import logging
 import os
 import re
 import socket
 import socketserver
 import ssl
+import stat
 import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
-from cryptography.x509.oid import ObjectIdentifier
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,6 @@ ResponderMode = Literal["http-01", "tls-alpn-01"]
 
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
 ACME_TLS_ALPN = "acme-tls/1"
-# RFC 8737 section 3: id-pe-acmeIdentifier.
-ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 
 # A validator sends one small request; anything slower is not a CA and must not pin a thread.
 CLIENT_TIMEOUT = 10.0
@@ -43,35 +41,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _KEY_AUTHORIZATION = re.compile(r"^[A-Za-z0-9_-]{1,256}\.[A-Za-z0-9_-]{1,256}$")
 
 
-def challenge_certificate(
-    domain: str, key_authorization: str
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """The self-signed certificate RFC 8737 asks for: SAN = the domain only, and the critical
-    acmeIdentifier extension holding SHA-256(key authorization)."""
-    digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
-        # The extension value is the DER OCTET STRING (tag 4, length 32) around the digest.
-        .add_extension(
-            x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest), critical=True
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
 class _HTTPHandler(BaseHTTPRequestHandler):
-    server: _HTTPServer
+    server: _TCPServer | _UnixHTTPServer
     timeout = CLIENT_TIMEOUT
     server_version = "cloudathome-acme"
     sys_version = ""
@@ -100,12 +71,16 @@ class _HTTPHandler(BaseHTTPRequestHandler):
     # unknown path, so the responder reveals nothing about itself.
     do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_found
 
+    def address_string(self) -> str:
+        # A unix socket's peer has no address (HAProxy in front of the cloud's responder).
+        return str(self.client_address[0]) if isinstance(self.client_address, tuple) else "unix"
+
     def log_message(self, format: str, *args: object) -> None:
-        logger.debug("http-01 responder %s: " + format, self.client_address[0], *args)
+        logger.debug("http-01 responder %s: " + format, self.address_string(), *args)
 
 
 class _TLSHandler(socketserver.BaseRequestHandler):
-    server: _TLSServer
+    server: _TCPServer
 
     def handle(self) -> None:
         sock: socket.socket = self.request
@@ -126,24 +101,31 @@ class _TLSHandler(socketserver.BaseRequestHandler):
             )
 
 
-class _HTTPServer(socketserver.ThreadingTCPServer):
+class _TCPServer(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], responder: ChallengeResponder) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        responder: ChallengeResponder,
+        handler: type[socketserver.BaseRequestHandler],
+    ) -> None:
         self.responder = responder
-        super().__init__(address, _HTTPHandler)
+        super().__init__(address, handler)
 
 
-class _TLSServer(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
+class _UnixHTTPServer(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], responder: ChallengeResponder) -> None:
+    def __init__(self, path: Path, responder: ChallengeResponder) -> None:
         self.responder = responder
-        super().__init__(address, _TLSHandler)
+        super().__init__(str(path), _HTTPHandler)
+
+
+_Listener = socketserver.ThreadingTCPServer | socketserver.ThreadingUnixStreamServer
 
 
 def _server_context() -> ssl.SSLContext:
@@ -154,7 +136,9 @@ def _server_context() -> ssl.SSLContext:
 
 
 class ChallengeResponder:
-    """Serve ACME challenge answers on host:port (port 0 picks a free one) while entered.
+    """Serve ACME challenge answers on host:port (port 0 picks a free one) while entered, or
+    with `socket_path` (http-01 only) on that unix socket (0600; a stale one is replaced, and
+    it is removed on stop).
 
     mode "http-01": `set(token, key_authorization)`, then GET /.well-known/acme-challenge/<token>
     returns the key authorization; anything else is a 404.
@@ -162,26 +146,38 @@ class ChallengeResponder:
     ALPN acme-tls/1 gets that certificate; an unknown or missing SNI fails the handshake.
     """
 
-    def __init__(self, mode: ResponderMode, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        mode: ResponderMode,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        socket_path: Path | None = None,
+    ) -> None:
         if mode not in ("http-01", "tls-alpn-01"):
             raise ValueError(f"mode: must be 'http-01' or 'tls-alpn-01', not {mode!r}")
         if not 0 <= port <= 65535:
             raise ValueError(f"port: {port} is not a TCP port number")
+        if socket_path is not None and mode != "http-01":
+            raise ValueError("socket_path: only an http-01 responder listens on a unix socket")
         self.mode: ResponderMode = mode
         self._address = (host, port)
+        self.socket_path = socket_path
         self._lock = threading.Lock()
         self._tokens: dict[str, str] = {}
         self._domain_contexts: dict[str, ssl.SSLContext] = {}
         self._tls_context = _server_context()
         self._tls_context.sni_callback = self._pick_certificate
-        self._server: socketserver.ThreadingTCPServer | None = None
+        self._server: _Listener | None = None
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("the challenge responder is not running")
-        return int(self._server.server_address[1])
+        address = self._server.server_address
+        if not isinstance(address, tuple):
+            raise RuntimeError(f"the challenge responder listens on {self.socket_path}, no port")
+        return int(address[1])
 
     def set(self, token: str, key_authorization: str) -> None:
         """Answer HTTP-01 requests for `token` with `key_authorization`."""
@@ -239,11 +235,12 @@ class ChallengeResponder:
     def start(self) -> ChallengeResponder:
         if self._server is not None:
             raise RuntimeError("the challenge responder is already running")
-        server: socketserver.ThreadingTCPServer
-        if self.mode == "http-01":
-            server = _HTTPServer(self._address, self)
+        server: _Listener
+        if self.socket_path is not None:
+            server = self._bind_unix(self.socket_path)
         else:
-            server = _TLSServer(self._address, self)
+            handler = _HTTPHandler if self.mode == "http-01" else _TLSHandler
+            server = _TCPServer(self._address, self, handler)
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever,
@@ -253,6 +250,17 @@ class ChallengeResponder:
         )
         self._thread.start()
         return self
+
+    def _bind_unix(self, path: Path) -> _UnixHTTPServer:
+        # A socket left by a run that was killed would make bind() fail; anything else at the
+        # path is not ours to remove.
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise ValueError(f"socket_path: {path} exists and is not a socket")
+            path.unlink()
+        server = _UnixHTTPServer(path, self)
+        path.chmod(0o600)  # only the site's own account (HAProxy) may connect
+        return server
 
     def stop(self) -> None:
         """Stop accepting and close the listening socket; safe to call twice."""
@@ -264,6 +272,9 @@ class ChallengeResponder:
         server.server_close()
         if thread is not None:
             thread.join()
+        if self.socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
 
     def __enter__(self) -> ChallengeResponder:
         return self.start()

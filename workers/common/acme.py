@@ -1,14 +1,16 @@
-"""The home site's one door to an ACME CA: account key and registration, ordering a certificate
+"""Both sites' one door to an ACME CA: account key and registration, ordering a certificate
 through HTTP-01 or TLS-ALPN-01 answered by our ChallengeResponder, and writing the result.
 
-Making the responder reachable from the CA (mapping + tunnel) is the caller's job, done inside
-the `expose` hook; every failure on the CA side becomes an AcmeError with one readable sentence.
+Making the responder reachable from the CA is the caller's job, done inside the `expose` hook
+(the home: a mapping and a tunnel; the cloud: its own HAProxy's :80); every failure on the CA
+side becomes an AcmeError with one readable sentence.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import logging
 import os
 import re
@@ -27,8 +29,9 @@ from acme.client import ClientNetwork, ClientV2
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from home.certs.responder import ChallengeResponder, challenge_certificate
+from workers.common.acme_responder import ChallengeResponder
 from workers.common.files import write_atomic
 from workers.common.names import validate_hostname
 
@@ -36,7 +39,12 @@ logger = logging.getLogger(__name__)
 
 ChallengeType = Literal["http-01", "tls-alpn-01"]
 CHALLENGE_TYPES: tuple[ChallengeType, ...] = ("http-01", "tls-alpn-01")
+# The caller's hook that makes a listening responder reachable by the CA while entered.
+Expose = Callable[[ChallengeResponder], AbstractContextManager[None]]
 USER_AGENT = "cloudathome-acme"
+
+# RFC 8737 section 3: id-pe-acmeIdentifier.
+ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 
 _EMAIL = re.compile(r"^[^@\s,;:<>()\[\]\"\\]+@[a-z0-9]([a-z0-9.-]*[a-z0-9])?\.[a-z]{2,63}$", re.I)
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?", re.S)
@@ -53,6 +61,8 @@ class AcmeSettings:
     ca_bundle: str | None  # CA of the ACME server's own HTTPS; None = the system's roots
     account_key_path: Path
     timeout: float = 30  # seconds, for each request and for each wait on the CA
+    # http-01 answered on this unix socket instead of a free port of 127.0.0.1.
+    responder_socket: Path | None = None
 
     def __post_init__(self) -> None:
         url = urlsplit(self.directory_url)
@@ -88,10 +98,59 @@ def cert_not_after(pem: str | bytes) -> datetime.datetime:
     return x509.load_pem_x509_certificate(data).not_valid_after_utc
 
 
+def self_signed(
+    host: str,
+    days: int = 2,
+    subject: x509.Name | None = None,
+    critical: x509.ExtensionType | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed certificate for `host` (its SAN; its subject CN unless `subject` is given,
+    with a `critical` extension if any) and its new key (EC P-256): a local service's in the
+    tests and benchmarks, the cloud's placeholder until its CA has issued the real one, and
+    the TLS-ALPN-01 answer."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = (
+        subject
+        if subject is not None
+        else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    )
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+    )
+    if critical is not None:
+        builder = builder.add_extension(critical, critical=True)
+    return builder.sign(key, hashes.SHA256()), key
+
+
+def challenge_certificate(
+    domain: str, key_authorization: str
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The self-signed certificate RFC 8737 asks for: SAN = the domain only, and the critical
+    acmeIdentifier extension holding SHA-256(key authorization)."""
+    digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
+    # The extension value is the DER OCTET STRING (tag 4, length 32) around the digest.
+    extension = x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest)
+    return self_signed(domain, 7, subject=x509.Name([]), critical=extension)
+
+
+def renew_backoff(failures: int) -> datetime.timedelta:
+    """A failed issuance or renewal is tried again by beat after 1, 2, 4 ... hours, at most
+    daily: each try costs the CA's failed-validation budget."""
+    return datetime.timedelta(hours=min(2 ** max(failures - 1, 0), 24))
+
+
 # --- account -------------------------------------------------------------------------------
 
 
-def _private_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+def private_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -106,7 +165,7 @@ def _account_key(path: Path) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
         # link() never replaces: when two runs race, both end up using the first key.
         with contextlib.suppress(FileExistsError):
             write_atomic(
-                path, _private_pem(ec.generate_private_key(ec.SECP256R1())), 0o600, replace=False
+                path, private_pem(ec.generate_private_key(ec.SECP256R1())), 0o600, replace=False
             )
     if path.stat().st_mode & 0o077:
         logger.warning("account key %s was readable by others; setting it to 0600", path)
@@ -352,7 +411,7 @@ def _authorize(
     domain: str,
     authzr: messages.AuthorizationResource,
     challenge: ChallengeType,
-    expose: Callable[[int], AbstractContextManager[None]],
+    expose: Expose,
     on_step: Callable[[str], None],
     settings: AcmeSettings,
 ) -> None:
@@ -362,13 +421,13 @@ def _authorize(
         raise AcmeError(f"{domain}: the CA does not offer {challenge} (it offers {offered})")
     challb = choices[0]
     token, key_authorization = _key_authorization(challb, session.jwk)
-    with ChallengeResponder(challenge) as responder:
+    with ChallengeResponder(challenge, socket_path=settings.responder_socket) as responder:
         if challenge == "http-01":
             responder.set(token, key_authorization)
         else:
             responder.set_cert(domain, *challenge_certificate(domain, key_authorization))
         # Errors raised by the caller's expose() (cloud API, tunnel) pass through untouched.
-        with expose(responder.port):
+        with expose(responder):
             on_step("challenge ready")
             with _acme_errors(domain, settings):
                 session.client.answer_challenge(
@@ -388,14 +447,15 @@ def issue(
     domain: str,
     email: str,
     challenge: ChallengeType,
-    expose: Callable[[int], AbstractContextManager[None]],
+    expose: Expose,
     on_step: Callable[[str], None] = _ignore_step,
 ) -> IssuedCert:
     """Obtain a certificate for `domain` with a fresh key, answering `challenge` ourselves.
 
-    `expose(port)` is entered once the responder listens on 127.0.0.1:<port> and must make it
-    reachable where the CA validates (edge :80 for http-01, :443 for tls-alpn-01) until it exits.
-    The responder is always stopped. Raises AcmeError, or ValueError for invalid arguments.
+    `expose(responder)` is entered once the responder listens (on 127.0.0.1:`responder.port`,
+    or on `settings.responder_socket`) and must make it reachable where the CA validates (edge
+    :80 for http-01, :443 for tls-alpn-01) until it exits. The responder is always stopped.
+    Raises AcmeError, or ValueError for invalid arguments.
     """
     domain = validate_hostname(domain, "domain")
     email = validate_email(email)
@@ -415,11 +475,11 @@ def _order(
     settings: AcmeSettings,
     domain: str,
     challenge: ChallengeType,
-    expose: Callable[[int], AbstractContextManager[None]],
+    expose: Expose,
     on_step: Callable[[str], None],
 ) -> IssuedCert:
     cert_key = ec.generate_private_key(ec.SECP256R1())
-    key_pem = _private_pem(cert_key)
+    key_pem = private_pem(cert_key)
     with _acme_errors(domain, settings):
         order = session.client.new_order(crypto_util.make_csr(key_pem, [domain]))
     on_step("order created")

@@ -21,20 +21,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from home.certs.acme import (
+from workers.common.acme import (
+    ACME_IDENTIFIER_OID,
     AcmeError,
     AcmeSettings,
     ChallengeType,
     IssuedCert,
     account_register,
     cert_not_after,
+    challenge_certificate,
     issue,
 )
-from home.certs.responder import (
-    ACME_IDENTIFIER_OID,
-    ChallengeResponder,
-    challenge_certificate,
-)
+from workers.common.acme_responder import ChallengeResponder
 from workers.local.pebble import PebbleInfo, pebble_server
 from workers.local.procs import free_port, port_open
 
@@ -90,7 +88,8 @@ class Exposer:
         self.pebble_port = pebble_port
         self.ports: list[int] = []
 
-    def __call__(self, port: int) -> AbstractContextManager[None]:
+    def __call__(self, responder: ChallengeResponder) -> AbstractContextManager[None]:
+        port = responder.port
         self.ports.append(port)
         if self.pebble_port is None:
             return contextlib.nullcontext()
@@ -246,7 +245,7 @@ def test_a_wrong_answer_is_reported_as_such(pebble: PebbleInfo, settings: AcmeSe
             "wrong.home.test",
             EMAIL,
             "http-01",
-            lambda port: forward(pebble.http_port, stranger.port),
+            lambda responder: forward(pebble.http_port, stranger.port),
         )
     assert str(raised.value).startswith(
         "wrong.home.test: the CA got a wrong answer from the challenge responder ("
@@ -260,8 +259,8 @@ def test_an_expose_failure_propagates_unchanged_and_stops_the_responder(
     ports: list[int] = []
 
     @contextlib.contextmanager
-    def broken_tunnel(port: int) -> Iterator[None]:
-        ports.append(port)
+    def broken_tunnel(responder: ChallengeResponder) -> Iterator[None]:
+        ports.append(responder.port)
         raise RuntimeError("tunnel did not open")
         yield
 
@@ -432,3 +431,44 @@ def test_a_responder_can_listen_on_a_chosen_port() -> None:
         assert responder.port == port
         assert port_open(port)
     assert not port_open(port)
+
+
+def unix_get(path: Path, url: str) -> tuple[int, bytes]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(f"GET {url} HTTP/1.1\r\nHost: cloud.test\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data.partition(b"\r\n\r\n")[2]
+
+
+def test_http_responder_on_a_unix_socket_replaces_a_stale_one_and_removes_it(
+    tmp_path: Path,
+) -> None:
+    token = "t0ken-Abc_123456789"
+    path = tmp_path / "acme.sock"
+    with socket.socket(socket.AF_UNIX) as stale:  # a killed run's socket, nobody listening
+        stale.bind(str(path))
+    with ChallengeResponder("http-01", socket_path=path) as responder:
+        responder.set(token, f"{token}.thumb")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert unix_get(path, f"/.well-known/acme-challenge/{token}") == (
+            200,
+            f"{token}.thumb".encode(),
+        )
+        assert unix_get(path, "/.well-known/acme-challenge/other")[0] == 404
+        with pytest.raises(RuntimeError, match="no port"):
+            _ = responder.port
+    assert not path.exists()
+
+
+def test_http_responder_never_removes_what_is_not_a_socket(tmp_path: Path) -> None:
+    path = tmp_path / "acme.sock"
+    path.write_text("someone's file")
+    with pytest.raises(ValueError, match="exists and is not a socket"):
+        ChallengeResponder("http-01", socket_path=path).start()
+    assert path.read_text() == "someone's file"
+    with pytest.raises(ValueError, match=r"^socket_path: "):
+        ChallengeResponder("tls-alpn-01", socket_path=path)

@@ -384,7 +384,9 @@ def test_a_restarted_edge_container_comes_back_with_every_route(
     admin = walk.cloud.api(walk.cloud.token("admin", walk.cloud.admin_password))
     live = admin.get(f"{walk.cloud.url}/api/admin/proxy-mappings/haproxy", timeout=10).json()
     assert live == walk.routes
-    assert "Pebble Intermediate CA" in demo.verify(walk.cloud, pebble, root / "roots.pem", name=NAME)
+    assert "Pebble Intermediate CA" in demo.verify(
+        walk.cloud, pebble, root / "roots.pem", name=NAME
+    )
 
 
 def test_down_leaves_no_container_network_or_volume_and_the_images_go(

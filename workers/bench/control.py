@@ -23,7 +23,7 @@ def measure(bench: Bench) -> dict[str, Any]:
     for i in range(bench.plan.mappings):
         host = f"cp{i}.bench.test"
         started = time.monotonic()
-        bench.create_mapping(m, host, m.edge_port)
+        bench.create_mapping(m.cloud, m.home_api, m.link, host, m.edge_port)
         if bt.time_until(bt.routable(https, host), 10) is None:
             failures += 1
             continue

@@ -10,34 +10,38 @@ from typing import Any
 
 from workers.bench import tools as bt
 from workers.bench.harness import DATA_PATH_SOURCE_RATE, Bench, haproxy_pids, log, sshd_pids
+from workers.local.sites import CloudSite
 
 RATIOS = ("download_MBps", "keepalive_rps", "newconn_per_s")
 # CPU seconds -> the unit of the table: ms per download, µs per request or connection.
 CPU_UNITS = {"download_MBps": 1e3, "keepalive_rps": 1e6, "newconn_per_s": 1e6}
 
 Run = Callable[[], tuple[float, int]]  # -> (the figure, requests it took)
+Groups = dict[str, Callable[[], list[int]]]  # the processes of a path, found when measured
 
 
 def measure(bench: Bench) -> dict[str, Any]:
-    m = bench.main()
+    m, bare = bench.main(), bench.bare()
     https = m.cloud.https_port
-    paths = {
-        "direct": ("direct.bench.test", m.direct_port),
-        "edge": ("edge.bench.test", https),
-        "edge_tunnel": ("tunnel.bench.test", https),
-    }
-    groups: dict[str, Callable[[], list[int]]] = {
-        "haproxy": lambda: haproxy_pids(m.cloud),
-        "sshd": lambda: sshd_pids(m.cloud)[1],
-        "ssh": lambda: [m.tunnel.pid],
-        "service": lambda: [m.nginx.pid, *bt.descendants(m.nginx.pid)],
+    main_groups = _groups(m.cloud, m.tunnel.pid, m.nginx.pid)
+    # edge_tunnel_bare just before edge_tunnel in every repeat: the pair compared meets the
+    # same moment of the machine.
+    paths: dict[str, tuple[str, int, Groups]] = {
+        "direct": ("direct.bench.test", m.direct_port, main_groups),
+        "edge": ("edge.bench.test", https, main_groups),
+        "edge_tunnel_bare": (
+            "tunnel.bench.test",
+            bare.cloud.https_port,
+            _groups(bare.cloud, bare.tunnel.pid, m.nginx.pid),
+        ),
+        "edge_tunnel": ("tunnel.bench.test", https, main_groups),
     }
     figures: dict[str, dict[str, list[float]]] = {p: {} for p in paths}
     cpu: dict[str, dict[str, dict[str, float]]] = {}
     counts: dict[str, dict[str, float]] = {}
 
     def measured(kind: str, path: str, run: Run) -> float:
-        pids = {g: f() for g, f in groups.items()}
+        pids = {g: f() for g, f in paths[path][2].items()}
         before = {g: bt.cpu_seconds(p) for g, p in pids.items()}
         client_before = _children_cpu()
         value, requests_done = run()
@@ -50,12 +54,12 @@ def measure(bench: Bench) -> dict[str, Any]:
         total[path] = total.get(path, 0) + requests_done
         return value
 
-    for host, port in paths.values():  # warm-up: caches, TLS tickets, page cache
+    for host, port, _ in paths.values():  # warm-up: caches, TLS tickets, page cache
         bt.download(f"https://{host}:{port}/{bt.BIG_FILE}", host, port)
         if not bench.plan.quick:
             bench.wrk(f"https://{host}:{port}/{bt.SMALL_FILE}", 1)
     for rep in range(bench.plan.repeats):
-        for path, (host, port) in paths.items():
+        for path, (host, port, _) in paths.items():
             log(f"· data path {path} ({rep + 1}/{bench.plan.repeats})")
             for kind, run in _runs(bench, host, port, figures[path]).items():
                 figures[path].setdefault(kind, []).append(measured(kind, path, run))
@@ -65,7 +69,7 @@ def measure(bench: Bench) -> dict[str, Any]:
         result["paths"][path] = {
             k: round(bt.median(v), 3) if k != "errors" else int(sum(v)) for k, v in values.items()
         }
-    for path in ("edge", "edge_tunnel"):
+    for path in [p for p in paths if p != "direct"]:
         result["ratios"][path] = {
             k: round(result["paths"][path][k] / result["paths"]["direct"][k], 3) for k in RATIOS
         }
@@ -78,6 +82,7 @@ def measure(bench: Bench) -> dict[str, Any]:
             for path, spent in per_path.items()
         }
     result["cpu_us_per_request"]["download_MBps_unit"] = "ms of CPU per 100 MiB download"
+    result["features"] = _features(result)
     _listener, sessions = sshd_pids(m.cloud)
     ssh_rss, ssh_pss = bt.memory_kb(m.tunnel.pid)
     sess = [bt.memory_kb(p) for p in sessions]
@@ -120,6 +125,39 @@ def _runs(bench: Bench, host: str, port: int, figures: dict[str, list[float]]) -
         return r.rps, r.requests
 
     return {"download_MBps": download, "keepalive_rps": keepalive, "newconn_per_s": new_connections}
+
+
+def _groups(cloud: CloudSite, tunnel_pid: int, nginx_pid: int) -> Groups:
+    return {
+        "haproxy": lambda: haproxy_pids(cloud),
+        "sshd": lambda: sshd_pids(cloud)[1],
+        "ssh": lambda: [tunnel_pid],
+        "service": lambda: [nginx_pid, *bt.descendants(nginx_pid)],
+    }
+
+
+def _features(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The edge's per-connection features (traffic counters), on against off: each figure's
+    ratio, and the CPU per request of the whole path (every process, the client's too)."""
+    on, off = result["paths"]["edge_tunnel"], result["paths"]["edge_tunnel_bare"]
+    out: dict[str, dict[str, float]] = {}
+    for kind in RATIOS:
+        spent = result["cpu_us_per_request"][kind]
+        cpu_on, cpu_off = (
+            sum(spent["edge_tunnel"].values()),
+            sum(spent["edge_tunnel_bare"].values()),
+        )
+        out[kind] = {
+            "off": off[kind],
+            "on": on[kind],
+            "ratio": round(on[kind] / off[kind], 3) if off[kind] else 0.0,
+            "cpu_off": round(cpu_off, 2),
+            "cpu_on": round(cpu_on, 2),
+            "cpu_ratio": round(cpu_on / cpu_off, 3) if cpu_off else 0.0,
+            "haproxy_cpu_off": spent["edge_tunnel_bare"]["haproxy"],
+            "haproxy_cpu_on": spent["edge_tunnel"]["haproxy"],
+        }
+    return out
 
 
 def _children_cpu() -> float:

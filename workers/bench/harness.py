@@ -160,6 +160,11 @@ def load_link(config: Path) -> dict[str, Any]:
     return data
 
 
+def routed(cloud: CloudSite, host: str) -> None:
+    if bt.time_until(bt.routable(cloud.https_port, host), 20) is None:
+        raise RuntimeError(f"{host} never became routable through the edge")
+
+
 def check(done: subprocess.CompletedProcess[str], what: str) -> str:
     """The output of a site command that must have succeeded."""
     if done.returncode != 0:
@@ -187,6 +192,27 @@ class Main:
 
 
 @dataclass
+class Bare:
+    """A second cloud site with the edge's per-connection features off (traffic counters), its
+    own bench home and tunnel to the main site's nginx: the data path without the features,
+    measured in the same run as the main site's path with them (docs/performance.md)."""
+
+    cloud: CloudSite
+    tunnel: TunnelRun
+
+
+@dataclass
+class _Site:
+    cloud: CloudSite
+    prefix: str  # of the site's system users
+    dns: MockDns
+    config: Path  # the bench home's cloudlink.yaml
+    link: dict[str, Any]
+    home_api: requests.Session
+    base: int  # the bench home's first tunnel port
+
+
+@dataclass
 class Console:
     home: HomeSite
     api: requests.Session
@@ -204,6 +230,8 @@ class Bench:
         self.hosts = root / "hosts"
         self.hosts.write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {n}\n" for n in NAMES))
         self._main: Main | None = None
+        self._bare: Bare | None = None
+        self._ports_from = MAIN_PORTS.start  # every site's tunnel ports lie above the last's
         self._console: Console | None = None
         self.user_prefix = ""
         self.strays: list[tuple[int, int]] = []  # (pid, start time) of ssh the console opened
@@ -231,61 +259,85 @@ class Bench:
         return self._main
 
     def _start_main(self) -> Main:
-        prefix = f"b{secrets.token_hex(2)}"
-        self.user_prefix = prefix
-        self.stack.callback(remove_new_users, prefix, set(users_with(prefix)))
-        log("· starting the cloud site (HAProxy, sshd, web, worker, beat)")
         slots = self.plan.provision_homes + self.plan.registrations + 4
-        dns = self.stack.enter_context(mock_dns(self.root / "dns"))
-        settings = {
-            "CLOUDATHOME_DNS_RESOLVERS": dns.resolver,
-            "CLOUDATHOME_SSH_USER_PREFIX": prefix,
-            "CLOUDATHOME_PORT_BASE": str(free_port_range(slots * 10, MAIN_PORTS)),
-            "CLOUDATHOME_PORT_STRIDE": "10",
-            "CLOUDATHOME_PORTS_PER_HOME": "10",
-            "CLOUDATHOME_HOME_SLOTS": str(slots),
-            **ONE_CLIENT,
-        }
-        cloud = self.stack.enter_context(start_cloud(self.root / "cloud", settings))
-        admin = cloud.api(cloud.token("admin", cloud.admin_password))
-        password = secrets.token_urlsafe(12)
-        cloud.create_user("bench", password)
-        log("· registering the bench home (keygen + register, as a user runs them)")
-        config, done = register_home(cloud, self.root / "home", "bench", password)
-        check(done, "register")
-        link = load_link(config)
-        base = int(link["ports"]["base"])
+        log("· starting the cloud site (HAProxy, sshd, web, worker, beat)")
+        site = self._site("cloud", slots, {})
         direct_port = free_port()
-        edge_port, tunnel_port = base + 9, base + 8  # the console allocates from base upwards
+        edge_port, tunnel_port = site.base + 9, site.base + 8  # the console allocates upwards
         nginx = self.stack.enter_context(
             bt.nginx_server(self.root / "nginx", [direct_port, edge_port])
         )
-        home_api = cloud.api(str(link["auth_token"]))
-        self.stack.callback(self._release, cloud, home_api, str(link["home_slug"]), prefix)
-        log("· proving bench.test with its TXT record, so the bench home may map *.bench.test")
-        prove_domain(cloud, home_api, str(link["home_slug"]), dns, "bench.test")
         tunnel = self.stack.enter_context(
-            self.tunnel(self.root / "home", config, tunnel_port, direct_port)
+            self.tunnel(self.root / "home", site.config, tunnel_port, direct_port)
         )
         main = Main(
-            cloud=cloud,
-            admin=admin,
-            prefix=prefix,
-            config=config,
-            link=link,
+            cloud=site.cloud,
+            admin=site.cloud.api(site.cloud.token("admin", site.cloud.admin_password)),
+            prefix=site.prefix,
+            config=site.config,
+            link=site.link,
             nginx=nginx,
             direct_port=direct_port,
             edge_port=edge_port,
             tunnel_port=tunnel_port,
             tunnel=tunnel,
-            home_api=home_api,
-            dns=dns,
+            home_api=site.home_api,
+            dns=site.dns,
         )
         for host, port in (("edge.bench.test", edge_port), ("tunnel.bench.test", tunnel_port)):
-            self.create_mapping(main, host, port)
-            if bt.time_until(bt.routable(cloud.https_port, host), 20) is None:
-                raise RuntimeError(f"{host} never became routable through the edge")
+            self.create_mapping(main.cloud, main.home_api, main.link, host, port)
+            routed(main.cloud, host)
         return main
+
+    def bare(self) -> Bare:
+        if self._bare is None:
+            self._bare = self._start_bare()
+        return self._bare
+
+    def _start_bare(self) -> Bare:
+        m = self.main()
+        log("· starting a second cloud site with the per-connection features off")
+        site = self._site("bare", 1, {"CLOUDATHOME_EDGE_TRAFFIC_COUNTERS": "0"})
+        port = site.base + 8
+        tunnel = self.stack.enter_context(
+            self.tunnel(self.root / "bare", site.config, port, m.direct_port)
+        )
+        self.create_mapping(site.cloud, site.home_api, site.link, "tunnel.bench.test", port)
+        routed(site.cloud, "tunnel.bench.test")
+        return Bare(cloud=site.cloud, tunnel=tunnel)
+
+    def _site(self, name: str, slots: int, extra: dict[str, str]) -> _Site:
+        """A cloud site in `<root>/<name>` with `slots` homes of 10 ports (above every site
+        started before it), and the bench home registered in `<root>/<name>-home` as a user
+        does it, with bench.test proven by its TXT record so the home may map *.bench.test."""
+        prefix = f"b{secrets.token_hex(2)}"
+        self.user_prefix = self.user_prefix or prefix
+        self.stack.callback(remove_new_users, prefix, set(users_with(prefix)))
+        dns = self.stack.enter_context(mock_dns(self.root / f"{name}-dns"))
+        base = free_port_range(slots * 10, range(self._ports_from, MAIN_PORTS.stop))
+        self._ports_from = -(-(base + slots * 10) // 100) * 100
+        settings = {
+            "CLOUDATHOME_DNS_RESOLVERS": dns.resolver,
+            "CLOUDATHOME_SSH_USER_PREFIX": prefix,
+            "CLOUDATHOME_PORT_BASE": str(base),
+            "CLOUDATHOME_PORT_STRIDE": "10",
+            "CLOUDATHOME_PORTS_PER_HOME": "10",
+            "CLOUDATHOME_HOME_SLOTS": str(slots),
+            **ONE_CLIENT,
+            **extra,
+        }
+        cloud = self.stack.enter_context(start_cloud(self.root / name, settings))
+        password = secrets.token_urlsafe(12)
+        cloud.create_user("bench", password)
+        log(f"· registering the bench home of {name} (keygen + register, as a user runs them)")
+        config, done = register_home(cloud, self.root / f"{name}-home", "bench", password)
+        check(done, "register")
+        link = load_link(config)
+        home_api = cloud.api(str(link["auth_token"]))
+        self.stack.callback(self._release, cloud, home_api, str(link["home_slug"]), prefix)
+        log("· proving bench.test with its TXT record, so the bench home may map *.bench.test")
+        prove_domain(cloud, home_api, str(link["home_slug"]), dns, "bench.test")
+        return _Site(cloud, prefix, dns, config, link, home_api, int(link["ports"]["base"]))
 
     def tunnel(
         self, home_root: Path, config: Path, remote_port: int, local_port: int
@@ -295,10 +347,17 @@ class Bench:
         log_path = home_root / f"tunnel-{remote_port}.out"
         return run_tunnel(home_root / "home-state", config, remote_port, local_port, log_path)
 
-    def create_mapping(self, main: Main, host: str, port: int) -> None:
-        slug = main.link["home_slug"]
-        r = main.home_api.post(
-            f"{main.cloud.url}/api/homes/{slug}/proxy-mappings",
+    def create_mapping(
+        self,
+        cloud: CloudSite,
+        home_api: requests.Session,
+        link: dict[str, Any],
+        host: str,
+        port: int,
+    ) -> None:
+        """The mapping of `host` to the tunnel port `port`, through the API as a user does it."""
+        r = home_api.post(
+            f"{cloud.url}/api/homes/{link['home_slug']}/proxy-mappings",
             json={"host": host, "scheme": "https", "tunnel_port": port},
             timeout=10,
         )

@@ -81,6 +81,28 @@ TARGETS = (
         "and TLS handshakes. Fix: more cores; the channel setup is in OpenSSH.",
     ),
     Target(
+        "edge+tunnel keep-alive, CPU per request with the per-connection features / without",
+        ("data_path", "features", "keepalive_rps", "cpu_ratio"),
+        "<=",
+        1.05,
+        "",
+        "HAProxy spent {ka_haproxy_on} µs per request with the features against "
+        "{ka_haproxy_off} µs without; the rest of the difference is the other processes "
+        "between two runs on a shared machine (load average {load}). Fix: if HAProxy's share "
+        "grew, `CLOUDATHOME_EDGE_TRAFFIC_COUNTERS=0`; otherwise more repeats or a quiet machine.",
+    ),
+    Target(
+        "edge+tunnel new TLS connections, CPU per connection with the features / without",
+        ("data_path", "features", "newconn_per_s", "cpu_ratio"),
+        "<=",
+        1.05,
+        "",
+        "HAProxy spent {nc_haproxy_on} µs per connection with the features against "
+        "{nc_haproxy_off} µs without; the rest of the difference is the other processes "
+        "between two runs on a shared machine (load average {load}). Fix: if HAProxy's share "
+        "grew, `CLOUDATHOME_EDGE_TRAFFIC_COUNTERS=0`; otherwise more repeats or a quiet machine.",
+    ),
+    Target(
         "mapping created -> routable, p99",
         ("control_plane", "create_to_routable", "p99_ms"),
         "<=",
@@ -139,9 +161,16 @@ def _why_figures(results: dict[str, Any]) -> dict[str, Any]:
         "load": " -> ".join(f"{x:.1f}" for x in load),
         **dict.fromkeys(("busy", "cpu_us", "direct_cpu", "bound", "direct_rps"), 0.0),
         **dict.fromkeys(("p50", "p99", "direct_p99", "add_ms", "noop_s", "mappings"), "?"),
+        **dict.fromkeys(
+            ("ka_haproxy_on", "ka_haproxy_off", "nc_haproxy_on", "nc_haproxy_off"), "?"
+        ),
     }
     data = results.get("data_path")
     if data:
+        for short, kind in (("ka", "keepalive_rps"), ("nc", "newconn_per_s")):
+            feature = data["features"][kind]
+            facts[f"{short}_haproxy_on"] = f"{feature['haproxy_cpu_on']:.1f}"
+            facts[f"{short}_haproxy_off"] = f"{feature['haproxy_cpu_off']:.1f}"
         tunnel = data["paths"]["edge_tunnel"]
         spent = data["cpu_us_per_request"]["keepalive_rps"]["edge_tunnel"]
         facts["cpu_us"] = sum(spent.values())
@@ -206,14 +235,14 @@ def table(results: dict[str, Any]) -> str:
     lines: list[str] = []
     data = results.get("data_path")
     if data:
-        lines.append(" ".join([f"{'path':<12}", *(f"{c[0]:>{c[1]}}" for c in _COLUMNS)]))
+        lines.append(" ".join([f"{'path':<16}", *(f"{c[0]:>{c[1]}}" for c in _COLUMNS)]))
         for path, fig in data["paths"].items():
             ratios = data["ratios"].get(path, {})
             cells = [
                 f"{ratios.get(key, 1) if ratio else fig[key]:>{width}{form}}"
                 for _, width, key, form, ratio in _COLUMNS
             ]
-            lines.append(" ".join([f"{path:<12}", *cells]))
+            lines.append(" ".join([f"{path:<16}", *cells]))
         lines.append("")
     for t in results.get("targets", []):
         mark = "met   " if t["met"] else "MISSED"
@@ -355,6 +384,17 @@ def _md_targets(checked: list[dict[str, Any]]) -> list[str]:
     return ["## Targets", "", *_table(header, rows), ""]
 
 
+# The features table's cells: (figure, digits).
+_FEATURE_CELLS = (
+    ("off", 1),
+    ("on", 1),
+    ("ratio", 3),
+    ("cpu_off", 1),
+    ("cpu_on", 1),
+    ("cpu_ratio", 3),
+)
+
+
 def _md_data(data: dict[str, Any], png: str | None) -> list[str]:
     s = data["settings"]
     rows = []
@@ -382,7 +422,8 @@ def _md_data(data: dict[str, Any], png: str | None) -> list[str]:
         "",
         "Three ways to the same nginx HTTPS service: direct; through the edge only (HAProxy "
         "SNI passthrough to nginx); through the edge and the product's SSH tunnel "
-        "(`home/tunnels/ssh.py`'s `ssh -tt -R`, the cloud's own sshd). One 100 MiB download "
+        "(`home/tunnels/ssh.py`'s `ssh -tt -R`, the cloud's own sshd); the last once more "
+        "with the edge's per-connection features off (`edge_tunnel_bare`, below). One 100 MiB download "
         f"with curl; wrk on {s['wrk_threads']} thread, {s['wrk_connections']} connections, "
         f"{s['wrk_seconds']:g} s per run for 1 KiB keep-alive requests and for new TLS "
         f"connections (`Connection: close`); medians of {s['repeats']} run(s). The edge's "
@@ -402,8 +443,22 @@ def _md_data(data: dict[str, Any], png: str | None) -> list[str]:
     ]
     mem = data["tunnel_memory_kb"]
     mb = {k: v / 1024 for k, v in mem.items()}
+    features = [
+        [METRICS[kind], *(_fmt(f[k], d) for k, d in _FEATURE_CELLS)]
+        for kind, f in data["features"].items()
+    ]
     return [
         *out,
+        "",
+        "### The per-connection features, on against off",
+        "",
+        "`edge_tunnel` runs on the main site, with the edge's per-connection features on (the "
+        "traffic counters of every route); `edge_tunnel_bare` on a second cloud site of the "
+        "same run with them off, its own home and tunnel to the same nginx, measured just "
+        "before it in every repeat. CPU is of the whole path (every process and the client), "
+        "per request (µs; for the download: ms per 100 MiB).",
+        "",
+        *_table(["test", "off", "on", "on / off", "CPU off", "CPU on", "on / off"], features),
         "",
         "CPU time per request of each process (µs; for the download: ms per 100 MiB). "
         "`client` is the load generator.",

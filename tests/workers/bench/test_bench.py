@@ -30,9 +30,14 @@ def test_quick_bench_measures_every_section_and_writes_the_report(tmp_path: Path
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "performance.json").read_text())
 
-    for path in ("direct", "edge", "edge_tunnel"):
+    for path in ("direct", "edge", "edge_tunnel_bare", "edge_tunnel"):
         for figure in ("download_MBps", "keepalive_rps", "keepalive_p99_ms", "newconn_per_s"):
             assert _number(results, "data_path", "paths", path, figure) > 0
+    # The per-connection features on (main site) against off (a second site), same run.
+    for kind in ("download_MBps", "keepalive_rps", "newconn_per_s"):
+        assert _number(results, "data_path", "features", kind, "cpu_ratio") > 0
+        assert _number(results, "data_path", "features", kind, "haproxy_cpu_off") > 0
+    assert "The per-connection features, on against off" in (out / "performance.md").read_text()
     assert 0 < _number(results, "data_path", "ratios", "edge_tunnel", "keepalive_rps") < 1.5
     cpu = ("data_path", "cpu_us_per_request", "keepalive_rps", "edge_tunnel")
     assert _number(results, *cpu, "sshd") > 0

@@ -206,6 +206,7 @@ class _Site:
     cloud: CloudSite
     prefix: str  # of the site's system users
     dns: MockDns
+    home_root: Path  # the bench home's folder: its keys, cloudlink.yaml, the tunnel's state
     config: Path  # the bench home's cloudlink.yaml
     link: dict[str, Any]
     home_api: requests.Session
@@ -232,8 +233,10 @@ class Bench:
         self._main: Main | None = None
         self._bare: Bare | None = None
         self._ports_from = MAIN_PORTS.start  # every site's tunnel ports lie above the last's
+        self._sites = 0
         self._console: Console | None = None
-        self.user_prefix = ""
+        # Every system user of the run's cloud sites starts with it (each site adds a digit).
+        self.user_prefix = f"b{secrets.token_hex(2)}"
         self.strays: list[tuple[int, int]] = []  # (pid, start time) of ssh the console opened
         stack.callback(self._stop_strays)
 
@@ -261,14 +264,14 @@ class Bench:
     def _start_main(self) -> Main:
         slots = self.plan.provision_homes + self.plan.registrations + 4
         log("· starting the cloud site (HAProxy, sshd, web, worker, beat)")
-        site = self._site("cloud", slots, {})
+        site = self._site("cloud", "home", slots, {})
         direct_port = free_port()
         edge_port, tunnel_port = site.base + 9, site.base + 8  # the console allocates upwards
         nginx = self.stack.enter_context(
             bt.nginx_server(self.root / "nginx", [direct_port, edge_port])
         )
         tunnel = self.stack.enter_context(
-            self.tunnel(self.root / "home", site.config, tunnel_port, direct_port)
+            self.tunnel(site.home_root, site.config, tunnel_port, direct_port)
         )
         main = Main(
             cloud=site.cloud,
@@ -297,21 +300,21 @@ class Bench:
     def _start_bare(self) -> Bare:
         m = self.main()
         log("· starting a second cloud site with the per-connection features off")
-        site = self._site("bare", 1, {"CLOUDATHOME_EDGE_TRAFFIC_COUNTERS": "0"})
+        site = self._site("bare", "bare-home", 1, {"CLOUDATHOME_EDGE_TRAFFIC_COUNTERS": "0"})
         port = site.base + 8
         tunnel = self.stack.enter_context(
-            self.tunnel(self.root / "bare", site.config, port, m.direct_port)
+            self.tunnel(site.home_root, site.config, port, m.direct_port)
         )
         self.create_mapping(site.cloud, site.home_api, site.link, "tunnel.bench.test", port)
         routed(site.cloud, "tunnel.bench.test")
         return Bare(cloud=site.cloud, tunnel=tunnel)
 
-    def _site(self, name: str, slots: int, extra: dict[str, str]) -> _Site:
+    def _site(self, name: str, home: str, slots: int, extra: dict[str, str]) -> _Site:
         """A cloud site in `<root>/<name>` with `slots` homes of 10 ports (above every site
-        started before it), and the bench home registered in `<root>/<name>-home` as a user
-        does it, with bench.test proven by its TXT record so the home may map *.bench.test."""
-        prefix = f"b{secrets.token_hex(2)}"
-        self.user_prefix = self.user_prefix or prefix
+        started before it), and the bench home registered in `<root>/<home>` as a user does
+        it, with bench.test proven by its TXT record so the home may map *.bench.test."""
+        prefix = f"{self.user_prefix}{self._sites}"
+        self._sites += 1
         self.stack.callback(remove_new_users, prefix, set(users_with(prefix)))
         dns = self.stack.enter_context(mock_dns(self.root / f"{name}-dns"))
         base = free_port_range(slots * 10, range(self._ports_from, MAIN_PORTS.stop))
@@ -330,14 +333,16 @@ class Bench:
         password = secrets.token_urlsafe(12)
         cloud.create_user("bench", password)
         log(f"· registering the bench home of {name} (keygen + register, as a user runs them)")
-        config, done = register_home(cloud, self.root / f"{name}-home", "bench", password)
+        home_root = self.root / home
+        config, done = register_home(cloud, home_root, "bench", password)
         check(done, "register")
         link = load_link(config)
         home_api = cloud.api(str(link["auth_token"]))
         self.stack.callback(self._release, cloud, home_api, str(link["home_slug"]), prefix)
         log("· proving bench.test with its TXT record, so the bench home may map *.bench.test")
         prove_domain(cloud, home_api, str(link["home_slug"]), dns, "bench.test")
-        return _Site(cloud, prefix, dns, config, link, home_api, int(link["ports"]["base"]))
+        first_port = int(link["ports"]["base"])
+        return _Site(cloud, prefix, dns, home_root, config, link, home_api, first_port)
 
     def tunnel(
         self, home_root: Path, config: Path, remote_port: int, local_port: int

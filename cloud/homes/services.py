@@ -9,6 +9,7 @@ import logging
 import re
 import secrets
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -351,14 +352,15 @@ def homes_seed(
     mappings: int,
     accounts: int = 0,
     *,
-    public_key: str,
+    public_keys: Sequence[str],
     domain: str = "scale.test",
     first_host: str | None = None,
     tokens: bool = False,
 ) -> Seeded:
     """Make the database hold exactly `homes` ready homes with `mappings` https mappings spread
     over them (`h<n>-<j>.<domain>`, the first one named `first_host` when given) and `accounts`
-    accounts without a home, in bulk. Running it again with other counts grows or shrinks what
+    accounts without a home, in bulk; home n gets `public_keys[n % len(public_keys)]` (one key
+    for all, or one each to connect them). Running it again with other counts grows or shrinks what
     an earlier run seeded; nothing else is touched. Routes follow at the next edge sync.
 
     Seeded accounts (`seed-home-<n>`, `seed-account-<n>`) have no usable password; with
@@ -371,8 +373,10 @@ def homes_seed(
         raise Invalid("mappings need at least one home", field="mappings")
     domain = _hostname(domain, "domain")
     first_host = _hostname(first_host, "first_host") if first_host else None
+    if not public_keys:
+        raise Invalid("at least one key is required", field="public_key")
     try:
-        key = sshd.validate_public_key(public_key)
+        keys = [sshd.validate_public_key(key) for key in public_keys]
     except ValueError as exc:
         raise invalid_from(exc, "public_key") from None
     owners = [SEED_OWNER.format(n) for n in range(homes)]
@@ -383,7 +387,7 @@ def homes_seed(
         gone = [user for name, user in seeded.items() if name not in wanted]
         _release_seeded(list(Home.objects.filter(owner__in=gone)))
         User.objects.filter(pk__in=[user.pk for user in gone]).delete()
-        placed = _seed_homes([seeded[name] for name in owners], key)
+        placed = _seed_homes([seeded[name] for name in owners], keys)
         first = _seed_mappings(placed, mappings, domain, first_host)
         issued = _seed_tokens([seeded[name] for name in owners[:1] + extra]) if tokens else {}
     return Seeded(placed, mappings, extra, first, issued)
@@ -425,9 +429,9 @@ def _release_seeded(released: list[Home]) -> None:
     Home.objects.filter(pk__in=[h.pk for h in released]).update(owner=None, **_FREE_SLOT)
 
 
-def _seed_homes(owners: list[User], public_key: str) -> list[Home]:
+def _seed_homes(owners: list[User], keys: list[str]) -> list[Home]:
     """The owners' homes in order: the one each has already, else the lowest free slot;
-    ready, with their SSH identity installed."""
+    ready, with their SSH identity (owner n: key n, wrapping around) installed."""
     taken = {h.owner_id: h for h in Home.objects.select_for_update().filter(owner__in=owners)}
     need = sum(1 for user in owners if user.pk not in taken)
     free = list(
@@ -441,10 +445,10 @@ def _seed_homes(owners: list[User], public_key: str) -> list[Home]:
             field="homes",
         )
     placed = []
-    for user in owners:
+    for n, user in enumerate(owners):
         home = taken.get(user.pk) or free.pop(0)
         if home.owner_id != user.pk:
-            _assign(home, user, public_key)
+            _assign(home, user, keys[n % len(keys)])
         home.status, home.status_detail = HomeStatus.READY, ""
         placed.append(home)
     Home.objects.bulk_update(

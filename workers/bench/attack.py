@@ -23,9 +23,7 @@ from requests.adapters import HTTPAdapter
 
 from workers.bench import tools as bt
 from workers.bench.harness import (
-    MAIN_PORTS,
     Bench,
-    free_port_range,
     log,
     remove_new_users,
     users_with,
@@ -480,7 +478,7 @@ def measure(bench: Bench) -> dict[str, Any]:
         # Each home owns <its name>.attack.test: attacked.attack.test, victim.attack.test.
         "CLOUDATHOME_BASE_DOMAIN": "attack.test",
         "CLOUDATHOME_SSH_USER_PREFIX": prefix,
-        "CLOUDATHOME_PORT_BASE": str(free_port_range(30, MAIN_PORTS)),
+        "CLOUDATHOME_PORT_BASE": str(bench.reserve_ports(30)),
         "CLOUDATHOME_PORT_STRIDE": "10",
         "CLOUDATHOME_PORTS_PER_HOME": "10",
         "CLOUDATHOME_HOME_SLOTS": "3",

@@ -57,6 +57,7 @@ class Plan:
     scale_changes: int
     provision_homes: int
     latency_seconds: float
+    link_homes: int  # connected at once, each one SSH connection (section links)
 
 
 FULL = Plan(
@@ -73,6 +74,7 @@ FULL = Plan(
     scale_changes=20,
     provision_homes=100,
     latency_seconds=5,
+    link_homes=1000,
 )
 QUICK = replace(
     FULL,
@@ -87,6 +89,7 @@ QUICK = replace(
     scale_changes=3,
     provision_homes=5,
     latency_seconds=1,
+    link_homes=20,
 )
 
 
@@ -317,8 +320,7 @@ class Bench:
         self._sites += 1
         self.stack.callback(remove_new_users, prefix, set(users_with(prefix)))
         dns = self.stack.enter_context(mock_dns(self.root / f"{name}-dns"))
-        base = free_port_range(slots * 10, range(self._ports_from, MAIN_PORTS.stop))
-        self._ports_from = -(-(base + slots * 10) // 100) * 100
+        base = self.reserve_ports(slots * 10)
         settings = {
             "CLOUDATHOME_DNS_RESOLVERS": dns.resolver,
             "CLOUDATHOME_SSH_USER_PREFIX": prefix,
@@ -343,6 +345,12 @@ class Bench:
         prove_domain(cloud, home_api, str(link["home_slug"]), dns, "bench.test")
         first_port = int(link["ports"]["base"])
         return _Site(cloud, prefix, dns, home_root, config, link, home_api, first_port)
+
+    def reserve_ports(self, size: int) -> int:
+        """The base of `size` free tunnel ports above those of every site started before."""
+        base = free_port_range(size, range(self._ports_from, MAIN_PORTS.stop))
+        self._ports_from = -(-(base + size) // 100) * 100
+        return base
 
     def tunnel(
         self, home_root: Path, config: Path, remote_port: int, local_port: int

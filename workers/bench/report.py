@@ -143,6 +143,41 @@ TARGETS = (
 )
 
 
+LINK_TARGETS = (
+    Target(
+        "connected homes: cloud memory per home (PSS of its sshd session)",
+        ("links", "cloud_pss_per_home_mb"),
+        "<=",
+        5,
+        " MB",
+        "Each home's connection is {link_procs} processes at the cloud (sshd's privileged "
+        "monitor, its child running as the account, the forced command's sleep). Fix: fewer "
+        "processes per session (a forced command that is sshd's own, such as `internal-sftp` "
+        "refusing everything, would drop the sleep).",
+    ),
+    Target(
+        "connected homes: ssh RSS per home",
+        ("links", "home_ssh_rss_per_home_mb"),
+        "<=",
+        10,
+        " MB",
+        "ssh holds {link_ssh} processes for {link_homes} homes. Fix: one master per home is "
+        "the floor; a client with fewer libraries linked (OpenSSH built without Kerberos).",
+    ),
+    Target(
+        "reconnect storm: every home's forwards back after the cloud's sshd restarted",
+        ("links", "storm", "all_back_s"),
+        "<=",
+        60,
+        " s",
+        "sshd was listening again after {storm_listener_s} s; the rest is {link_homes} "
+        "handshakes on {cores} cores, and homes that sshd's MaxStartups dropped backing off "
+        "(1 s doubling, with jitter). Fix: a higher CLOUDATHOME_SSH_MAX_STARTUPS, more cores, "
+        "or fewer homes per edge node (docs/scale-out.md).",
+    ),
+)
+
+
 def _get(results: dict[str, Any], path: tuple[str, ...]) -> float | None:
     node: Any = results
     for key in path:
@@ -161,6 +196,7 @@ def _why_figures(results: dict[str, Any]) -> dict[str, Any]:
         "load": " -> ".join(f"{x:.1f}" for x in load),
         **dict.fromkeys(("busy", "cpu_us", "direct_cpu", "bound", "direct_rps"), 0.0),
         **dict.fromkeys(("p50", "p99", "direct_p99", "add_ms", "noop_s", "mappings"), "?"),
+        **dict.fromkeys(("link_homes", "link_procs", "link_ssh", "storm_listener_s"), "?"),
         **dict.fromkeys(
             ("ka_haproxy_on", "ka_haproxy_off", "nc_haproxy_on", "nc_haproxy_off"), "?"
         ),
@@ -181,6 +217,12 @@ def _why_figures(results: dict[str, Any]) -> dict[str, Any]:
         facts["direct_cpu"] = sum(data["cpu_us_per_request"]["keepalive_rps"]["direct"].values())
         if facts["cpu_us"]:
             facts["bound"] = facts["direct_cpu"] / facts["cpu_us"]
+    links = results.get("links")
+    if links:
+        facts["link_homes"] = f"{links['homes']:,}"
+        facts["link_procs"] = f"{links['cloud_session_processes'] / links['homes']:.1f}"
+        facts["link_ssh"] = links["home_ssh_processes"]
+        facts["storm_listener_s"] = links["storm"]["sshd_listening_again_s"]
     scale = results.get("scale")
     if scale:
         facts["add_ms"] = scale["runtime_api_ms"]["add_map_ms"]
@@ -193,7 +235,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target whose figure this run measured, with met/missed and, if missed, why."""
     facts = _why_figures(results)
     checked = []
-    for t in TARGETS:
+    for t in (*TARGETS, *LINK_TARGETS):
         value = _get(results, t.path)
         if value is None:
             continue
@@ -334,6 +376,7 @@ def markdown(results: dict[str, Any], png: str | None) -> str:
         _md_recovery(results["recovery"]) if "recovery" in results else [],
         _md_scale(results["scale"]) if "scale" in results else [],
         _md_certs(results["certificates"]) if "certificates" in results else [],
+        _md_links(results["links"]) if "links" in results else [],
     )
     return "\n".join(line for section in sections for line in section)
 
@@ -582,6 +625,49 @@ def _md_certs(ce: dict[str, Any]) -> list[str]:
     ]
 
 
+def _md_links(li: dict[str, Any]) -> list[str]:
+    st = li["storm"]
+    per = li["cloud_session_processes"] / li["homes"]
+    rows = [
+        [
+            "connect them all: start -> every forward listening at the cloud",
+            f"{li['connect_all_s']} s",
+        ],
+        [
+            "forwards served end to end after it (TLS to nginx at home, sampled)",
+            li["served_after_connect"],
+        ],
+        ["cloud: sshd session processes per home", f"{per:.1f}"],
+        [
+            "cloud: memory per connected home, PSS (RSS)",
+            f"{li['cloud_pss_per_home_mb']} MB ({li['cloud_rss_per_home_mb']} MB)",
+        ],
+        [
+            "home: ssh processes in all / RSS per home",
+            f"{li['home_ssh_processes']} / {li['home_ssh_rss_per_home_mb']} MB",
+        ],
+        ["storm: sshd and its sessions killed -> every forward gone", f"{st['forwards_gone_s']} s"],
+        [
+            "storm: -> sshd listening again (the site's supervisor)",
+            f"{st['sshd_listening_again_s']} s",
+        ],
+        ["storm: -> every forward listening again", f"{st['all_back_s']} s"],
+        ["forwards served end to end after the storm (sampled)", st["served_after"]],
+    ]
+    return [
+        "## 6. Connected homes",
+        "",
+        f"{li['homes']:,} homes connected at once to a cloud site of their own "
+        f"({li['ssh_mode']} SSH mode), each over one SSH connection carrying "
+        f"{li['forwards_per_home']} forwards, kept by `home manage links_run` (the Home "
+        "Console's master command line, forwards and backoff), each home from an address of "
+        "its own.",
+        "",
+        *_table(["figure", "value"], rows),
+        "",
+    ]
+
+
 # --- scale-out ---------------------------------------------------------------------------
 
 
@@ -644,7 +730,7 @@ the prototype behind docs/architecture.md found no measurable cost up to 1M entr
    multiplies. The incremental path (one `add map` per change, full diff only from beat) is the
    first thing to build before adding edges.
 
-## The plan
+{_links_projection(results)}## The plan
 
 - **Control plane**: PostgreSQL (`DATABASE_URL`) instead of SQLite; any number of Celery
   workers on the same Redis. The web tier is stateless (token auth); two gunicorn instances
@@ -666,6 +752,46 @@ the prototype behind docs/architecture.md found no measurable cost up to 1M entr
   connected homes pass ~70% of RAM / PTYs by the figures above. Moving a home to another node
   is a key reinstall + its hostnames' map values changing on all nodes; its tunnels reconnect
   (the home's supervisor respawns them within {_recovery(results)}).
+"""
+
+
+PROJECTED_HOMES = 4000
+
+
+def _links_projection(results: dict[str, Any]) -> str:
+    """Connected homes, from the links section's run, projected to PROJECTED_HOMES homes."""
+    li = results.get("links")
+    if not li:
+        return ""
+    n, target = li["homes"], PROJECTED_HOMES
+    scale = target / n
+    st = li["storm"]
+    procs = li["cloud_session_processes"] / n
+    handshakes = st["all_back_s"] - st["sshd_listening_again_s"]
+    machine = results["run"]["machine"]
+    pid_max, pty_max = machine.get("pid_max", 0), machine.get("pty_max", 0)
+    return f"""## Connected homes: {n:,} measured, {target:,} projected
+
+One SSH connection per home, {li["forwards_per_home"]} forwards each ({li["ssh_mode"]} mode; the
+system-users mode adds a passwd lookup per login, not memory). Linear in the number of homes:
+PSS per home only falls as more sessions share the same pages, so the memory line is an upper
+bound; the storm is CPU-bound handshakes, so it scales with homes per core.
+
+| resource | {n:,} homes (measured) | {target:,} homes (projected) |
+| --- | --- | --- |
+| cloud memory, sshd sessions (PSS) | {li["cloud_pss_per_home_mb"] * n / 1024:.2f} GB | ~{li["cloud_pss_per_home_mb"] * target / 1024:.1f} GB |
+| processes at the cloud | {li["cloud_session_processes"]:,} ({procs:.1f} per home) | ~{procs * target:,.0f} (`kernel.pid_max` here: {pid_max:,}) |
+| PTYs at the cloud (one per session) | {n:,} | {target:,} (`kernel.pty.max` here: {pty_max:,}, less 1,024 in a container's own devpts) |
+| tunnel ports (`CLOUDATHOME_PORT_BASE` up) | {n * li["forwards_per_home"]:,} | {target * li["forwards_per_home"]:,}, below the ephemeral range (32768) |
+| connect every home from nothing | {li["connect_all_s"]} s | ~{li["connect_all_s"] * scale:.0f} s |
+| reconnect storm after sshd restarts | {st["all_back_s"]} s | ~{st["sshd_listening_again_s"] + handshakes * scale:.0f} s |
+
+For {target:,} homes on one node: raise `CLOUDATHOME_SSH_MAX_STARTUPS` to at least the homes that
+reconnect at once (past its half, sshd drops 30% of new connections, which then back off),
+and `kernel.pty.max`. The storm is the figure that argues for a second
+node first: past ~{n * 60 / max(st["all_back_s"], 1):,.0f} homes per node, a restart takes longer
+than a minute.
+
 """
 
 

@@ -18,13 +18,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from workers.bench import attack, certs, control, data, recovery, report, scale
+from workers.bench import attack, certs, control, data, links, recovery, report, scale
 from workers.bench.harness import FULL, QUICK, Bench, Plan, log
 from workers.local.sites import run_state
 
 STATE_BASE = Path("/var/lib/cloudathome-bench")
 # In the order the report numbers them; `--only` takes these names.
-SECTIONS = ("data", "control", "recovery", "scale", "certs", "attack")
+SECTIONS = ("data", "control", "recovery", "scale", "certs", "links", "attack")
 # In the order they run (recovery reuses a certificate of the certificates section), with
 # where each lands in the results; performance.json keeps its own order.
 RUN_ORDER: tuple[tuple[str, str, Callable[[Bench], dict[str, Any]]], ...] = (
@@ -33,9 +33,19 @@ RUN_ORDER: tuple[tuple[str, str, Callable[[Bench], dict[str, Any]]], ...] = (
     ("scale", "scale", scale.measure),
     ("certs", "certificates", certs.measure),
     ("recovery", "recovery", recovery.measure),
+    ("links", "links", links.measure),
     ("attack", "attack", attack.measure),
 )
-JSON_ORDER = ("run", "data_path", "control_plane", "scale", "recovery", "certificates", "attack")
+JSON_ORDER = (
+    "run",
+    "data_path",
+    "control_plane",
+    "scale",
+    "recovery",
+    "certificates",
+    "links",
+    "attack",
+)
 
 
 def machine() -> dict[str, Any]:
@@ -55,6 +65,9 @@ def machine() -> dict[str, Any]:
         "wrk": version(["wrk", "-v"]).split(" Copyright")[0],
         "python": sys.version.split()[0],
         "memory_mb": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20,
+        # What bounds connected homes besides memory (docs/scale-out.md).
+        "pid_max": int(Path("/proc/sys/kernel/pid_max").read_text()),
+        "pty_max": int(Path("/proc/sys/kernel/pty/max").read_text()),
     }
 
 
@@ -64,8 +77,10 @@ def _loadavg() -> list[float]:
 
 
 def run(root: Path, plan: Plan, only: str | None) -> dict[str, Any]:
-    # The floods of "attack" take minutes: a quick run without --only leaves them out.
-    wanted = [only] if only else [s for s in SECTIONS if not (plan.quick and s == "attack")]
+    # The floods of "attack" take minutes and "links" runs a site of its own: a quick run
+    # without --only leaves them out (the tests run each with --only).
+    own = ("attack", "links")
+    wanted = [only] if only else [s for s in SECTIONS if not (plan.quick and s in own)]
     facts = {
         "quick": plan.quick,
         "sections": wanted,

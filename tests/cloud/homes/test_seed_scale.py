@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
@@ -103,6 +105,40 @@ def test_tokens_go_to_a_private_file_and_never_to_the_output(tmp_path: Path) -> 
     seed(*args)
     assert ApiToken.objects.authenticate(tokens["seed-home-0"]) is None  # the earlier one: revoked
     assert ApiToken.objects.filter(user__username="seed-home-0").count() == 1
+
+
+def _key() -> str:
+    raw = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    return raw.decode()
+
+
+def test_each_home_gets_its_line_of_the_key_file_wrapping_around(tmp_path: Path) -> None:
+    keys = [_key(), _key()]
+    key_file = tmp_path / "keys.pub"
+    key_file.write_text("\n".join(keys) + "\n\n")
+    seed("--homes", "3", "--mappings", "0", "--public-key-file", str(key_file))
+
+    homes = sorted(seeded_homes(), key=lambda h: h.owner.username if h.owner else "")
+    assert [h.public_key for h in homes] == [keys[0], keys[1], keys[0]]
+    lines = (Path(settings.STATE_DIR) / "ssh" / "keys" / "root").read_text().splitlines()
+    for home in homes:
+        (line,) = [ln for ln in lines if ln.endswith(f"cloudathome:{home.identity}")]
+        assert home.public_key in line
+
+
+def test_an_empty_or_bad_key_file_names_the_option(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys.pub"
+    for text, reason in (("\n", "at least one key"), ("ssh-ed25519 AAAA\n", "public_key|key")):
+        key_file.write_text(text)
+        with pytest.raises(CommandError, match=f"--public-key-file: .*({reason})"):
+            call_command(
+                "seed_scale", "--homes", "1", "--mappings", "0", "--public-key-file", str(key_file)
+            )
+    assert not seeded_homes()
 
 
 @pytest.mark.parametrize(

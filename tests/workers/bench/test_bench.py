@@ -94,3 +94,34 @@ def test_the_attack_section_trips_every_limit_while_the_victims_are_probed(tmp_p
         "under attack, web_slowloris: p99_ms",
     }
     assert not [u.pw_name for u in pwd.getpwall() if u.pw_name.endswith(("_attacked", "_victim"))]
+
+
+def test_the_links_section_connects_every_home_and_brings_them_back_after_a_storm(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "docs"
+    with state_root() as root:
+        argv = cli("bench", "--quick", "--only", "links", "--out", str(out))
+        done = run_bounded([*argv, "--state", str(root / "bench")], timeout=180)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((out / "performance.json").read_text())
+    links = results["links"]
+    assert links["homes"] == 20 and links["forwards_per_home"] == 3
+    # One connection per home at both ends: one ssh per home, whatever its forwards.
+    assert links["home_ssh_processes"] == 20
+    assert links["cloud_session_processes"] >= 20
+    assert links["served_after_connect"] == "5/5"
+    assert links["storm"]["served_after"] == "5/5"
+    assert links["storm"]["killed_processes"] > links["cloud_session_processes"]
+    for figure in ("cloud_pss_per_home_mb", "home_ssh_rss_per_home_mb", "connect_all_s"):
+        assert _number(links, figure) > 0
+    assert _number(links, "storm", "all_back_s") >= _number(
+        links, "storm", "sshd_listening_again_s"
+    )
+    assert {t["name"] for t in results["targets"]} >= {
+        "connected homes: cloud memory per home (PSS of its sshd session)",
+        "reconnect storm: every home's forwards back after the cloud's sshd restarted",
+    }
+    assert "## 6. Connected homes" in (out / "performance.md").read_text()
+    account = results["run"]["home_user_prefix"] + "links"  # the site's one SSH account
+    assert account not in {u.pw_name for u in pwd.getpwall()}

@@ -47,7 +47,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--public-key-file",
             type=Path,
-            help="OpenSSH public key of every new home (default: a fresh key nobody holds)",
+            help="OpenSSH public keys, one per line: new home n gets line n, wrapping around, "
+            "so one line gives them all the same key (default: a fresh key nobody holds)",
         )
         parser.add_argument(
             "--token-file",
@@ -65,7 +66,7 @@ class Command(BaseCommand):
                 options["homes"],
                 options["mappings"],
                 options["accounts"],
-                public_key=_public_key(options["public_key_file"]),
+                public_keys=_public_keys(options["public_key_file"]),
                 domain=options["domain"],
                 first_host=options["first_host"],
                 tokens=token_file is not None,
@@ -100,12 +101,12 @@ def _summary(seeded: Seeded) -> dict[str, Any]:
     }
 
 
-def _public_key(path: Path | None) -> str:
+def _public_keys(path: Path | None) -> list[str]:
     if path is None:
         key = ed25519.Ed25519PrivateKey.generate().public_key()
         raw = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-        return raw.decode()
+        return [raw.decode()]
     try:
-        return path.read_text().strip()
+        return [line for line in path.read_text().splitlines() if line.strip()]
     except OSError as exc:
         raise CommandError(f"--public-key-file: cannot read {path}: {exc.strerror}") from None

@@ -126,10 +126,11 @@ def haproxy_pids(cloud: CloudSite) -> list[int]:
 def sshd_pids(cloud: CloudSite) -> tuple[list[int], list[int]]:
     """(listener, session processes) of the cloud's own sshd."""
     assert cloud.proc is not None
-    below = bt.descendants(cloud.proc.pid)
-    sshd = [p for p in below if bt.exe(p) == SSHD]
-    sessions = {c for p in sshd for c in bt.descendants(p)}
-    return [p for p in sshd if p not in sessions], sorted(sessions)
+    sshd = {p for p in bt.descendants(cloud.proc.pid) if bt.exe(p) == SSHD}
+    # The listener's parent is the supervisor; every process below it is one of its sessions
+    # (one walk of /proc per listener: thousands of sessions must not mean thousands of walks).
+    listener = sorted(p for p in sshd if bt.parent(p) not in sshd)
+    return listener, sorted({c for p in listener for c in bt.descendants(p)})
 
 
 def free_port_range(size: int, within: range) -> int:

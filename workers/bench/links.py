@@ -177,7 +177,7 @@ def _until_listening(wanted: set[int], began: float, timeout: float) -> float:
     wait_for(
         lambda: wanted <= bt.listening_ports(),
         timeout=timeout,
-        interval=0.2,
+        interval=0.25,  # the kernel's socket table, thousands of lines: read it sparingly
         what=f"all {len(wanted)} forwards listening at the cloud",
     )
     return time.monotonic() - began
@@ -194,7 +194,7 @@ def _memory(cloud: CloudSite, swarm: int, homes: int) -> dict[str, Any]:
     """Per connected home: the cloud's sshd session processes (PSS shares their common pages
     out fairly, RSS counts them in every process) and the home's ssh (RSS: each home is its
     own machine, so nothing is shared between homes there)."""
-    _, sessions = sshd_pids(cloud)
+    listener, sessions = sshd_pids(cloud)
     cloud_kb = [bt.memory_kb(pid) for pid in sessions]
     ssh = [p for p in bt.descendants(swarm) if bt.exe(p) == SSH_BINARY]
     home_kb = [bt.memory_kb(p) for p in ssh]
@@ -203,6 +203,11 @@ def _memory(cloud: CloudSite, swarm: int, homes: int) -> dict[str, Any]:
         return round(sum(kb) / homes / 1024, 2)
 
     return {
+        # CPU spent connecting them all, per home: what a storm costs the cloud and a home.
+        "connect_cpu_ms_per_home": {
+            "cloud_sshd": round(bt.cpu_seconds([*listener, *sessions]) * 1000 / homes, 1),
+            "home_ssh": round(bt.cpu_seconds(ssh) * 1000 / homes, 1),
+        },
         "cloud_session_processes": len(sessions),
         "cloud_pss_per_home_mb": per_home([pss for _, pss in cloud_kb]),
         "cloud_rss_per_home_mb": per_home([rss for rss, _ in cloud_kb]),

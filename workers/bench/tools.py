@@ -328,6 +328,11 @@ def exe(pid: int) -> str:
         return ""
 
 
+def parent(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else None
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (children, grandchildren, ...), from /proc."""
     parents: dict[int, list[int]] = {}

@@ -24,7 +24,7 @@ from home.tunnels import ssh
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _TICK_S = 0.1
-_FORWARDS_AT_ONCE = 64  # `ssh -O forward` processes in flight, all homes together
+_ASKING_AT_ONCE = 64  # `ssh -O forward` processes in flight, all homes together
 _MAX_HOMES = 10_000
 _REFUSED_RETRY_S = 1.0
 
@@ -41,6 +41,7 @@ class _Home:
     ask_at: float = 0.0  # not before: a refused forward is asked again a second later
     added: int = 0  # forwards the cloud accepted on this master
     connected: bool = False  # this master's control socket is up
+    refused: bool = False  # the cloud refused a forward of this master: ask one at a time
 
 
 def _plan(path: Path, sockets: Path) -> list[_Home]:
@@ -110,8 +111,8 @@ class _Swarm:
     def __init__(self, homes: list[_Home], event: Any) -> None:
         self.homes = homes
         self.event = event
-        # (home, forward, its `ssh -O forward`, the master it was asked of)
-        self.asking: list[tuple[_Home, ssh.Forward, subprocess.Popen[bytes], int]] = []
+        # (home, the forwards asked, its `ssh -O forward`, the master it was asked of)
+        self.asking: list[tuple[_Home, list[ssh.Forward], subprocess.Popen[bytes], int]] = []
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -128,7 +129,8 @@ class _Swarm:
         if master is None:
             if now >= home.retry_at:
                 home.master = _spawn(ssh.master_argv(home.spec))
-                home.pending, home.added, home.connected = list(home.forwards), 0, False
+                home.pending, home.added = list(home.forwards), 0
+                home.connected = home.refused = False
             return
         if master.poll() is not None:
             home.master = None
@@ -141,28 +143,36 @@ class _Swarm:
             if not home.connected:
                 home.connected = True
                 self.event(home, "connected")
-            while home.pending and len(self.asking) < _FORWARDS_AT_ONCE:
-                forward = home.pending.pop(0)
-                asked = _spawn(ssh.forward_argv(home.spec, forward), stderr=subprocess.PIPE)
-                self.asking.append((home, forward, asked, master.pid))
+            if len(self.asking) < _ASKING_AT_ONCE and not self._is_asking(home):
+                # Every pending forward in one control command; after a refusal, one at a
+                # time, so the one refused is known.
+                count = 1 if home.refused else len(home.pending)
+                batch, home.pending = home.pending[:count], home.pending[count:]
+                asked = _spawn(ssh.forward_argv(home.spec, *batch), stderr=subprocess.PIPE)
+                self.asking.append((home, batch, asked, master.pid))
+
+    def _is_asking(self, home: _Home) -> bool:
+        return any(h is home for h, *_ in self.asking)
 
     def _collect(self) -> None:
         still = []
-        for home, forward, asked, master_pid in self.asking:
+        for home, batch, asked, master_pid in self.asking:
             if asked.poll() is None:
-                still.append((home, forward, asked, master_pid))
+                still.append((home, batch, asked, master_pid))
                 continue
             reason = (asked.stderr.read() if asked.stderr else b"").decode(errors="replace")
             if home.master is None or home.master.pid != master_pid:
                 continue  # that master is gone: its successor asks again
             if asked.returncode == 0:
-                home.added += 1
+                home.added += len(batch)
                 if home.added == len(home.forwards):
-                    home.failures = 0
+                    home.failures, home.refused = 0, False
                     self.event(home, "forwarded")
             else:
-                # Refused (the port still held by an older session, say): ask again later.
-                home.pending.append(forward)
+                # Refused (a port still held by an older session, say): ask again a second
+                # later, one forward at a time (an accepted one is asked again harmlessly).
+                home.pending = batch + home.pending
+                home.refused = True
                 home.ask_at = time.monotonic() + _REFUSED_RETRY_S
                 self.event(home, "refused", reason.strip()[-300:])
         self.asking = still

@@ -1200,7 +1200,11 @@ class Edge:
                 found = _VALUE.fullmatch(value)
                 if not found:
                     raise EdgeError(f"show map: {scheme} entry {key!r} has value {value!r}")
-                port, allow, pp = int(found.group(1)), ("*",) if found.group(2) else (), bool(found.group(3))
+                port, allow, pp = (
+                    int(found.group(1)),
+                    ("*",) if found.group(2) else (),
+                    bool(found.group(3)),
+                )
                 if scheme == "tcp":
                     routes.append(Route("", port, scheme, pp, public_port=int(key), allow=allow))
                 else:

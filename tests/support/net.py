@@ -124,16 +124,72 @@ class RawCapture:
         self.listener.close()
 
 
+class Echo:
+    """A TCP server that sends back every byte it gets, until the client closes."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.port = int(self.listener.getsockname()[1])
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    def _echo(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(10)
+            while chunk := conn.recv(65536):
+                conn.sendall(chunk)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+def echo_through(port: int, data: bytes, source: str = "127.0.0.1") -> bytes:
+    """Send `data` to 127.0.0.1:`port` from `source` while reading what comes back, until the
+    other side closes after our half-close; b"" when refused."""
+    received = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as s:
+
+        def send() -> None:
+            with contextlib.suppress(OSError):
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := s.recv(65536):
+                received += chunk
+        sender.join(10)
+    return bytes(received)
+
+
 # --- clients -----------------------------------------------------------------------------------
 
 
-def tls_get(port: int, sni: str, timeout: float = 3.0) -> tuple[bytes, bytes]:
-    """GET / over TLS through the edge; returns (body, DER certificate the client saw)."""
+def tls_get(
+    port: int, sni: str, timeout: float = 3.0, source: str = "127.0.0.1"
+) -> tuple[bytes, bytes]:
+    """GET / over TLS through the edge (from the loopback address `source`); returns (body,
+    DER certificate the client saw)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     with (
-        socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw,
+        socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0)
+        ) as raw,
         ctx.wrap_socket(raw, server_hostname=sni) as tls,
     ):
         cert = tls.getpeercert(binary_form=True) or b""  # unavailable once the peer closes
@@ -144,16 +200,16 @@ def tls_get(port: int, sni: str, timeout: float = 3.0) -> tuple[bytes, bytes]:
     return data.partition(b"\r\n\r\n")[2], cert
 
 
-def tls_refused(port: int, sni: str) -> bool:
+def tls_refused(port: int, sni: str, source: str = "127.0.0.1") -> bool:
     try:
-        tls_get(port, sni)
+        tls_get(port, sni, source=source)
     except OSError:  # ssl.SSLError, resets and EOFs are all OSErrors
         return True
     return False
 
 
-def http_get(port: int, host: str, path: str = "/") -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+def http_get(port: int, host: str, path: str = "/", source: str = "127.0.0.1") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3, source_address=(source, 0))
     try:
         conn.request("GET", path, headers={"Host": host})
         response = conn.getresponse()

@@ -83,7 +83,7 @@ def home_sshd(base: Path) -> Iterator[HomeSshd]:
     client = base / "client_ed25519"
     client_pub = keygen(client)
     port = free_port()
-    with system_user("cahs", shell="/bin/sh") as user:
+    with system_user("cahs", login_shell="/bin/sh") as user:
         # "*": no password, but not "locked" ("!"), which sshd without PAM refuses.
         subprocess.run(["usermod", "--password", "*", user.name], check=True, capture_output=True)
         keys = user.home / "authorized_keys"

@@ -149,19 +149,19 @@ def test_bad_tcp_routes_and_allowlists_are_refused_naming_the_field(
 
 def test_two_tcp_routes_on_one_public_port_are_refused(site: Site) -> None:
     public = site.ports[0]
-    with pytest.raises(ValueError, match="^public_port: .* twice"):
+    with pytest.raises(ValueError, match=r"^public_port: .* twice"):
         site.edge.desired_maps(
             [Route("", 2000, "tcp", public_port=public), Route("", 2001, "tcp", public_port=public)]
         )
 
 
 def test_a_tunnel_port_inside_the_public_range_is_refused(site: Site) -> None:
-    with pytest.raises(ValueError, match="^port: .* loop"):
+    with pytest.raises(ValueError, match=r"^port: .* loop"):
         site.edge.desired_maps([Route("", site.ports[1], "tcp", public_port=site.ports[0])])
 
 
 def test_a_public_range_that_holds_another_listener_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="^tcp_ports: .* https_port"):
+    with pytest.raises(ValueError, match=r"^tcp_ports: .* https_port"):
         EdgeConfig(state_dir=tmp_path, https_port=30001, http_port=80, tcp_ports=(30000, 30010))
 
 

@@ -14,18 +14,44 @@ class RegisterHomeForm(forms.Form):
     )
 
 
+ALLOW_HELP = "Client networks allowed, e.g. 192.0.2.0/24 2001:db8::/32; empty: everyone."
+
+
 class MappingForm(forms.Form):
     host = forms.CharField(
-        label="Hostname", max_length=253, help_text="Public hostname, e.g. mysite.example.com"
+        label="Hostname",
+        max_length=253,
+        required=False,
+        help_text="Public hostname, e.g. mysite.example.com (none for tcp).",
     )
     tunnel_port = forms.IntegerField(
         required=False, min_value=1, max_value=65535, help_text="Leave empty to pick a free port."
     )
     scheme = forms.ChoiceField(
-        choices=[("https", "https (SNI, :443)"), ("http", "http (Host, :80)")]
+        choices=[
+            ("https", "https (SNI, :443)"),
+            ("http", "http (Host, :80)"),
+            ("tcp", "tcp (a public port of its own)"),
+        ]
+    )
+    public_port = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=65535,
+        label="Public port",
+        help_text="tcp only; leave empty for the lowest free one.",
     )
     proxy_protocol = forms.BooleanField(
         required=False,
         label="PROXY protocol v2",
         help_text="Your service sees the client's real IP.",
     )
+    allow = forms.CharField(
+        required=False, max_length=4096, label="Allowed networks", help_text=ALLOW_HELP
+    )
+
+
+class AllowForm(forms.Form):
+    host = forms.CharField(max_length=253)
+    scheme = forms.ChoiceField(choices=[("https", "https"), ("http", "http"), ("tcp", "tcp")])
+    allow = forms.CharField(required=False, max_length=4096)

@@ -104,11 +104,15 @@ def home_sshd(base: Path) -> Iterator[HomeSshd]:
             yield HomeSshd(port, user.name, client, " ".join(host_pub.split()[:2]))
 
 
-def ssh_run(server: HomeSshd, port: int, known: Path, *command: str) -> str:
-    """Run `command` on `server`, reached on 127.0.0.1:`port` (the edge's public port)."""
+def ssh_run(
+    server: HomeSshd, port: int, known: Path, *command: str, source: str = "127.0.0.1"
+) -> str:
+    """Run `command` on `server`, reached on 127.0.0.1:`port` (the edge's public port) from
+    the loopback address `source`."""
     known_hosts(known, port, server.host_key)
+    argv = ["ssh", *client_options(server.key, known, port), "-b", source]
     done = subprocess.run(
-        ["ssh", *client_options(server.key, known, port), f"{server.user}@127.0.0.1", *command],
+        [*argv, f"{server.user}@127.0.0.1", *command],
         capture_output=True,
         text=True,
         timeout=30,

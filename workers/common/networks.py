@@ -41,6 +41,11 @@ def validate_networks(values: Iterable[object], field: str = "allow") -> list[st
     return sorted(found, key=lambda key: _order(found[key]))
 
 
+def split(text: str) -> list[str]:
+    """The networks of a form's text field: separated by commas, spaces or lines."""
+    return text.replace(",", " ").split()
+
+
 def parse(values: Iterable[str]) -> list[Network]:
     """Networks already in normal form (validate_networks' output) as objects."""
     return [ipaddress.ip_network(value) for value in values]

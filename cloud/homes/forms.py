@@ -1,5 +1,7 @@
 from django import forms
 
+from workers.common import networks
+
 
 class RegisterHomeForm(forms.Form):
     public_key = forms.CharField(
@@ -12,9 +14,6 @@ class RegisterHomeForm(forms.Form):
         max_length=63,
         help_text="Your home's name under the cloud's base domain; empty: one from your user name.",
     )
-
-
-ALLOW_HELP = "Client networks allowed, e.g. 192.0.2.0/24 2001:db8::/32; empty: everyone."
 
 
 class MappingForm(forms.Form):
@@ -47,7 +46,7 @@ class MappingForm(forms.Form):
         help_text="Your service sees the client's real IP.",
     )
     allow = forms.CharField(
-        required=False, max_length=4096, label="Allowed networks", help_text=ALLOW_HELP
+        required=False, max_length=4096, label="Allowed networks", help_text=networks.FORM_HELP
     )
 
 

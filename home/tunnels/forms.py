@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from django import forms
 
-
-ALLOW_HELP = "Client networks allowed, e.g. 192.0.2.0/24 2001:db8::/32; empty: everyone."
+from workers.common import networks
 
 
 class EntryForm(forms.Form):
@@ -34,7 +33,7 @@ class EntryForm(forms.Form):
         help_text="The edge prepends the visitor's real address; your service must expect it.",
     )
     allow = forms.CharField(
-        required=False, max_length=4096, label="Allowed networks", help_text=ALLOW_HELP
+        required=False, max_length=4096, label="Allowed networks", help_text=networks.FORM_HELP
     )
 
 

@@ -78,6 +78,9 @@ class ProxyEntry(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return f"{self.label} -> 127.0.0.1:{self.home_port}"
+
     @property
     def label(self) -> str:
         """How the pages name it: its hostname, or its public port."""
@@ -87,6 +90,3 @@ class ProxyEntry(models.Model):
     def cloud_key(self) -> str:
         """What the cloud's API names its mapping by (with its scheme)."""
         return self.hostname or str(self.public_port)
-
-    def __str__(self) -> str:
-        return f"{self.label} -> 127.0.0.1:{self.home_port}"

@@ -10,6 +10,9 @@ from collections.abc import Iterable
 # map entries at the edge, so the list stays short.
 MAX_NETWORKS = 32
 
+# What both sites' forms say of an allowlist field (networks.split reads it).
+FORM_HELP = "Client networks allowed, e.g. 192.0.2.0/24 2001:db8::/32; empty: everyone."
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 

@@ -281,6 +281,11 @@ class EdgeConfig:
                     raise ValueError(f"tcp_ports: {first}-{last} includes {name} {port}")
 
     @property
+    def loaded_maps(self) -> tuple[MapName, ...]:
+        """The maps HAProxy loads: tcp.map only with a frontend that reads it."""
+        return tuple(name for name in MAPS if name != "tcp" or self.tcp_ports is not None)
+
+    @property
     def tcp_range(self) -> range:
         """The public ports of tcp routes (empty when there are none)."""
         if self.tcp_ports is None:
@@ -1086,7 +1091,7 @@ class Edge:
         maps = self.desired_maps(routes)
         self.write_maps(maps)
         result = SyncResult()
-        for name in MAPS:
+        for name in self.cfg.loaded_maps:
             result += self._apply(self.cfg.map_path(name), maps[name])
         return result
 
@@ -1189,7 +1194,11 @@ class Edge:
 
     def live_maps(self) -> dict[Scheme, dict[str, str]]:
         """The raw live route maps (host or public port -> value) as HAProxy matches them."""
-        return {scheme: self.api.show_map(self.cfg.map_path(scheme)) for scheme in SCHEMES}
+        return {
+            scheme: self.api.show_map(self.cfg.map_path(scheme))
+            for scheme in SCHEMES
+            if scheme in self.cfg.loaded_maps
+        }
 
     def live_routes(self) -> list[Route]:
         """The routes HAProxy currently serves, sorted by scheme and key; a route with an

@@ -29,7 +29,7 @@ from workers.common import acme
 from workers.common.errors import ServiceUnavailable
 from workers.common.files import write_atomic
 from workers.common.names import validate_hostname
-from workers.common.networks import parse, validate_networks
+from workers.common.networks import parse, validate_networks, within
 
 Scheme = Literal["https", "http", "tcp"]
 SCHEMES: tuple[Scheme, ...] = ("https", "http", "tcp")
@@ -1065,7 +1065,7 @@ class Edge:
         for cell in cells:
             maps["networks"][str(cell)] = str(cell)
             for grant, allow in restricted:
-                if any(cell.version == net.version and cell.subnet_of(net) for net in allow):  # type: ignore[arg-type]
+                if any(within(cell, net) for net in allow):
                     maps["allow"][f"{cell}@{grant}"] = "1"
         return maps
 

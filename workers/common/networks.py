@@ -54,6 +54,15 @@ def parse(values: Iterable[str]) -> list[Network]:
     return [ipaddress.ip_network(value) for value in values]
 
 
+def within(inner: Network, outer: Network) -> bool:
+    """`inner` lies in `outer` (or is it); networks of two families never do."""
+    return (
+        inner.version == outer.version
+        and inner.prefixlen >= outer.prefixlen
+        and inner.network_address in outer
+    )
+
+
 def _loose(text: str) -> str | None:
     try:
         return str(ipaddress.ip_network(text, strict=False))

@@ -458,14 +458,7 @@ frontend fe_https
     tcp-request inspect-delay {lim.hello_timeout_s}s
     tcp-request content reject unless {{ req.ssl_hello_type 1 }}
 {public["sni"]}    tcp-request content set-var(sess.route) req.ssl_sni,lower,map({https_map})
-    # add(0) casts the port to an integer so that the range check below is numeric; an unknown
-    # name leaves the variable unset and the check rejects the connection.
-    tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
-    tcp-request content reject unless {{ var(sess.port) -m int 1:65535 }}
-{_allow_rules(cfg, "https", "req.ssl_sni,lower")}
-    tcp-request content track-sc1 var(sess.port) table {ROUTE_TABLE}
-    tcp-request content reject if {{ sc1_conn_cur gt {lim.route_conn} }}
-    tcp-request content set-dst-port var(sess.port)
+{_passthrough(cfg, "https", "req.ssl_sni,lower")}
 {public["sni_backend"]}    use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_https
 
@@ -538,11 +531,24 @@ def _allow_rules(cfg: EdgeConfig, scheme: Scheme, key: str) -> str:
     {rule} {refuse} if {restricted} !{{ var({scope}.grant),map({cfg.map_path("allow")}) -m found }}"""
 
 
+def _passthrough(cfg: EdgeConfig, scheme: Scheme, key: str) -> str:
+    """The rules of a frontend that relays bytes, once its route (sess.route) is found: to the
+    tunnel port it names, within the allowlist and the per-route cap."""
+    return f"""\
+    # add(0) casts the port to an integer so that the range check below is numeric; an unknown
+    # name leaves the variable unset and the check rejects the connection.
+    tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
+    tcp-request content reject unless {{ var(sess.port) -m int 1:65535 }}
+{_allow_rules(cfg, scheme, key)}
+    tcp-request content track-sc1 var(sess.port) table {ROUTE_TABLE}
+    tcp-request content reject if {{ sc1_conn_cur gt {cfg.limits.route_conn} }}
+    tcp-request content set-dst-port var(sess.port)"""
+
+
 def _tcp_section(cfg: EdgeConfig, source_rules: str) -> str:
     if cfg.tcp_ports is None:
         return ""
     first, last = cfg.tcp_ports
-    lim = cfg.limits
     return f"""
 # Raw TCP: each public port of the range is one home's route, found by the port the client
 # dialed; the bytes pass untouched (no inspection, so a server that speaks first, like sshd, works).
@@ -552,12 +558,7 @@ frontend fe_tcp
     bind {cfg.bind}:{first}-{last}
 {source_rules}
     tcp-request content set-var(sess.route) dst_port,map_int({cfg.map_path("tcp")})
-    tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
-    tcp-request content reject unless {{ var(sess.port) -m int 1:65535 }}
-{_allow_rules(cfg, "tcp", "dst_port")}
-    tcp-request content track-sc1 var(sess.port) table {ROUTE_TABLE}
-    tcp-request content reject if {{ sc1_conn_cur gt {lim.route_conn} }}
-    tcp-request content set-dst-port var(sess.port)
+{_passthrough(cfg, "tcp", "dst_port")}
     use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_https
 """

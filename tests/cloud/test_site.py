@@ -23,7 +23,7 @@ from cloud.edge.haproxy import RuntimeAPI
 from tests.support.net import (
     PP2_SIGNATURE,
     RawCapture,
-    echo_through,
+    echo_refused,
     http_get,
     post_form,
     self_signed,
@@ -379,13 +379,6 @@ def _tcp_range(cloud: CloudSite) -> range:
     return range(first, last + 1)
 
 
-def _refused(port: int, source: str) -> bool:
-    try:
-        return echo_through(port, b"ping", source) == b""
-    except OSError:
-        return True
-
-
 def test_a_tcp_mapping_publishes_the_sshd_at_home_and_its_allowlist_changes_at_run_time(
     cloud: CloudSite, alice: Tenant, tunnel, tmp_path: Path
 ) -> None:
@@ -410,14 +403,14 @@ def test_a_tcp_mapping_publishes_the_sshd_at_home_and_its_allowlist_changes_at_r
         )
         assert r.status_code == 200, r.text
         assert r.json()[0]["allow"] == ["127.0.0.2/32"]
-        wait_for(lambda: _refused(public, "127.0.0.3"), timeout=15, what="allowlist applied")
+        wait_for(lambda: echo_refused(public, "127.0.0.3"), timeout=15, what="allowlist applied")
         assert _try_ssh(sshd, public, known, source="127.0.0.2") == "home\n"
         assert runtime.info()["Pid"] == pid  # no reload
         listed = alice.api.get(mappings, timeout=5).json()
         assert [m["edge"] for m in listed if m["public_port"] == public] == ["routed"]
         r = alice.api.delete(f"{mappings}/{public}", params={"scheme": "tcp"}, timeout=10)
         assert r.status_code == 204
-        wait_for(lambda: _refused(public, "127.0.0.2"), timeout=15, what="route removed")
+        wait_for(lambda: echo_refused(public, "127.0.0.2"), timeout=15, what="route removed")
         # The port is free again: the next tcp mapping gets it.
         r = _map(cloud, alice, {"scheme": "tcp", "tunnel_port": port})
         assert r.status_code == 201 and r.json()["public_port"] == public, r.text

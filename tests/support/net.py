@@ -88,14 +88,13 @@ def self_signed(directory: Path, host: str) -> tuple[ssl.SSLContext, bytes]:
     return ctx, der
 
 
-class RawCapture:
-    """A TCP server that records the first bytes of each connection (a PROXY v2 header)."""
+class _Listener:
+    """A TCP server on 127.0.0.1 whose connections `_serve` handles, until `close`."""
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.05)
         self.port = int(self.listener.getsockname()[1])
-        self.seen: queue.Queue[bytes] = queue.Queue()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
@@ -106,17 +105,10 @@ class RawCapture:
                 conn, _ = self.listener.accept()
             except TimeoutError:
                 continue
-            with conn:
-                conn.settimeout(5)
-                data = b""
-                with contextlib.suppress(OSError):
-                    # The v2 header's length field is at 14..16; take the header and a bit more.
-                    while len(data) < 16 or len(data) < 16 + int.from_bytes(data[14:16]) + 8:
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
-                self.seen.put(data)
+            self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self.stop.set()
@@ -124,35 +116,38 @@ class RawCapture:
         self.listener.close()
 
 
-class Echo:
-    """A TCP server that sends back every byte it gets, until the client closes."""
+class RawCapture(_Listener):
+    """A TCP server that records the first bytes of each connection (a PROXY v2 header)."""
 
     def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
-        self.port = int(self.listener.getsockname()[1])
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
+        self.seen: queue.Queue[bytes] = queue.Queue()
+        super().__init__()
 
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            with contextlib.suppress(OSError):
+                # The v2 header's length field is at 14..16; take the header and a bit more.
+                while len(data) < 16 or len(data) < 16 + int.from_bytes(data[14:16]) + 8:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            self.seen.put(data)
+
+
+class Echo(_Listener):
+    """A TCP server that sends back every byte it gets, until the client closes."""
+
+    def _serve(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
 
     def _echo(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError):
             conn.settimeout(10)
             while chunk := conn.recv(65536):
                 conn.sendall(chunk)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        self.listener.close()
 
 
 def echo_through(port: int, data: bytes, source: str = "127.0.0.1") -> bytes:
@@ -173,6 +168,14 @@ def echo_through(port: int, data: bytes, source: str = "127.0.0.1") -> bytes:
                 received += chunk
         sender.join(10)
     return bytes(received)
+
+
+def echo_refused(port: int, source: str) -> bool:
+    """The edge closes the connection before the service behind it sees a byte."""
+    try:
+        return echo_through(port, b"ping", source) == b""
+    except OSError:
+        return True
 
 
 # --- clients -----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from tests.support.net import (
     Echo,
     RawCapture,
     Service,
+    echo_refused,
     echo_through,
     http_get,
     self_signed,
@@ -77,14 +78,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         capture.close()
 
 
-def refused(port: int, source: str) -> bool:
-    """The edge closes the connection before the home's service sees a byte."""
-    try:
-        return echo_through(port, b"ping", source) == b""
-    except OSError:
-        return True
-
-
 # --- raw tcp -------------------------------------------------------------------------------------
 
 
@@ -123,7 +116,7 @@ def test_a_public_port_without_a_route_and_a_removed_route_are_refused(site: Sit
     site.edge.sync([Route("", site.echo.port, "tcp", public_port=public)])
     assert echo_through(public, b"x") == b"x"
     site.edge.sync([])
-    assert refused(public, "127.0.0.1")
+    assert echo_refused(public, "127.0.0.1")
     assert f"{public} " not in site.cfg.map_path("tcp").read_text()
 
 
@@ -174,7 +167,7 @@ def test_an_allowlist_serves_its_networks_and_closes_every_other_client_on_tcp(
     public = site.ports[4]
     site.edge.sync([Route("", site.echo.port, "tcp", public_port=public, allow=(f"{ALLOWED}/32",))])
     assert echo_through(public, b"hi", ALLOWED) == b"hi"
-    assert refused(public, REFUSED)
+    assert echo_refused(public, REFUSED)
 
 
 def test_an_allowlist_on_https_closes_the_refused_client_before_the_service(site: Site) -> None:
@@ -201,12 +194,12 @@ def test_allowlists_change_at_run_time_without_a_reload(site: Site) -> None:
         ]
 
     site.edge.sync(routes(("127.0.0.2/32",), ("127.0.0.3/32",)))
-    assert echo_through(public, b"a", ALLOWED) == b"a" and refused(public, REFUSED)
+    assert echo_through(public, b"a", ALLOWED) == b"a" and echo_refused(public, REFUSED)
     assert http_get(site.cfg.http_port, "web.example.test", source=ALLOWED)[0] == 403
     assert http_get(site.cfg.http_port, "web.example.test", source=REFUSED)[0] == 200
     # Swapped, then widened to the whole loopback network (which holds both /32 cells).
     site.edge.sync(routes(("127.0.0.3/32",), ("127.0.0.2/32",)))
-    assert refused(public, ALLOWED) and echo_through(public, b"b", REFUSED) == b"b"
+    assert echo_refused(public, ALLOWED) and echo_through(public, b"b", REFUSED) == b"b"
     assert http_get(site.cfg.http_port, "web.example.test", source=ALLOWED)[0] == 200
     assert http_get(site.cfg.http_port, "web.example.test", source=REFUSED)[0] == 403
     site.edge.sync(routes(("127.0.0.0/8", "127.0.0.3/32"), ("::1/128",)))
@@ -234,6 +227,6 @@ def test_one_network_in_two_allowlists_grants_each_route_only_what_its_own_list_
         ]
     )
     # 127.0.0.3 falls in the /8 cell only: route a has it, route b does not.
-    assert echo_through(a, b"x", REFUSED) == b"x" and refused(b, REFUSED)
+    assert echo_through(a, b"x", REFUSED) == b"x" and echo_refused(b, REFUSED)
     # 127.0.0.2 falls in the /32 cell, which both lists contain.
     assert echo_through(a, b"y", ALLOWED) == b"y" and echo_through(b, b"z", ALLOWED) == b"z"

@@ -17,6 +17,7 @@ from workers.common.conf import (
     envhostname,
     envint,
     envlist,
+    envportrange,
     host_ports,
     redis_url,
     secret_key,
@@ -109,6 +110,29 @@ HOME_SLOTS = envint("CLOUDATHOME_HOME_SLOTS", 10, 1, 10000)
 PORT_BASE = envint("CLOUDATHOME_PORT_BASE", 2000, 1024, 65535)
 PORT_STRIDE = envint("CLOUDATHOME_PORT_STRIDE", 100, 1, 65535)
 PORTS_PER_HOME = envint("CLOUDATHOME_PORTS_PER_HOME", 10, 1, 1000)
+
+# Raw TCP mappings: the public ports the edge gives out (`10000-10999`; empty: none) and how
+# many one home may hold. They must not meet any other listener of the site (checked here).
+TCP_PORTS = envportrange("CLOUDATHOME_TCP_PORTS")
+TCP_PORTS_PER_HOME = envint("CLOUDATHOME_TCP_PORTS_PER_HOME", 5, 0, 65535)
+if TCP_PORTS is not None:
+    _tunnels = (PORT_BASE, PORT_BASE + (HOME_SLOTS - 1) * PORT_STRIDE + PORTS_PER_HOME - 1)
+    if TCP_PORTS[0] <= _tunnels[1] and _tunnels[0] <= TCP_PORTS[1]:
+        raise ConfigError(
+            f"CLOUDATHOME_TCP_PORTS: {TCP_PORTS[0]}-{TCP_PORTS[1]} overlaps the homes' tunnel"
+            f" ports {_tunnels[0]}-{_tunnels[1]} (CLOUDATHOME_PORT_BASE, _STRIDE, _HOME_SLOTS)"
+        )
+    for _name, _port in (
+        ("CLOUDATHOME_HTTPS_PORT", HTTPS_PORT),
+        ("CLOUDATHOME_HTTP_PORT", HTTP_PORT),
+        ("CLOUDATHOME_WEB_PORT", WEB_PORT),
+        ("CLOUDATHOME_SSH_PORT", SSH_PORT),
+        ("CLOUDATHOME_FLOWER_PORT", FLOWER_PORT),
+    ):
+        if TCP_PORTS[0] <= _port <= TCP_PORTS[1]:
+            raise ConfigError(
+                f"CLOUDATHOME_TCP_PORTS: {TCP_PORTS[0]}-{TCP_PORTS[1]} includes {_name} {_port}"
+            )
 
 # SSH identities: a system user per home when root, one keys file otherwise.
 SSH_MODE = env("CLOUDATHOME_SSH_MODE", "system-users" if os.geteuid() == 0 else "single-account")

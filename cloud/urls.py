@@ -20,6 +20,7 @@ urlpatterns = [
     path("homes/release/", home_views.release, name="home-release"),
     path("mappings/add/", home_views.mapping_add, name="mapping-add"),
     path("mappings/delete/", home_views.mapping_delete, name="mapping-delete"),
+    path("mappings/allow/", home_views.mapping_allow, name="mapping-allow"),
     path("domains/add/", domain_views.domain_add, name="domain-add"),
     path("domains/verify/", domain_views.domain_verify, name="domain-verify"),
     path("domains/delete/", domain_views.domain_delete, name="domain-delete"),

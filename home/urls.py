@@ -27,6 +27,7 @@ urlpatterns = [
     path("domains/<int:pk>/entries/add/", tunnels.entry_add, name="entry-add"),
     path("entries/<int:pk>/tunnel/", tunnels.entry_tunnel, name="entry-tunnel"),
     path("entries/<int:pk>/delete/", tunnels.entry_delete, name="entry-delete"),
+    path("entries/<int:pk>/allow/", tunnels.entry_allow, name="entry-allow"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics.view, name="metrics"),
 ]

@@ -41,7 +41,12 @@ def admin_live_map(request: HttpRequest) -> list[LiveRouteOut]:
     _require_admin(request)
     return [
         LiveRouteOut(
-            host=r.host, scheme=r.scheme, tunnel_port=r.port, proxy_protocol=r.proxy_protocol
+            host=r.host,
+            scheme=r.scheme,
+            tunnel_port=r.port,
+            proxy_protocol=r.proxy_protocol,
+            public_port=r.public_port,
+            allowlist=bool(r.allow),
         )
         for r in services.edge_live_routes()
     ]

@@ -29,14 +29,22 @@ from workers.common import acme
 from workers.common.errors import ServiceUnavailable
 from workers.common.files import write_atomic
 from workers.common.names import validate_hostname
+from workers.common.networks import parse, validate_networks, within
 
-Scheme = Literal["https", "http"]
-SCHEMES: tuple[Scheme, ...] = ("https", "http")
+Scheme = Literal["https", "http", "tcp"]
+SCHEMES: tuple[Scheme, ...] = ("https", "http", "tcp")
+# The schemes routed by name (a tcp route is found by its public port).
+HOST_SCHEMES: tuple[Scheme, ...] = ("https", "http")
+# Every map: one of routes per scheme, and the two of the allowlists (see desired_maps).
+MapName = Literal["https", "http", "tcp", "networks", "allow"]
+MAPS: tuple[MapName, ...] = ("https", "http", "tcp", "networks", "allow")
 
 # A map value is "<port>" or "<port>:pp"; the suffix sends the route through the backend that
 # speaks PROXY v2. One value per host keeps a port change and a PROXY flag change one atomic
 # `set map` instead of two maps that could disagree for a moment.
 PROXY_V2_SUFFIX = ":pp"
+# Before it, ":a" marks a route with an allowlist: only those pay for the client's lookup.
+ALLOW_FLAG = ":a"
 
 # Beyond this many changes in one map, a versioned transaction beats single commands: `set` and
 # `del` scan the whole map while blocking lookups, and the commit swaps everything at once.
@@ -55,7 +63,7 @@ _SAFE_PATH = re.compile(r"[A-Za-z0-9._/+-]+")
 # One word of a CLI command: whitespace separates arguments, ';' separates commands and '\\'
 # escapes, so none of them may appear in a key or value we send.
 _CLI_WORD = re.compile(r"[A-Za-z0-9._:@#/+-]+")
-_VALUE = re.compile(r"([0-9]{1,5})(:pp)?")
+_VALUE = re.compile(r"([0-9]{1,5})(:a)?(:pp)?")
 
 # The routes are the tenants' business: only HAProxy's own account (ours) reads them.
 MAP_MODE = 0o600
@@ -103,12 +111,20 @@ def validate_port(port: int, field: str = "port") -> int:
 
 @dataclass(frozen=True)
 class Route:
-    """One hostname published on the edge: traffic for `host` goes to 127.0.0.1:`port`."""
+    """One route of the edge: traffic for `host` (https, http), or to `public_port` (tcp, no
+    host), goes to 127.0.0.1:`port`; from the client networks in `allow` only, when given."""
 
     host: str
     port: int
     scheme: Scheme
     proxy_protocol: bool = False
+    public_port: int | None = None
+    allow: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """What HAProxy finds it by: the name, or the public port of a tcp route."""
+        return str(self.public_port) if self.scheme == "tcp" else self.host
 
 
 @dataclass(frozen=True)
@@ -216,6 +232,8 @@ class EdgeConfig:
     # control plane, and on http_port sends it to https but for its ACME challenges. None: the
     # control plane is on web_port only. No home can own it (cloud.domains.rules).
     public_host: str | None = None
+    # The public ports of tcp routes, first and last (None: no tcp routes); HAProxy binds all.
+    tcp_ports: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).absolute()
@@ -251,6 +269,28 @@ class EdgeConfig:
             self.public_host = validate_hostname(self.public_host, "public_host")
             if self.web_port is None:
                 raise ValueError("public_host: needs web_port (the control plane HAProxy fronts)")
+        if self.tcp_ports is not None:
+            first, last = self.tcp_ports
+            validate_port(first, "tcp_ports")
+            validate_port(last, "tcp_ports")
+            if first > last:
+                raise ValueError(f"tcp_ports: {first}-{last} is empty (first above last)")
+            for name in ("https_port", "http_port", "web_port"):
+                port = getattr(self, name)
+                if port is not None and first <= port <= last:
+                    raise ValueError(f"tcp_ports: {first}-{last} includes {name} {port}")
+
+    @property
+    def loaded_maps(self) -> tuple[MapName, ...]:
+        """The maps HAProxy loads: tcp.map only with a frontend that reads it."""
+        return tuple(name for name in MAPS if name != "tcp" or self.tcp_ports is not None)
+
+    @property
+    def tcp_range(self) -> range:
+        """The public ports of tcp routes (empty when there are none)."""
+        if self.tcp_ports is None:
+            return range(0)
+        return range(self.tcp_ports[0], self.tcp_ports[1] + 1)
 
     @property
     def haproxy_dir(self) -> Path:
@@ -308,21 +348,23 @@ class EdgeConfig:
             self.web_socket,
         ]
 
-    def map_path(self, scheme: Scheme) -> Path:
-        """The map file of one scheme; also the map's name on the Runtime API."""
-        if scheme not in SCHEMES:
-            raise ValueError(f"scheme: must be one of {SCHEMES}, got {scheme!r}")
-        return self.maps_dir / f"{scheme}.map"
+    def map_path(self, name: MapName) -> Path:
+        """The file of one map (a scheme's routes, or an allowlist map); also the map's name
+        on the Runtime API."""
+        if name not in MAPS:
+            raise ValueError(f"map: must be one of {MAPS}, got {name!r}")
+        return self.maps_dir / f"{name}.map"
 
 
-def _fd_reserve() -> int:
-    return 100 + 4 * (os.cpu_count() or 1)
+def _fd_reserve(cfg: EdgeConfig) -> int:
+    # Each public tcp port is a listener of its own.
+    return 100 + 4 * (os.cpu_count() or 1) + len(cfg.tcp_range)
 
 
 def nofile_wanted(cfg: EdgeConfig) -> int:
     """Open files HAProxy needs for cfg.maxconn: two per proxied connection plus a reserve for
     its threads, listeners and sockets."""
-    return 2 * cfg.maxconn + _fd_reserve()
+    return 2 * cfg.maxconn + _fd_reserve(cfg)
 
 
 def effective_maxconn(cfg: EdgeConfig, nofile_limit: int | None = None) -> int:
@@ -336,7 +378,7 @@ def effective_maxconn(cfg: EdgeConfig, nofile_limit: int | None = None) -> int:
         nofile_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if nofile_limit == resource.RLIM_INFINITY or nofile_limit < 0:
         return cfg.maxconn
-    return max(1, min(cfg.maxconn, (nofile_limit - _fd_reserve()) // 2))
+    return max(1, min(cfg.maxconn, (nofile_limit - _fd_reserve(cfg)) // 2))
 
 
 def raise_nofile(cfg: EdgeConfig) -> str | None:
@@ -416,13 +458,7 @@ frontend fe_https
     tcp-request inspect-delay {lim.hello_timeout_s}s
     tcp-request content reject unless {{ req.ssl_hello_type 1 }}
 {public["sni"]}    tcp-request content set-var(sess.route) req.ssl_sni,lower,map({https_map})
-    # add(0) casts the port to an integer so that the range check below is numeric; an unknown
-    # name leaves the variable unset and the check rejects the connection.
-    tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
-    tcp-request content reject unless {{ var(sess.port) -m int 1:65535 }}
-    tcp-request content track-sc1 var(sess.port) table {ROUTE_TABLE}
-    tcp-request content reject if {{ sc1_conn_cur gt {lim.route_conn} }}
-    tcp-request content set-dst-port var(sess.port)
+{_passthrough(cfg, "https", "req.ssl_sni,lower")}
 {public["sni_backend"]}    use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_https
 
@@ -440,15 +476,17 @@ frontend fe_http
 {public["http"]}    http-request set-var(txn.route) req.hdr(host),host_only,lower,map({http_map})
     http-request set-var(txn.port) var(txn.route),field(1,:),add(0)
     http-request deny deny_status 404 unless {{ var(txn.port) -m int 1:65535 }}
+{_allow_rules(cfg, "http", "req.hdr(host),host_only,lower")}
     http-request track-sc1 var(txn.port) table {ROUTE_TABLE}
     http-request deny deny_status 503 if {{ sc1_conn_cur gt {lim.route_conn} }}
     http-request set-dst-port var(txn.port)
 {public["http_backend"]}    use_backend be_http_pp if {{ var(txn.route) -m end {PROXY_V2_SUFFIX} }}
     default_backend be_http
 
-{_web_section(cfg)}{public["backends"]}
+{_tcp_section(cfg, source_rules)}{_web_section(cfg)}{public["backends"]}
 # One server per backend for every route: the address is pinned to loopback (where sshd listens
 # for the tunnels) and, having no port, it takes the destination port set from the map above.
+# The tcp routes share the TLS passthrough ones: both relay bytes they never read.
 backend be_https
     mode tcp
     server tunnel 127.0.0.1
@@ -474,6 +512,55 @@ frontend fe_prometheus
     no log
     bind unix@{cfg.exporter_socket} mode 600
     http-request use-service prometheus-exporter
+"""
+
+
+def _allow_rules(cfg: EdgeConfig, scheme: Scheme, key: str) -> str:
+    """The allowlist check of one frontend, after its route is found and before anything is
+    sent on: a route flagged ALLOW_FLAG serves a client only if the most specific allowlist
+    network holding its address (networks.map, longest prefix first) is granted to the route
+    (allow.map holds "<network>@<scheme>/<key>"; see Edge.desired_maps). A refused client is
+    closed (a 403 on http); a route without an allowlist pays one substring test."""
+    if scheme == "http":
+        scope, rule, refuse = "txn", "http-request", "deny deny_status 403"
+    else:
+        scope, rule, refuse = "sess", "tcp-request content", "reject"
+    restricted = f"{{ var({scope}.route) -m sub {ALLOW_FLAG} }}"
+    grant = f"%[src,map_ip({cfg.map_path('networks')})]@{scheme}/%[{key}]"
+    return f"""    {rule} set-var-fmt({scope}.grant) "{grant}" if {restricted}
+    {rule} {refuse} if {restricted} !{{ var({scope}.grant),map({cfg.map_path("allow")}) -m found }}"""
+
+
+def _passthrough(cfg: EdgeConfig, scheme: Scheme, key: str) -> str:
+    """The rules of a frontend that relays bytes, once its route (sess.route) is found: to the
+    tunnel port it names, within the allowlist and the per-route cap."""
+    return f"""\
+    # add(0) casts the port to an integer so that the range check below is numeric; an unknown
+    # name leaves the variable unset and the check rejects the connection.
+    tcp-request content set-var(sess.port) var(sess.route),field(1,:),add(0)
+    tcp-request content reject unless {{ var(sess.port) -m int 1:65535 }}
+{_allow_rules(cfg, scheme, key)}
+    tcp-request content track-sc1 var(sess.port) table {ROUTE_TABLE}
+    tcp-request content reject if {{ sc1_conn_cur gt {cfg.limits.route_conn} }}
+    tcp-request content set-dst-port var(sess.port)"""
+
+
+def _tcp_section(cfg: EdgeConfig, source_rules: str) -> str:
+    if cfg.tcp_ports is None:
+        return ""
+    first, last = cfg.tcp_ports
+    return f"""
+# Raw TCP: each public port of the range is one home's route, found by the port the client
+# dialed; the bytes pass untouched (no inspection, so a server that speaks first, like sshd, works).
+frontend fe_tcp
+    mode tcp
+    option tcplog
+    bind {cfg.bind}:{first}-{last}
+{source_rules}
+    tcp-request content set-var(sess.route) dst_port,map_int({cfg.map_path("tcp")})
+{_passthrough(cfg, "tcp", "dst_port")}
+    use_backend be_https_pp if {{ var(sess.route) -m end {PROXY_V2_SUFFIX} }}
+    default_backend be_https
 """
 
 
@@ -639,9 +726,9 @@ def write_config(cfg: EdgeConfig, nofile_limit: int | None = None) -> Path:
     """
     cfg.maps_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     cfg.web_socket.parent.mkdir(mode=0o700, exist_ok=True)
-    for scheme in SCHEMES:
-        if not cfg.map_path(scheme).exists():
-            write_atomic(cfg.map_path(scheme), _MAP_HEADER, MAP_MODE)
+    for name in MAPS:
+        if not cfg.map_path(name).exists():
+            write_atomic(cfg.map_path(name), _MAP_HEADER, MAP_MODE)
     if cfg.public_host and not cfg.public_pem.exists():
         cert, key = acme.self_signed(cfg.public_host, PLACEHOLDER_DAYS)
         pem = cert.public_bytes(serialization.Encoding.PEM) + acme.private_pem(key)
@@ -916,8 +1003,9 @@ def _check_pem(path: Path) -> None:
         ) from None
 
 
-def _map_value(route: Route) -> str:
-    return f"{route.port}{PROXY_V2_SUFFIX if route.proxy_protocol else ''}"
+def _map_value(route: Route, restricted: bool) -> str:
+    flag = ALLOW_FLAG if restricted else ""
+    return f"{route.port}{flag}{PROXY_V2_SUFFIX if route.proxy_protocol else ''}"
 
 
 def _render_map(entries: dict[str, str]) -> str:
@@ -935,29 +1023,58 @@ class Edge:
         self.cfg = cfg
         self.api = api or RuntimeAPI(cfg.socket_path)
 
-    def desired_maps(self, routes: Iterable[Route]) -> dict[Scheme, dict[str, str]]:
-        """Validate every route and lay them out as map contents, one dict per scheme."""
-        maps: dict[Scheme, dict[str, str]] = {scheme: {} for scheme in SCHEMES}
+    def desired_maps(self, routes: Iterable[Route]) -> dict[MapName, dict[str, str]]:
+        """Validate every route and lay them out as map contents, one dict per map.
+
+        Allowlists become two maps that only `add`/`del` ever change: networks.map holds every
+        network of every allowlist (its own name as value), allow.map "<network>@<route>" for
+        each network a route's allowlist contains. HAProxy's longest-prefix match gives the
+        most specific network holding the client; every allowlist network holding the client
+        holds that one, so a route allows the client exactly when that pair is in allow.map.
+        """
+        maps: dict[MapName, dict[str, str]] = {name: {} for name in MAPS}
         own_ports = {self.cfg.https_port, self.cfg.http_port}
+        public = self.cfg.tcp_range
+        restricted: list[tuple[str, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]] = []
         for route in routes:
             if route.scheme not in SCHEMES:
                 raise ValueError(f"scheme: must be one of {SCHEMES}, got {route.scheme!r}")
-            host = validate_hostname(route.host)
             port = validate_port(route.port)
-            if port in own_ports:
+            if port in own_ports or port in public:
                 raise ValueError(f"port: {port} is the edge's own listener, it would loop")
             if not isinstance(route.proxy_protocol, bool):
                 raise ValueError("proxy_protocol: must be a boolean")
-            if host in maps[route.scheme]:
-                raise ValueError(f"host: {host} appears twice for {route.scheme}")
-            maps[route.scheme][host] = _map_value(route)
+            if route.scheme == "tcp":
+                if route.host:
+                    raise ValueError("host: a tcp route has none, it has a public_port")
+                key = str(validate_port(route.public_port or 0, "public_port"))
+                if int(key) not in public:
+                    raise ValueError(f"public_port: {key} is outside the edge's tcp ports")
+                twice = f"public_port: {key} appears twice"
+            else:
+                if route.public_port is not None:
+                    raise ValueError("public_port: only a tcp route has one")
+                key = validate_hostname(route.host)
+                twice = f"host: {key} appears twice for {route.scheme}"
+            if key in maps[route.scheme]:
+                raise ValueError(twice)
+            allow = parse(validate_networks(route.allow))
+            maps[route.scheme][key] = _map_value(route, bool(allow))
+            if allow:
+                restricted.append((f"{route.scheme}/{key}", allow))
+        cells = {net for _, allow in restricted for net in allow}
+        for cell in cells:
+            maps["networks"][str(cell)] = str(cell)
+            for grant, allow in restricted:
+                if any(within(cell, net) for net in allow):
+                    maps["allow"][f"{cell}@{grant}"] = "1"
         return maps
 
-    def write_maps(self, maps: dict[Scheme, dict[str, str]]) -> None:
+    def write_maps(self, maps: dict[MapName, dict[str, str]]) -> None:
         """Write each map file atomically, skipping the ones whose content is already right."""
         self.cfg.maps_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for scheme, entries in maps.items():
-            path = self.cfg.map_path(scheme)
+        for name, entries in maps.items():
+            path = self.cfg.map_path(name)
             text = _render_map(entries)
             with contextlib.suppress(FileNotFoundError):
                 if path.read_text(encoding="ascii") == text:
@@ -969,13 +1086,14 @@ class Edge:
 
         Validation comes first, so one bad route changes nothing. Files are written before the
         Runtime API is touched: if HAProxy is down this raises EdgeUnavailable with the files
-        already right, and HAProxy reads them when it starts.
+        already right, and HAProxy reads them when it starts. The route maps go first: a route
+        that gains an allowlist refuses every client until its grants follow, never the reverse.
         """
         maps = self.desired_maps(routes)
         self.write_maps(maps)
         result = SyncResult()
-        for scheme, desired in maps.items():
-            result += self._apply(self.cfg.map_path(scheme), desired)
+        for name in self.cfg.loaded_maps:
+            result += self._apply(self.cfg.map_path(name), maps[name])
         return result
 
     def _apply(self, map_path: Path, desired: dict[str, str]) -> SyncResult:
@@ -1013,11 +1131,12 @@ class Edge:
         One lookup and at most one add/set/del per scheme: no scan (`set`/`del` scan a map
         to find every copy of a key, `show map` reads it whole), so the cost does not grow
         with the map. The files are the caller's next step (write_maps with every route).
+        A route with an allowlist needs `sync` (its grants are shared): here it stays closed.
         """
         host = validate_hostname(host)
         wanted = self.desired_maps(r for r in routes if r.host == host)
         result = SyncResult()
-        for scheme in SCHEMES:
+        for scheme in HOST_SCHEMES:
             path = self.cfg.map_path(scheme)
             live = self.api.get_map(path, host)
             value = wanted[scheme].get(host)
@@ -1075,16 +1194,29 @@ class Edge:
         return f"{info['Pid']}:{info.get('Start_time_sec', '')}"
 
     def live_maps(self) -> dict[Scheme, dict[str, str]]:
-        """The raw live maps (host -> value) as HAProxy matches them, for admin views."""
-        return {scheme: self.api.show_map(self.cfg.map_path(scheme)) for scheme in SCHEMES}
+        """The raw live route maps (host or public port -> value) as HAProxy matches them."""
+        return {
+            scheme: self.api.show_map(self.cfg.map_path(scheme))
+            for scheme in SCHEMES
+            if scheme in self.cfg.loaded_maps
+        }
 
     def live_routes(self) -> list[Route]:
-        """The routes HAProxy currently serves, sorted by scheme and host."""
+        """The routes HAProxy currently serves, sorted by scheme and key; a route with an
+        allowlist reads `allow=("*",)` (its networks live in the allowlist maps)."""
         routes: list[Route] = []
         for scheme, entries in self.live_maps().items():
-            for host, value in entries.items():
+            for key, value in entries.items():
                 found = _VALUE.fullmatch(value)
                 if not found:
-                    raise EdgeError(f"show map: {scheme} entry {host!r} has value {value!r}")
-                routes.append(Route(host, int(found.group(1)), scheme, bool(found.group(2))))
-        return sorted(routes, key=lambda r: (r.scheme, r.host))
+                    raise EdgeError(f"show map: {scheme} entry {key!r} has value {value!r}")
+                port, allow, pp = (
+                    int(found.group(1)),
+                    ("*",) if found.group(2) else (),
+                    bool(found.group(3)),
+                )
+                if scheme == "tcp":
+                    routes.append(Route("", port, scheme, pp, public_port=int(key), allow=allow))
+                else:
+                    routes.append(Route(key, port, scheme, pp, allow=allow))
+        return sorted(routes, key=lambda r: (r.scheme, r.host, r.public_port or 0))

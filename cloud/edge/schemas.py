@@ -2,14 +2,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from ninja import Schema
+from ninja import Field, Schema
 
 
 class LiveRouteOut(Schema):
-    host: str
+    host: str = Field(..., description="empty for tcp")
     scheme: str
     tunnel_port: int
     proxy_protocol: bool
+    public_port: int | None = Field(..., description="tcp: the edge's port")
+    allowlist: bool = Field(..., description="the route serves only its allowed networks")
 
 
 class SyncOut(Schema):

@@ -38,6 +38,7 @@ def edge_config() -> haproxy.EdgeConfig:
         web_bind=settings.WEB_BIND,
         web_threads=WEB_THREADS,
         public_host=settings.PUBLIC_HOST if settings.PUBLIC_TLS else None,
+        tcp_ports=settings.TCP_PORTS,
     )
 
 
@@ -66,10 +67,12 @@ def desired_routes(host: str | None = None) -> list[haproxy.Route]:
     mappings = ProxyMapping.objects.filter(home__status=HomeStatus.READY)
     if host is not None:
         mappings = mappings.filter(host=host)
-    rows = mappings.values_list("host", "tunnel_port", "scheme", "proxy_protocol")
+    rows = mappings.values_list(
+        "host", "tunnel_port", "scheme", "proxy_protocol", "public_port", "allow"
+    )
     return [
-        haproxy.Route(host, port, cast(haproxy.Scheme, scheme), pp)
-        for host, port, scheme, pp in rows
+        haproxy.Route(host, port, cast(haproxy.Scheme, scheme), pp, public, tuple(allow))
+        for host, port, scheme, pp, public, allow in rows
     ]
 
 

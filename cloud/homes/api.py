@@ -18,6 +18,7 @@ from cloud.homes.models import Home
 from cloud.homes.schemas import (
     HomeIn,
     HomeOut,
+    MappingAllowIn,
     MappingIn,
     MappingOut,
     TrafficOut,
@@ -51,6 +52,8 @@ def mapping_out(state: services.MappingState) -> MappingOut:
         scheme=m.scheme,
         tunnel_port=m.tunnel_port,
         proxy_protocol=m.proxy_protocol,
+        public_port=m.public_port,
+        allow=list(m.allow),
         edge=state.edge,
         traffic=TrafficOut(
             connected=t.connected,
@@ -96,19 +99,48 @@ def list_mappings(request: HttpRequest, slug: str) -> list[MappingOut]:
     "/{slug}/proxy-mappings", response={201: MappingOut, **errors(400, 403, 404, 409, 422)}
 )
 def create_mapping(request: HttpRequest, slug: str, body: MappingIn) -> tuple[int, MappingOut]:
-    """Map a hostname to a tunnel port of this home (the cloud picks a free one when
-    `tunnel_port` is omitted). Routable within a fraction of a second, no reload."""
+    """Map a hostname (https, http), or a public port of the edge (tcp, no host), to a tunnel
+    port of this home (the cloud picks free ports when `tunnel_port` or `public_port` is
+    omitted), for the `allow` networks only when given. Routable within a fraction of a
+    second, no reload."""
     home = services.home_of(current_user(request), slug)
     mapping = services.mapping_create(
-        home, body.host, body.scheme, body.tunnel_port, body.proxy_protocol
+        home,
+        body.host,
+        body.scheme,
+        body.tunnel_port,
+        body.proxy_protocol,
+        body.public_port,
+        body.allow,
     )
     return 201, mapping_out(services.mapping_state(mapping))
 
 
+@router.patch(
+    "/{slug}/proxy-mappings/{host}", response={200: list[MappingOut], **errors(400, 404, 422)}
+)
+def set_mapping_allow(
+    request: HttpRequest,
+    slug: str,
+    host: str,
+    body: MappingAllowIn,
+    scheme: Literal["https", "http", "tcp"] | None = None,
+) -> list[MappingOut]:
+    """Replace the allowlist of the hostname's mappings (only the `scheme` one when given;
+    with `scheme=tcp`, `host` is the public port). Applied at the edge at run time."""
+    home = services.home_of(current_user(request), slug)
+    changed = services.mapping_allow(home, host, scheme, body.allow)
+    return [mapping_out(services.mapping_state(m)) for m in changed]
+
+
 @router.delete("/{slug}/proxy-mappings/{host}", response={204: None, **errors(400, 404, 422)})
 def delete_mapping(
-    request: HttpRequest, slug: str, host: str, scheme: Literal["https", "http"] | None = None
+    request: HttpRequest,
+    slug: str,
+    host: str,
+    scheme: Literal["https", "http", "tcp"] | None = None,
 ) -> tuple[int, None]:
-    """Delete the hostname's mappings (only the `scheme` one when given)."""
+    """Delete the hostname's mappings (only the `scheme` one when given; with `scheme=tcp`,
+    `host` is the public port, which is free again)."""
     services.mapping_delete(services.home_of(current_user(request), slug), host, scheme)
     return 204, None

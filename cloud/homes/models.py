@@ -60,23 +60,41 @@ class Home(models.Model):
 class Scheme(models.TextChoices):
     HTTPS = "https"
     HTTP = "http"
+    TCP = "tcp"
 
 
 class ProxyMapping(models.Model):
     home = models.ForeignKey(Home, on_delete=models.CASCADE, related_name="mappings")
-    host = models.CharField(max_length=253)
+    # The published name (https, http); a tcp mapping has none, its public port instead.
+    host = models.CharField(max_length=253, blank=True)
     scheme = models.CharField(max_length=5, choices=Scheme.choices, default=Scheme.HTTPS)
     tunnel_port = models.PositiveIntegerField()
     proxy_protocol = models.BooleanField(default=False)
+    # The edge's port of a tcp mapping, from CLOUDATHOME_TCP_PORTS: unique, so two homes
+    # racing for one port cannot both get it.
+    public_port = models.PositiveIntegerField(null=True, blank=True, unique=True)
+    # Client networks the mapping serves, in normal form (workers.common.networks); empty: all.
+    allow = models.JSONField(default=list, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["host", "scheme"]
+        ordering = ["scheme", "host", "public_port"]
         # A hostname may have an https route (:443, SNI) and an http route (:80, Host, e.g.
         # ACME HTTP-01 renewals) at once; both belong to the same home (checked in services).
         constraints = [
-            models.UniqueConstraint(fields=["host", "scheme"], name="mapping_host_scheme")
+            models.UniqueConstraint(
+                fields=["host", "scheme"],
+                condition=~models.Q(scheme="tcp"),
+                name="mapping_host_scheme",
+            ),
+            models.CheckConstraint(
+                condition=(models.Q(scheme="tcp", public_port__isnull=False, host=""))
+                | (~models.Q(scheme="tcp") & models.Q(public_port__isnull=True)),
+                name="mapping_tcp_has_a_public_port",
+            ),
         ]
 
     def __str__(self) -> str:
+        if self.scheme == Scheme.TCP:
+            return f"tcp :{self.public_port} -> :{self.tunnel_port}"
         return f"{self.scheme}://{self.host} -> :{self.tunnel_port}"

@@ -30,10 +30,30 @@ class HomeOut(Schema):
 
 
 class MappingIn(Schema):
-    host: str = Field(..., max_length=253)
-    scheme: Literal["https", "http"] = "https"
+    host: str = Field("", max_length=253, description="the public name; empty for tcp")
+    scheme: Literal["https", "http", "tcp"] = "https"
     tunnel_port: int | None = Field(None, ge=1, le=65535)
     proxy_protocol: bool = False
+    public_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="tcp only: the edge's port, within CLOUDATHOME_TCP_PORTS (default: the "
+        "lowest free one)",
+    )
+    allow: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="client networks (CIDR, IPv4 or IPv6) the mapping serves; empty: all",
+    )
+
+
+class MappingAllowIn(Schema):
+    allow: list[str] = Field(
+        ...,
+        max_length=256,
+        description="client networks (CIDR, IPv4 or IPv6) the mapping serves; empty: all",
+    )
 
 
 class TrafficSampleOut(Schema):
@@ -65,10 +85,12 @@ class TrafficOut(Schema):
 
 
 class MappingOut(Schema):
-    host: str
+    host: str = Field(..., description="the public name; empty for tcp")
     scheme: str
     tunnel_port: int
     proxy_protocol: bool
+    public_port: int | None = Field(..., description="tcp: the edge's port clients dial")
+    allow: list[str] = Field(..., description="client networks served; empty: all")
     edge: Literal["routed", "pending", "unknown"] = Field(
         "pending", description="what the live HAProxy map says of this mapping"
     )

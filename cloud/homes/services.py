@@ -27,6 +27,7 @@ from cloud.traffic.services import Traffic, traffic_forget, traffic_of
 from workers.common.errors import Conflict, Invalid, NotFound, invalid_from
 from workers.common.metrics import Timing, timed
 from workers.common.names import validate_hostname
+from workers.common.networks import validate_networks
 
 log = logging.getLogger(__name__)
 
@@ -240,15 +241,20 @@ def mappings_with_edge_state(home: Home) -> list[tuple[ProxyMapping, EdgeState]]
     """Each mapping with what the live edge says of it: routed, pending or unknown."""
     mappings = list(home.mappings.all())
     try:
-        live = {(r.host, r.scheme, r.port, r.proxy_protocol) for r in edge.edge_live_routes()}
+        live = {
+            (r.key, r.scheme, r.port, r.proxy_protocol, bool(r.allow))
+            for r in edge.edge_live_routes()
+        }
     except haproxy.EdgeError:
         return [(m, "unknown") for m in mappings]
     routed: EdgeState = "routed"
     pending: EdgeState = "pending"
-    return [
-        (m, routed if (m.host, m.scheme, m.tunnel_port, m.proxy_protocol) in live else pending)
-        for m in mappings
-    ]
+    return [(m, routed if _live_key(m) in live else pending) for m in mappings]
+
+
+def _live_key(m: ProxyMapping) -> tuple[str, str, int, bool, bool]:
+    key = str(m.public_port) if m.scheme == Scheme.TCP else m.host
+    return (key, m.scheme, m.tunnel_port, m.proxy_protocol, bool(m.allow))
 
 
 @dataclass(frozen=True)
@@ -273,32 +279,93 @@ def mapping_state(mapping: ProxyMapping) -> MappingState:
     return MappingState(mapping, "pending", traffic_of([mapping.tunnel_port])[mapping.tunnel_port])
 
 
-def mapping_create(
-    home: Home, host: str, scheme: str, tunnel_port: int | None, proxy_protocol: bool
-) -> ProxyMapping:
-    """Validate, store, and let the edge sync route it (no reload)."""
+def _networks(allow: list[str] | None) -> list[str]:
     try:
-        host = validate_hostname(host)
+        return validate_networks(allow or [], "allow")
     except ValueError as exc:
-        raise invalid_from(exc, "host") from None
+        raise invalid_from(exc, "allow") from None
+
+
+def _tcp_ports() -> range:
+    if settings.TCP_PORTS is None:
+        raise Invalid("this cloud publishes no tcp ports (CLOUDATHOME_TCP_PORTS)", field="scheme")
+    first, last = settings.TCP_PORTS
+    return range(first, last + 1)
+
+
+def _public_port(home: Home, wanted: int | None) -> int:
+    """The public port a new tcp mapping of `home` gets: `wanted`, or the lowest free one.
+    The caller holds the home's row lock; the unique column settles a race between homes."""
+    ports = _tcp_ports()
+    held = ProxyMapping.objects.filter(home=home, scheme=Scheme.TCP).count()
+    if held >= settings.TCP_PORTS_PER_HOME:
+        raise Conflict(
+            f"this home holds {held} tcp ports, its quota (CLOUDATHOME_TCP_PORTS_PER_HOME)",
+            field="public_port",
+        )
+    taken = set(
+        ProxyMapping.objects.filter(public_port__isnull=False).values_list("public_port", flat=True)
+    )
+    if wanted is not None:
+        if wanted not in ports:
+            raise Invalid(
+                f"{wanted} is outside the cloud's tcp ports {ports[0]}-{ports[-1]}",
+                field="public_port",
+            )
+        if wanted in taken:
+            raise Conflict(f"public port {wanted} is taken", field="public_port")
+        return wanted
+    for port in ports:
+        if port not in taken:
+            return port
+    raise Conflict("every public tcp port of this cloud is taken", field="public_port")
+
+
+def mapping_create(
+    home: Home,
+    host: str,
+    scheme: str,
+    tunnel_port: int | None,
+    proxy_protocol: bool,
+    public_port: int | None = None,
+    allow: list[str] | None = None,
+) -> ProxyMapping:
+    """Validate, store, and let the edge route it (no reload). A tcp mapping has no host; it
+    gets a public port (`public_port`, or the lowest free one) within the home's quota."""
     if scheme not in Scheme.values:
-        raise Invalid("must be 'https' or 'http'", field="scheme")
+        raise Invalid("must be 'https', 'http' or 'tcp'", field="scheme")
+    if scheme == Scheme.TCP:
+        if host:
+            raise Invalid("a tcp mapping has no hostname; leave it empty", field="host")
+        _tcp_ports()
+    else:
+        try:
+            host = validate_hostname(host)
+        except ValueError as exc:
+            raise invalid_from(exc, "host") from None
+        if public_port is not None:
+            raise Invalid("only a tcp mapping has a public port", field="public_port")
+    networks = _networks(allow)
     if home.status not in (HomeStatus.READY, HomeStatus.PROVISIONING):
         raise Conflict(f"home is {home.status}; mappings need a ready home", field="home")
     with transaction.atomic():
         Home.objects.select_for_update().filter(pk=home.pk).first()  # serialize port picking
-        names.claim_covering(home, host)  # 403 unless the home owns the name; held to commit
+        if scheme != Scheme.TCP:
+            names.claim_covering(home, host)  # 403 unless the home owns the name; held to commit
         port = _free_port(home) if tunnel_port is None else tunnel_port
         if port not in home.ports:
             raise Invalid(
                 f"{port} is outside this home's range {home.port_base}-{home.ports[-1]}",
                 field="tunnel_port",
             )
-        taken = ProxyMapping.objects.filter(host=host)
-        if taken.exclude(home=home).exists():
-            raise Conflict("this hostname belongs to another home", field="host")
-        if taken.filter(scheme=scheme).exists():
-            raise Conflict(f"this hostname already has an {scheme} mapping", field="host")
+        if scheme == Scheme.TCP:
+            public_port = _public_port(home, public_port)
+        else:
+            taken = ProxyMapping.objects.filter(host=host).exclude(scheme=Scheme.TCP)
+            if taken.exclude(home=home).exists():
+                raise Conflict("this hostname belongs to another home", field="host")
+            if taken.filter(scheme=scheme).exists():
+                raise Conflict(f"this hostname already has an {scheme} mapping", field="host")
         try:
             with transaction.atomic():
                 mapping = ProxyMapping.objects.create(
@@ -307,27 +374,74 @@ def mapping_create(
                     scheme=scheme,
                     tunnel_port=port,
                     proxy_protocol=proxy_protocol,
+                    public_port=public_port,
+                    allow=networks,
                 )
         except IntegrityError:
+            if scheme == Scheme.TCP:
+                raise Conflict(
+                    f"public port {public_port} was taken meanwhile; try again",
+                    field="public_port",
+                ) from None
             raise Conflict("this hostname is already mapped", field="host") from None
-        _after_commit_edge_update(host)
+        _after_commit_edge(mapping)
     return mapping
 
 
-def mapping_delete(home: Home, host: str, scheme: str | None = None) -> None:
-    """Delete the host's mappings of this home (only the one of `scheme` when given)."""
-    try:
-        host = validate_hostname(host)
-    except ValueError:
-        raise NotFound("no such mapping", field="host") from None  # never stored, so none
-    with transaction.atomic():
-        rows = ProxyMapping.objects.filter(home=home, host=host)
+def _after_commit_edge(*mappings: ProxyMapping, had_allow: bool = False) -> None:
+    """A plain name's routes converge alone, in a lookup's time; a tcp route or an allowlist,
+    now or before (the edge shares its grants between routes), takes a full sync."""
+    if had_allow or any(m.scheme == Scheme.TCP or m.allow for m in mappings):
+        _after_commit_edge_sync()
+    else:
+        for host in {m.host for m in mappings}:
+            _after_commit_edge_update(host)
+
+
+def _mappings_of(home: Home, key: str, scheme: str | None) -> list[ProxyMapping]:
+    """The home's mappings a path names: a hostname's (only `scheme`'s when given), or with
+    scheme tcp the one of that public port."""
+    if scheme == Scheme.TCP:
+        rows = ProxyMapping.objects.filter(
+            home=home, scheme=Scheme.TCP, public_port=int(key) if key.isdigit() else -1
+        )
+    else:
+        try:
+            host = validate_hostname(key)
+        except ValueError:
+            raise NotFound("no such mapping", field="host") from None  # never stored, so none
+        rows = ProxyMapping.objects.filter(home=home, host=host).exclude(scheme=Scheme.TCP)
         if scheme is not None:
             rows = rows.filter(scheme=scheme)
-        deleted, _ = rows.delete()
-        if not deleted:
-            raise NotFound("no such mapping", field="host")
-        _after_commit_edge_update(host)
+    found = list(rows.select_for_update())
+    if not found:
+        raise NotFound("no such mapping", field="host")
+    return found
+
+
+def mapping_delete(home: Home, host: str, scheme: str | None = None) -> None:
+    """Delete the host's mappings of this home (only the one of `scheme` when given); with
+    scheme tcp, `host` is the public port of the mapping (its port is free again)."""
+    with transaction.atomic():
+        found = _mappings_of(home, host, scheme)
+        ProxyMapping.objects.filter(pk__in=[m.pk for m in found]).delete()
+        _after_commit_edge(*found)
+
+
+def mapping_allow(
+    home: Home, host: str, scheme: str | None, allow: list[str] | None
+) -> list[ProxyMapping]:
+    """Replace the allowlist of the mappings `host` and `scheme` name (see mapping_delete);
+    empty: every client. The edge follows at run time, no reload."""
+    networks = _networks(allow)
+    with transaction.atomic():
+        found = _mappings_of(home, host, scheme)
+        had_allow = any(m.allow for m in found)
+        ProxyMapping.objects.filter(pk__in=[m.pk for m in found]).update(allow=networks)
+        for m in found:
+            m.allow = networks
+        _after_commit_edge(*found, had_allow=had_allow)
+    return found
 
 
 # --- seeding, for load tests ------------------------------------------------------------------

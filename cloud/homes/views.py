@@ -14,8 +14,9 @@ from django.views.decorators.http import require_POST
 from cloud.accounts.auth import current_user
 from cloud.domains import services as names
 from cloud.homes import services
-from cloud.homes.forms import MappingForm, RegisterHomeForm
+from cloud.homes.forms import AllowForm, MappingForm, RegisterHomeForm
 from cloud.homes.models import Home
+from workers.common import networks
 from workers.common.errors import DomainError
 
 
@@ -40,6 +41,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "domains": list(home.domains.all()) if home else [],
             "base_domain": names.base_domain(home) if home else None,
             "ssh_host": settings.PUBLIC_HOST,
+            "public_host": settings.PUBLIC_HOST,
             "ssh_port": settings.SSH_PORT,
             "register_form": RegisterHomeForm(),
             "mapping_form": MappingForm(),
@@ -76,14 +78,24 @@ def mapping_add(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             mapping = services.mapping_create(
-                home, data["host"], data["scheme"], data["tunnel_port"], data["proxy_protocol"]
+                home,
+                data["host"],
+                data["scheme"],
+                data["tunnel_port"],
+                data["proxy_protocol"],
+                data["public_port"],
+                networks.split(data["allow"]),
             )
         except DomainError as exc:
             _add_error(form, exc)
         else:
-            messages.success(request, f"Mapping for {mapping.host} added.")
+            messages.success(request, f"Mapping {mapping} added.")
             return redirect("dashboard")
-    return render(request, "homes/mapping_add.html", {"form": form, "home": home})
+    return render(
+        request,
+        "homes/mapping_add.html",
+        {"form": form, "home": home, "tcp_ports": settings.TCP_PORTS},
+    )
 
 
 @login_required
@@ -93,11 +105,31 @@ def mapping_delete(request: HttpRequest) -> HttpResponse:
     try:
         if home is None:
             raise DomainError("no home")
-        services.mapping_delete(home, request.POST.get("host", ""))
+        services.mapping_delete(home, request.POST.get("host", ""), request.POST.get("scheme"))
     except DomainError as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, "Mapping deleted.")
+    return redirect("dashboard")
+
+
+@login_required
+@require_POST
+def mapping_allow(request: HttpRequest) -> HttpResponse:
+    """Replace one mapping's allowlist from the dashboard's row form."""
+    home = _home_of(request)
+    form = AllowForm(request.POST)
+    try:
+        if home is None:
+            raise DomainError("no home")
+        if not form.is_valid():
+            raise DomainError("the allowlist form is incomplete", field="allow")
+        data = form.cleaned_data
+        services.mapping_allow(home, data["host"], data["scheme"], networks.split(data["allow"]))
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, "Allowed networks saved; the edge applies them now.")
     return redirect("dashboard")
 
 

@@ -9,9 +9,10 @@ import requests
 
 
 class CloudError(Exception):
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.field = field  # the API's own name of the field it refused, when it said
 
 
 class CloudClient:
@@ -34,11 +35,14 @@ class CloudClient:
             ) from None
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = None
+                answer = response.json()
+                detail, field = answer.get("detail"), answer.get("field")
+            except (ValueError, AttributeError):
+                detail = field = None
             raise CloudError(
-                f"{detail or response.reason} (HTTP {response.status_code})", response.status_code
+                f"{detail or response.reason} (HTTP {response.status_code})",
+                response.status_code,
+                field if isinstance(field, str) else None,
             )
         return response.json() if response.content else None
 
@@ -61,15 +65,33 @@ class CloudClient:
         return list(self._call("GET", f"/homes/{slug}/proxy-mappings"))
 
     def create_mapping(
-        self, slug: str, host: str, scheme: str, tunnel_port: int, proxy_protocol: bool = False
+        self,
+        slug: str,
+        host: str,
+        scheme: str,
+        tunnel_port: int,
+        proxy_protocol: bool = False,
+        allow: list[str] | None = None,
     ) -> dict[str, Any]:
+        """A mapping of `host`, or with scheme tcp (host "") of a public port the cloud picks
+        (in the answer's `public_port`)."""
         body = {
             "host": host,
             "scheme": scheme,
             "tunnel_port": tunnel_port,
             "proxy_protocol": proxy_protocol,
+            "allow": allow or [],
         }
         return dict(self._call("POST", f"/homes/{slug}/proxy-mappings", json=body))
+
+    def set_mapping_allow(self, slug: str, key: str, scheme: str, allow: list[str]) -> None:
+        """Replace a mapping's allowlist (`key`: its host, or its public port for tcp)."""
+        self._call(
+            "PATCH",
+            f"/homes/{slug}/proxy-mappings/{key}",
+            params={"scheme": scheme},
+            json={"allow": allow},
+        )
 
     def delete_mapping(
         self, slug: str, host: str, scheme: str | None = None, missing_ok: bool = True

@@ -10,7 +10,7 @@ from home.certs.schemas import Id
 from home.certs.services import domain_get
 from home.tunnels import services
 from home.tunnels.models import ProxyEntry
-from home.tunnels.schemas import EntryIn, EntryOut, TunnelIn, entry_out
+from home.tunnels.schemas import EntryAllowIn, EntryIn, EntryOut, TunnelIn, entry_out
 from workers.common.api import errors
 from workers.common.errors import NotFound
 
@@ -37,13 +37,24 @@ def list_entries(request: HttpRequest, domain_id: Id) -> list[EntryOut]:
     response={201: EntryOut, **errors(400, 404, 409, 422, 502)},
 )
 def create_entry(request: HttpRequest, domain_id: Id, body: EntryIn) -> Status[EntryOut]:
-    """Publish 127.0.0.1:`home_port` as `hostname` (the domain's name when omitted): the
-    cloud maps the hostname to a tunnel port of this home. The tunnel starts closed."""
+    """Publish 127.0.0.1:`home_port` as `hostname` (the domain's name when omitted), or with
+    scheme tcp on a public port the cloud gives (`public_port`): the cloud maps it to a tunnel
+    port of this home, for the `allow` networks only when given. The tunnel starts closed."""
     domain = domain_get(domain_id)
+    hostname = "" if body.scheme == "tcp" else body.hostname or domain.name
     entry = services.entry_create(
-        domain, body.hostname or domain.name, body.home_port, body.proxy_protocol
+        domain, hostname, body.home_port, body.proxy_protocol, body.scheme, body.allow
     )
     return Status(201, entry_out(_entry(entry.pk)))
+
+
+@router.patch(
+    "/proxy-entries/{entry_id}/allow", response={200: EntryOut, **errors(400, 404, 422, 502)}
+)
+def set_allow(request: HttpRequest, entry_id: Id, body: EntryAllowIn) -> EntryOut:
+    """Replace the networks the cloud's edge lets through to this entry (empty: all)."""
+    services.entry_allow(_entry(entry_id), body.allow)
+    return entry_out(_entry(entry_id))
 
 
 @router.get("/proxy-entries/{entry_id}", response={200: EntryOut, **errors(404, 422)})

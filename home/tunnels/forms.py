@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from django import forms
 
+from workers.common import networks
+
 
 class EntryForm(forms.Form):
+    scheme = forms.ChoiceField(
+        choices=[("https", "https, by hostname"), ("tcp", "tcp, a public port of the cloud")],
+        label="Kind",
+        help_text="tcp publishes any TCP service (ssh, a game server, MQTT) on a port of its own.",
+    )
     hostname = forms.CharField(
         max_length=253,
-        help_text="The public hostname visitors use (TLS passes through to your service).",
+        required=False,
+        help_text="The public hostname visitors use (TLS passes through to your service); "
+        "none for tcp.",
     )
     home_port = forms.IntegerField(
         min_value=1,
@@ -23,3 +32,10 @@ class EntryForm(forms.Form):
         label="PROXY protocol v2",
         help_text="The edge prepends the visitor's real address; your service must expect it.",
     )
+    allow = forms.CharField(
+        required=False, max_length=4096, label="Allowed networks", help_text=networks.FORM_HELP
+    )
+
+
+class AllowForm(forms.Form):
+    allow = forms.CharField(required=False, max_length=4096)

@@ -50,17 +50,43 @@ class Tunnel(models.Model):
         return f"{self.name} (:{self.remote_port} -> {self.local_host}:{self.local_port})"
 
 
+class EntryScheme(models.TextChoices):
+    HTTPS = "https"
+    TCP = "tcp"
+
+
 class ProxyEntry(models.Model):
     domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="entries")
-    hostname = models.CharField(max_length=253, unique=True)
+    # The published name (https); a tcp entry has none: visitors dial any name of the cloud
+    # (the domain's, say) at `public_port`, the port the cloud gave it.
+    hostname = models.CharField(max_length=253, blank=True)
+    scheme = models.CharField(max_length=5, choices=EntryScheme.choices, default=EntryScheme.HTTPS)
+    public_port = models.PositiveIntegerField(null=True, blank=True)
     home_port = models.PositiveIntegerField()
     proxy_protocol = models.BooleanField(default=False)
+    # Client networks the cloud's edge lets through (normal form); empty: everyone.
+    allow = models.JSONField(default=list, blank=True)
     tunnel = models.OneToOneField(Tunnel, on_delete=models.PROTECT, related_name="entry")
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["hostname"]
+        ordering = ["scheme", "hostname", "public_port"]
         verbose_name_plural = "proxy entries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hostname"], condition=~models.Q(hostname=""), name="entry_hostname"
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"{self.hostname} -> 127.0.0.1:{self.home_port}"
+        return f"{self.label} -> 127.0.0.1:{self.home_port}"
+
+    @property
+    def label(self) -> str:
+        """How the pages name it: its hostname, or its public port."""
+        return self.hostname or f"tcp port {self.public_port}"
+
+    @property
+    def cloud_key(self) -> str:
+        """What the cloud's API names its mapping by (with its scheme)."""
+        return self.hostname or str(self.public_port)

@@ -20,15 +20,32 @@ class TunnelOut(Schema):
 
 
 class EntryIn(Schema):
-    hostname: str | None = Field(None, max_length=253, description="Defaults to the domain's name.")
-    home_port: int = Field(..., ge=1, le=65535, description="Your HTTPS service on 127.0.0.1.")
+    hostname: str | None = Field(
+        None, max_length=253, description="Defaults to the domain's name; none for tcp."
+    )
+    scheme: Literal["https", "tcp"] = Field(
+        "https", description="https by name, or tcp: a public port of the cloud's edge"
+    )
+    home_port: int = Field(..., ge=1, le=65535, description="Your service on 127.0.0.1.")
     proxy_protocol: bool = False
+    allow: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="client networks (CIDR, IPv4 or IPv6) the edge lets through; empty: all",
+    )
+
+
+class EntryAllowIn(Schema):
+    allow: list[str] = Field(..., max_length=256, description="empty: every client")
 
 
 class EntryOut(Schema):
     id: int
     domain: int
-    hostname: str
+    hostname: str = Field(..., description="empty for tcp")
+    scheme: str
+    public_port: int | None = Field(..., description="tcp: the cloud's port visitors dial")
+    allow: list[str]
     home_port: int
     proxy_protocol: bool
     tunnel_port: int
@@ -50,6 +67,9 @@ def entry_out(entry: ProxyEntry) -> EntryOut:
         id=entry.pk,
         domain=entry.domain_id,
         hostname=entry.hostname,
+        scheme=entry.scheme,
+        public_port=entry.public_port,
+        allow=list(entry.allow),
         home_port=entry.home_port,
         proxy_protocol=entry.proxy_protocol,
         tunnel_port=tunnel.remote_port,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import secrets
 from pathlib import Path
 
 from django.conf import settings
@@ -16,9 +17,17 @@ from home.certs.models import Domain
 from home.cloudlink.client import CloudError
 from home.cloudlink.services import cloud, link
 from home.tunnels import ssh
-from home.tunnels.models import ProxyEntry, Tunnel, TunnelState
-from workers.common.errors import Conflict, Forbidden, Invalid, Unavailable, invalid_from
+from home.tunnels.models import EntryScheme, ProxyEntry, Tunnel, TunnelState
+from workers.common.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    Unavailable,
+    invalid_from,
+)
 from workers.common.names import validate_hostname
+from workers.common.networks import validate_networks
 from workers.locks import exclusive
 
 log = logging.getLogger(__name__)
@@ -191,52 +200,102 @@ def tunnel_stop_now(tunnel: Tunnel) -> None:
         )
 
 
-def entry_create(
-    domain: Domain, hostname: str, home_port: int, proxy_protocol: bool = False
-) -> ProxyEntry:
-    """Reserve a tunnel port, create the cloud's https mapping, then store the entry; whatever
-    fails undoes the steps before it, so nothing is half-applied."""
+def _networks(allow: list[str] | None) -> list[str]:
     try:
-        hostname = validate_hostname(hostname, field="hostname")
+        return validate_networks(allow or [], "allow")
     except ValueError as exc:
-        raise invalid_from(exc, "hostname") from None
+        raise invalid_from(exc, "allow") from None
+
+
+# The cloud's names of a mapping's fields, and the form's names of the same things.
+_CLOUD_FIELDS = {"host": "hostname", "allow": "allow", "public_port": "scheme", "scheme": "scheme"}
+
+
+def _refused(exc: CloudError, default: str) -> DomainError:
+    field = _CLOUD_FIELDS.get(exc.field or "", default)
+    if exc.status == 403:  # a name this home does not own: the cloud names the step
+        return Forbidden(str(exc), field=field)
+    if exc.status in (400, 409, 422):
+        return Invalid(str(exc), field=field)
+    return Unavailable(f"the cloud refused the mapping: {exc}")
+
+
+def entry_create(
+    domain: Domain,
+    hostname: str,
+    home_port: int,
+    proxy_protocol: bool = False,
+    scheme: str = EntryScheme.HTTPS,
+    allow: list[str] | None = None,
+) -> ProxyEntry:
+    """Reserve a tunnel port, create the cloud's mapping (https of `hostname`, or tcp: a public
+    port the cloud gives, no hostname), then store the entry; whatever fails undoes the steps
+    before it, so nothing is half-applied."""
+    if scheme not in EntryScheme.values:
+        raise Invalid("must be 'https' or 'tcp'", field="scheme")
+    if scheme == EntryScheme.TCP:
+        hostname = ""
+    else:
+        try:
+            hostname = validate_hostname(hostname, field="hostname")
+        except ValueError as exc:
+            raise invalid_from(exc, "hostname") from None
     if isinstance(home_port, bool) or not 1 <= int(home_port) <= 65535:
         raise Invalid("must be 1..65535", field="home_port")
-    if ProxyEntry.objects.filter(hostname=hostname).exists():
+    networks = _networks(allow)
+    if hostname and ProxyEntry.objects.filter(hostname=hostname).exists():
         raise Conflict("an entry for this hostname exists", field="hostname")
+    name = f"entry {hostname}" if hostname else f"entry tcp {secrets.token_hex(6)}"
     try:
-        tunnel = tunnel_reserve(f"entry {hostname}", int(home_port))
+        tunnel = tunnel_reserve(name, int(home_port))
     except NoFreePort as exc:
-        raise Conflict(str(exc), field="hostname") from None
+        raise Conflict(str(exc), field="hostname" if hostname else "scheme") from None
     slug = link().home_slug
     try:
-        cloud().create_mapping(slug, hostname, "https", tunnel.remote_port, proxy_protocol)
+        mapping = cloud().create_mapping(
+            slug, hostname, scheme, tunnel.remote_port, proxy_protocol, networks
+        )
     except CloudError as exc:
         tunnel.delete()
-        if exc.status == 403:  # a name this home does not own: the cloud names the step
-            raise Forbidden(str(exc), field="hostname") from None
-        if exc.status in (400, 409, 422):
-            raise Invalid(str(exc), field="hostname") from None
-        raise Unavailable(f"the cloud refused the mapping: {exc}") from None
+        raise _refused(exc, "hostname" if hostname else "scheme") from None
+    public_port = mapping.get("public_port") if scheme == EntryScheme.TCP else None
     try:
-        return ProxyEntry.objects.create(
-            domain=domain,
-            hostname=hostname,
-            home_port=int(home_port),
-            proxy_protocol=proxy_protocol,
-            tunnel=tunnel,
-        )
+        with transaction.atomic():
+            if public_port is not None:
+                Tunnel.objects.filter(pk=tunnel.pk).update(name=f"entry tcp :{public_port}")
+            return ProxyEntry.objects.create(
+                domain=domain,
+                hostname=hostname,
+                scheme=scheme,
+                public_port=public_port,
+                home_port=int(home_port),
+                proxy_protocol=proxy_protocol,
+                allow=networks,
+                tunnel=tunnel,
+            )
     except Exception:
-        cloud().delete_mapping(slug, hostname, scheme="https")
+        cloud().delete_mapping(slug, hostname or str(public_port), scheme=scheme)
         tunnel.delete()
         raise
+
+
+def entry_allow(entry: ProxyEntry, allow: list[str] | None) -> ProxyEntry:
+    """Replace the entry's allowlist: the cloud's edge first (it validates too), then the row."""
+    networks = _networks(allow)
+    try:
+        cloud().set_mapping_allow(link().home_slug, entry.cloud_key, entry.scheme, networks)
+    except CloudError as exc:
+        raise _refused(exc, "allow") from None
+    ProxyEntry.objects.filter(pk=entry.pk).update(allow=networks)
+    entry.allow = networks
+    return entry
 
 
 def entry_delete(entry: ProxyEntry) -> None:
     """Stop the tunnel now, remove the cloud mapping, then the rows."""
     tunnel_stop_now(entry.tunnel)
     try:
-        cloud().delete_mapping(link().home_slug, entry.hostname, scheme="https")
+        cloud().delete_mapping(link().home_slug, entry.cloud_key, scheme=entry.scheme)
     except CloudError as exc:
         raise Unavailable(f"the cloud could not remove the mapping: {exc}") from None
     tunnel = entry.tunnel

@@ -14,8 +14,9 @@ from home.certs.models import Domain
 from home.cloudlink.config import ConfigError
 from home.errors import show_on_form, unavailable_reason
 from home.tunnels import services
-from home.tunnels.forms import EntryForm
+from home.tunnels.forms import AllowForm, EntryForm
 from home.tunnels.models import ProxyEntry
+from workers.common import networks
 from workers.common.errors import DomainError
 
 
@@ -28,12 +29,17 @@ def entry_add(request: HttpRequest, pk: int) -> HttpResponse:
         data = form.cleaned_data
         try:
             entry = services.entry_create(
-                domain, data["hostname"], data["home_port"], data["proxy_protocol"]
+                domain,
+                data["hostname"],
+                data["home_port"],
+                data["proxy_protocol"],
+                data["scheme"],
+                networks.split(data["allow"]),
             )
         except (DomainError, ConfigError) as exc:
             show_on_form(form, exc)
         else:
-            messages.success(request, f"{entry.hostname} mapped; open its tunnel to publish it.")
+            messages.success(request, f"{entry.label} mapped; open its tunnel to publish it.")
             return redirect("domain-detail", pk=domain.pk)
     return render(request, "tunnels/entry_add.html", {"form": form, "domain": domain})
 
@@ -48,7 +54,7 @@ def entry_tunnel(request: HttpRequest, pk: int) -> HttpResponse:
     except QueueUnreachable as exc:
         messages.error(request, f"Tunnel change: {unavailable_reason(exc)}")
         return redirect("domain-detail", pk=entry.domain_id)
-    messages.success(request, f"Tunnel of {entry.hostname} {'opening' if open_ else 'closing'}.")
+    messages.success(request, f"Tunnel of {entry.label} {'opening' if open_ else 'closing'}.")
     return redirect("domain-detail", pk=entry.domain_id)
 
 
@@ -59,7 +65,23 @@ def entry_delete(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         services.entry_delete(entry)
     except (DomainError, ConfigError) as exc:
-        messages.error(request, f"{entry.hostname} was not deleted: {exc}")
+        messages.error(request, f"{entry.label} was not deleted: {exc}")
     else:
-        messages.success(request, f"{entry.hostname} deleted; its tunnel is stopped.")
+        messages.success(request, f"{entry.label} deleted; its tunnel is stopped.")
+    return redirect("domain-detail", pk=entry.domain_id)
+
+
+@login_required
+@require_POST
+def entry_allow(request: HttpRequest, pk: int) -> HttpResponse:
+    entry = get_object_or_404(ProxyEntry, pk=pk)
+    form = AllowForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise DomainError("the allowlist is too long", field="allow")
+        services.entry_allow(entry, networks.split(form.cleaned_data["allow"]))
+    except (DomainError, ConfigError) as exc:
+        messages.error(request, f"Allowed networks of {entry.label} not saved: {exc}")
+    else:
+        messages.success(request, f"Allowed networks of {entry.label} saved.")
     return redirect("domain-detail", pk=entry.domain_id)

@@ -155,3 +155,47 @@ def test_a_bad_hostname_is_shown_next_to_the_host_field_and_nothing_is_added(
         page.goto("/")
         expect(page.locator("#mappings")).to_contain_text("No mappings yet.")
         assert person.errors == []
+
+
+def test_a_tcp_mapping_gets_a_public_port_and_its_allowlist_is_set_from_the_dashboard(
+    cloud: CloudSite, browser: Browser, album: Album, tmp_path: Path
+) -> None:
+    cloud.create_user("hedy", "Hedy-pass-2024")
+    api = cloud.api(cloud.token("hedy", "Hedy-pass-2024"))
+    r = api.post(
+        f"{cloud.url}/api/homes", json={"public_key": keygen(tmp_path / "hedy_key")}, timeout=10
+    )
+    assert r.status_code == 201, r.text
+    slug = r.json()["slug"]
+    first = int(cloud.env["CLOUDATHOME_TCP_PORTS"].split("-")[0])
+    with tab(browser, cloud.url) as person:
+        page = person.page
+        _log_in(page, "hedy", "Hedy-pass-2024")
+        expect(page.locator("#home-status")).to_have_text("ready", timeout=30_000)
+        page.goto("/mappings/add/")
+        page.select_option("#id_scheme", "tcp")
+        page.fill("#id_allow", "10.0.0.1/8")
+        page.click("main button[type=submit]")
+        allow = _field_of(page, "id_allow")
+        expect(allow).to_have_class("field has-error")
+        expect(allow.locator(".error")).to_contain_text("host bits")
+        page.fill("#id_allow", "127.0.0.2 2001:db8::/32")
+        page.click("main button[type=submit]")
+        row = page.locator("#mappings tr[data-scheme=tcp]")
+        expect(row).to_be_visible()
+        public = int(row.get_attribute("data-public-port") or 0)
+        assert public >= first
+        expect(row.locator("input[name=allow]")).to_have_value("127.0.0.2/32 2001:db8::/32")
+        expect(row.locator("[data-edge]")).to_have_text("routed", timeout=15_000)
+        album.shot(page, "dashboard-tcp-mapping")
+        row.locator("input[name=allow]").fill("not-a-network")
+        row.get_by_role("button", name="Save").click()
+        expect(page.locator(".messages .msg.error")).to_contain_text("allow")
+        row = page.locator("#mappings tr[data-scheme=tcp]")
+        row.locator("input[name=allow]").fill("")
+        row.get_by_role("button", name="Save").click()
+        expect(page.locator(".messages .msg.success")).to_contain_text("Allowed networks")
+        expect(page.locator("#mappings tr[data-scheme=tcp] input[name=allow]")).to_have_value("")
+        assert person.errors == []
+    mappings = api.get(f"{cloud.url}/api/homes/{slug}/proxy-mappings", timeout=10).json()
+    assert [(m["scheme"], m["public_port"], m["allow"]) for m in mappings] == [("tcp", public, [])]

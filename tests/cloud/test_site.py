@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from cloud.edge.haproxy import RuntimeAPI
 from tests.support.net import (
     PP2_SIGNATURE,
     RawCapture,
+    echo_refused,
     http_get,
     post_form,
     self_signed,
@@ -30,9 +32,19 @@ from tests.support.net import (
     tls_refused,
 )
 from tests.support.sites import CloudSite, cloud_site
-from tests.support.ssh import client_options, keygen, known_hosts, reverse_tunnel
+from tests.support.ssh import (
+    client_options,
+    home_sshd,
+    keygen,
+    known_hosts,
+    reverse_tunnel,
+    ssh_run,
+)
 from tests.support.tenants import Tenant, live_routes, ready_home, tenant
 from workers.local.procs import stop_pid, wait_for
+
+# A small quota, so that a test can reach it.
+CLOUD_ENV = {"CLOUDATHOME_TCP_PORTS_PER_HOME": "2"}
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +371,134 @@ def test_bad_mapping_input_is_refused_naming_the_field_and_never_reaches_haproxy
     assert "ok.alice.homes.test" not in maps and "reload" not in maps
 
 
+# --- raw tcp and allowlists --------------------------------------------------------------------
+
+
+def _tcp_range(cloud: CloudSite) -> range:
+    first, last = (int(p) for p in cloud.env["CLOUDATHOME_TCP_PORTS"].split("-"))
+    return range(first, last + 1)
+
+
+def test_a_tcp_mapping_publishes_the_sshd_at_home_and_its_allowlist_changes_at_run_time(
+    cloud: CloudSite, alice: Tenant, tunnel, tmp_path: Path
+) -> None:
+    slug = alice.home["slug"]
+    mappings = f"{cloud.url}/api/homes/{slug}/proxy-mappings"
+    with home_sshd(tmp_path) as sshd:
+        port = alice.home["port_base"] + 5
+        tunnel(alice, port, sshd.port)
+        r = _map(cloud, alice, {"scheme": "tcp", "tunnel_port": port})
+        assert r.status_code == 201, r.text
+        public = r.json()["public_port"]
+        assert public in _tcp_range(cloud) and r.json()["host"] == ""
+        known = tmp_path / "known_hosts"
+        out = wait_for(
+            lambda: _try_ssh(sshd, public, known), timeout=20, what="ssh through the edge"
+        )
+        assert out.strip() == "home"
+        runtime = RuntimeAPI(cloud.state / "haproxy" / "admin.sock")
+        pid = runtime.info()["Pid"]
+        r = alice.api.patch(
+            f"{mappings}/{public}", params={"scheme": "tcp"}, json={"allow": ["127.0.0.2"]}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()[0]["allow"] == ["127.0.0.2/32"]
+        wait_for(lambda: echo_refused(public, "127.0.0.3"), timeout=15, what="allowlist applied")
+        assert _try_ssh(sshd, public, known, source="127.0.0.2") == "home\n"
+        assert runtime.info()["Pid"] == pid  # no reload
+        listed = alice.api.get(mappings, timeout=5).json()
+        assert [m["edge"] for m in listed if m["public_port"] == public] == ["routed"]
+        r = alice.api.delete(f"{mappings}/{public}", params={"scheme": "tcp"}, timeout=10)
+        assert r.status_code == 204
+        wait_for(lambda: echo_refused(public, "127.0.0.2"), timeout=15, what="route removed")
+        # The port is free again: the next tcp mapping gets it.
+        r = _map(cloud, alice, {"scheme": "tcp", "tunnel_port": port})
+        assert r.status_code == 201 and r.json()["public_port"] == public, r.text
+        alice.api.delete(f"{mappings}/{public}", params={"scheme": "tcp"}, timeout=10)
+
+
+def _try_ssh(sshd, public: int, known: Path, source: str = "127.0.0.1") -> str | None:
+    try:
+        return ssh_run(sshd, public, known, "echo", "home", source=source)
+    except AssertionError:
+        return None
+
+
+def test_an_allowlist_on_an_http_mapping_answers_403_to_other_clients(
+    cloud: CloudSite, alice: Tenant, tunnel
+) -> None:
+    slug = alice.home["slug"]
+    with serve("alice-acl") as svc:
+        port = alice.home["port_base"] + 6
+        tunnel(alice, port, svc.port)
+        body = {"host": "acl.alice.homes.test", "scheme": "http", "tunnel_port": port}
+        r = _map(cloud, alice, {**body, "allow": ["127.0.0.2/32", "2001:db8::/32"]})
+        assert r.status_code == 201, r.text
+        wait_for(
+            lambda: http_get(cloud.http_port, "acl.alice.homes.test", source="127.0.0.2")[0] == 200,
+            timeout=15,
+        )
+        assert http_get(cloud.http_port, "acl.alice.homes.test", source="127.0.0.3")[0] == 403
+        r = alice.api.patch(
+            f"{cloud.url}/api/homes/{slug}/proxy-mappings/acl.alice.homes.test",
+            json={"allow": []},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        wait_for(
+            lambda: http_get(cloud.http_port, "acl.alice.homes.test", source="127.0.0.3")[0] == 200,
+            timeout=15,
+        )
+    alice.api.delete(f"{cloud.url}/api/homes/{slug}/proxy-mappings/acl.alice.homes.test")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"scheme": "tcp", "public_port": 1}, 400, "public_port"),
+        ({"scheme": "tcp", "host": "x.alice.homes.test"}, 400, "host"),
+        ({"host": "x.alice.homes.test", "public_port": 30000}, 400, "public_port"),
+        ({"host": "x.alice.homes.test", "allow": ["10.0.0.1/8"]}, 400, "allow"),
+        ({"host": "x.alice.homes.test", "allow": ["300.1.2.3/32"]}, 400, "allow"),
+        ({"scheme": "tcp", "allow": "10.0.0.0/8"}, 422, "allow"),
+    ],
+)
+def test_bad_tcp_or_allowlist_input_is_refused_naming_the_field(
+    cloud: CloudSite, alice: Tenant, body: dict, status: int, field: str
+) -> None:
+    maps = cloud.state / "haproxy" / "maps"
+    admin = cloud.api(cloud.token("admin", cloud.admin_password))
+    assert admin.post(f"{cloud.url}/api/admin/proxy-mappings/sync", timeout=30).status_code == 200
+    before = {p.name: p.read_text() for p in maps.iterdir()}
+    r = _map(cloud, alice, body)
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field or r.json()["detail"].startswith(f"{field}:"), r.json()
+    assert {p.name: p.read_text() for p in maps.iterdir()} == before
+
+
+def test_a_taken_public_port_and_the_quota_are_conflicts_naming_the_field(
+    cloud: CloudSite, alice: Tenant, bob: Tenant
+) -> None:
+    first = _tcp_range(cloud)[-1]
+    r = _map(cloud, alice, {"scheme": "tcp", "public_port": first})
+    assert r.status_code == 201, r.text
+    try:
+        r = _map(cloud, bob, {"scheme": "tcp", "public_port": first})
+        assert r.status_code == 409 and r.json()["field"] == "public_port", r.text
+        second = _map(cloud, alice, {"scheme": "tcp"})
+        assert second.status_code == 201, second.text
+        r = _map(cloud, alice, {"scheme": "tcp"})
+        assert r.status_code == 409 and r.json()["field"] == "public_port", r.text
+        assert "quota" in r.json()["detail"]
+    finally:
+        for m in alice.api.get(f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings").json():
+            if m["scheme"] == "tcp":
+                alice.api.delete(
+                    f"{cloud.url}/api/homes/{alice.home['slug']}/proxy-mappings/{m['public_port']}",
+                    params={"scheme": "tcp"},
+                )
+
+
 # --- faults ----------------------------------------------------------------------------------------
 
 
@@ -484,13 +624,28 @@ def test_releasing_a_home_removes_its_mappings_routes_key_and_system_user(
         f"{cloud.url}/api/homes/{slug}/proxy-mappings", json={"host": "erin.homes.test"}, timeout=10
     )
     assert r.status_code == 201
+    r = erin.api.post(
+        f"{cloud.url}/api/homes/{slug}/proxy-mappings",
+        json={"scheme": "tcp", "allow": ["127.0.0.2/32"]},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    public = r.json()["public_port"]
     wait_for(lambda: any(m["host"] == "erin.homes.test" for m in live_routes(cloud)), timeout=15)
+    wait_for(lambda: any(m["public_port"] == public for m in live_routes(cloud)), timeout=15)
     assert erin.api.delete(f"{cloud.url}/api/homes/{slug}", timeout=10).status_code == 204
     wait_for(
         lambda: all(m["host"] != "erin.homes.test" for m in live_routes(cloud)),
         timeout=15,
         what="route removed",
     )
+    wait_for(
+        lambda: all(m["public_port"] != public for m in live_routes(cloud)),
+        timeout=15,
+        what="tcp route removed",
+    )
+    maps = cloud.state / "haproxy" / "maps"
+    wait_for(lambda: f"tcp/{public}" not in (maps / "allow.map").read_text(), timeout=15)
     user = erin.home["ssh_username"]
     wait_for(
         lambda: not (cloud.state / "ssh" / "keys" / user).exists(), timeout=15, what="key removed"

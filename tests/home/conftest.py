@@ -90,6 +90,9 @@ class Api:
             path, body or {}, content_type="application/json", headers=self.headers
         )
 
+    def patch(self, path: str, body: dict[str, Any]) -> Any:
+        return self.client.patch(path, body, content_type="application/json", headers=self.headers)
+
     def delete(self, path: str) -> Any:
         return self.client.delete(path, headers=self.headers)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from playwright.sync_api import Browser, Page, Response, expect
 
 from home.certs.schemas import FLOW
 from tests.support.browser import Album, chromium, tab
-from tests.support.net import Service, self_signed, serve
+from tests.support.net import Echo, Service, echo_through, self_signed, serve
 from tests.support.sites import (
     CloudSite,
     HomeSite,
@@ -219,6 +220,46 @@ def test_the_owner_adds_a_domain_sees_its_certificate_issued_live_and_publishes_
         response = wait_for(served, timeout=15, what="the published service")
         assert response.text() == "the shop at home"
         album.shot(visitor.page, "published-service")
+
+
+def test_a_tcp_entry_gets_a_public_port_and_serves_only_its_allowed_networks(
+    cloud: CloudSite, console: HomeSite, browser: Browser, album: Album
+) -> None:
+    # Under the domain the publishing test above added (a tcp entry needs no name of its own).
+    domain = next(d for d in _domains(console) if d["name"] == DOMAIN)
+    echo = Echo()
+    try:
+        with tab(browser, console.url) as owner:
+            page = owner.page
+            _log_in(page)
+            page.goto(f"/domains/{domain['id']}/entries/add/")
+            page.select_option("#id_scheme", "tcp")
+            page.fill("#id_home_port", str(echo.port))
+            page.fill("#id_allow", "127.0.0.2/8")
+            page.click("main button[type=submit]")
+            allow = page.locator(".field:has(#id_allow)")
+            expect(allow).to_have_class("field has-error")
+            expect(allow.locator(".error")).to_contain_text("host bits")
+            page.fill("#id_allow", "127.0.0.2")
+            album.shot(page, "entry-add-tcp")
+            page.click("main button[type=submit]")
+            row = page.locator("#entries-table tr", has=page.locator("[data-public-port]"))
+            expect(row).to_have_count(1)
+            public = int(row.locator("[data-public-port]").get_attribute("data-public-port") or 0)
+            expect(row.locator("input[name=allow]")).to_have_value("127.0.0.2/32")
+            row.get_by_role("button", name="Open tunnel").click()
+            expect(row.locator("[data-tunnel-state]")).to_have_text("open", timeout=30_000)
+            album.shot(page, "entry-tcp-open")
+            data = os.urandom(1024 * 1024)
+            assert wait_for(lambda: echo_through(public, data, "127.0.0.2") == data, timeout=15)
+            assert echo_through(public, b"ping", "127.0.0.3") == b""
+            row.locator("input[name=allow]").fill("")
+            row.get_by_role("button", name="Save").click()
+            expect(page.locator(".messages .msg.success")).to_contain_text("Allowed networks")
+            assert wait_for(lambda: echo_through(public, b"hi", "127.0.0.3") == b"hi", timeout=15)
+            assert owner.errors == []
+    finally:
+        echo.close()
 
 
 def test_a_bad_domain_name_is_shown_next_to_its_field_and_nothing_is_added(

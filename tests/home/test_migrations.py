@@ -138,6 +138,7 @@ def test_a_database_of_the_old_domains_app_counts_the_recreated_schema_as_applie
         ("certs", "0003_ownership"),
         ("certs", "0004_post_renew_action"),
         ("tunnels", "0002_proxyentry"),
+        ("tunnels", "0003_tcp_entries_and_allowlists"),
     }
 
 

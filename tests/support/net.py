@@ -88,14 +88,13 @@ def self_signed(directory: Path, host: str) -> tuple[ssl.SSLContext, bytes]:
     return ctx, der
 
 
-class RawCapture:
-    """A TCP server that records the first bytes of each connection (a PROXY v2 header)."""
+class _Listener:
+    """A TCP server on 127.0.0.1 whose connections `_serve` handles, until `close`."""
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.05)
         self.port = int(self.listener.getsockname()[1])
-        self.seen: queue.Queue[bytes] = queue.Queue()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
@@ -106,17 +105,10 @@ class RawCapture:
                 conn, _ = self.listener.accept()
             except TimeoutError:
                 continue
-            with conn:
-                conn.settimeout(5)
-                data = b""
-                with contextlib.suppress(OSError):
-                    # The v2 header's length field is at 14..16; take the header and a bit more.
-                    while len(data) < 16 or len(data) < 16 + int.from_bytes(data[14:16]) + 8:
-                        chunk = conn.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
-                self.seen.put(data)
+            self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self.stop.set()
@@ -124,16 +116,83 @@ class RawCapture:
         self.listener.close()
 
 
+class RawCapture(_Listener):
+    """A TCP server that records the first bytes of each connection (a PROXY v2 header)."""
+
+    def __init__(self) -> None:
+        self.seen: queue.Queue[bytes] = queue.Queue()
+        super().__init__()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            with contextlib.suppress(OSError):
+                # The v2 header's length field is at 14..16; take the header and a bit more.
+                while len(data) < 16 or len(data) < 16 + int.from_bytes(data[14:16]) + 8:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            self.seen.put(data)
+
+
+class Echo(_Listener):
+    """A TCP server that sends back every byte it gets, until the client closes."""
+
+    def _serve(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    def _echo(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(10)
+            while chunk := conn.recv(65536):
+                conn.sendall(chunk)
+
+
+def echo_through(port: int, data: bytes, source: str = "127.0.0.1") -> bytes:
+    """Send `data` to 127.0.0.1:`port` from `source` while reading what comes back, until the
+    other side closes after our half-close; b"" when refused."""
+    received = bytearray()
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as s:
+
+        def send() -> None:
+            with contextlib.suppress(OSError):
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := s.recv(65536):
+                received += chunk
+        sender.join(10)
+    return bytes(received)
+
+
+def echo_refused(port: int, source: str) -> bool:
+    """The edge closes the connection before the service behind it sees a byte."""
+    try:
+        return echo_through(port, b"ping", source) == b""
+    except OSError:
+        return True
+
+
 # --- clients -----------------------------------------------------------------------------------
 
 
-def tls_get(port: int, sni: str, timeout: float = 3.0) -> tuple[bytes, bytes]:
-    """GET / over TLS through the edge; returns (body, DER certificate the client saw)."""
+def tls_get(
+    port: int, sni: str, timeout: float = 3.0, source: str = "127.0.0.1"
+) -> tuple[bytes, bytes]:
+    """GET / over TLS through the edge (from the loopback address `source`); returns (body,
+    DER certificate the client saw)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     with (
-        socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw,
+        socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout, source_address=(source, 0)
+        ) as raw,
         ctx.wrap_socket(raw, server_hostname=sni) as tls,
     ):
         cert = tls.getpeercert(binary_form=True) or b""  # unavailable once the peer closes
@@ -144,16 +203,16 @@ def tls_get(port: int, sni: str, timeout: float = 3.0) -> tuple[bytes, bytes]:
     return data.partition(b"\r\n\r\n")[2], cert
 
 
-def tls_refused(port: int, sni: str) -> bool:
+def tls_refused(port: int, sni: str, source: str = "127.0.0.1") -> bool:
     try:
-        tls_get(port, sni)
+        tls_get(port, sni, source=source)
     except OSError:  # ssl.SSLError, resets and EOFs are all OSErrors
         return True
     return False
 
 
-def http_get(port: int, host: str, path: str = "/") -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
+def http_get(port: int, host: str, path: str = "/", source: str = "127.0.0.1") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3, source_address=(source, 0))
     try:
         conn.request("GET", path, headers={"Host": host})
         response = conn.getresponse()

@@ -88,16 +88,28 @@ def scratch_database(prefix: str) -> Iterator[str]:
 def port_base() -> int:
     """A tunnel port range of its own for each cloud site: homes' forwards all bind on this
     machine's 127.0.0.1, so two sites running at once (the two suites) must not share ports."""
+    # Below the ephemeral range (32768+), where free_port() and every client socket live.
+    return 10000 + (_count("port-base") % 20) * 1000
+
+
+def tcp_ports() -> tuple[int, int]:
+    """A public tcp port range of its own for each edge (8 ports), above every port_base()
+    range and below the ephemeral one."""
+    first = 30000 + (_count("tcp-ports") % 256) * 8
+    return first, first + 7
+
+
+def _count(name: str) -> int:
+    """The next number of a counter shared by every test process on this machine."""
     TEST_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with open(TEST_ROOT / "port-base.counter", "a+") as fh:
+    with open(TEST_ROOT / f"{name}.counter", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         fh.seek(0)
         count = int(fh.read().strip() or 0)
         fh.seek(0)
         fh.truncate()
         fh.write(str(count + 1))
-    # Below the ephemeral range (32768+), where free_port() and every client socket live.
-    return 10000 + (count % 20) * 1000
+    return count
 
 
 def remove_system_users(prefix: str) -> None:
@@ -128,6 +140,7 @@ def cloud_site(
             "CLOUDATHOME_SSH_MODE": ssh_mode,
             "CLOUDATHOME_SSH_USER_PREFIX": prefix,
             "CLOUDATHOME_PORT_BASE": str(port_base()),
+            "CLOUDATHOME_TCP_PORTS": "{}-{}".format(*tcp_ports()),
             # Every home owns <its user>.homes.test and the names below it.
             "CLOUDATHOME_BASE_DOMAIN": "homes.test",
             # A public host that is a DNS name gets its certificate from this CA: none, unless

@@ -81,14 +81,15 @@ def _pids_of(uid: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def system_user(prefix: str = "cahu") -> Iterator[User]:
+def system_user(prefix: str = "cahu", login_shell: str = "/usr/sbin/nologin") -> Iterator[User]:
     """A fresh system user with its own group and a home folder of its own (0700), removed
-    afterwards after its processes (tunnels outlive the console by design) are ended."""
+    afterwards after its processes (tunnels outlive the console by design) are ended; a
+    `login_shell` lets it run commands over ssh."""
     name = f"{prefix}{secrets.token_hex(3)}"
     TEST_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
     home = TEST_ROOT / f"home-{name}"
     subprocess.run(
-        ["useradd", "--system", "--user-group", "--shell", "/usr/sbin/nologin",
+        ["useradd", "--system", "--user-group", "--shell", login_shell,
          "--home-dir", str(home), "--create-home", "--comment", "cloudathome tests", name],
         check=True, capture_output=True,
     )  # fmt: skip

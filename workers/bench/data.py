@@ -137,7 +137,7 @@ def _groups(cloud: CloudSite, tunnel_pid: int, nginx_pid: int) -> Groups:
 
 
 def _features(result: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The edge's per-connection features (traffic counters), on against off: each figure's
+    """The edge's per-connection features (traffic counters, an allowlist), on against off: each figure's
     ratio, and the CPU per request of the whole path (every process, the client's too)."""
     on, off = result["paths"]["edge_tunnel"], result["paths"]["edge_tunnel_bare"]
     out: dict[str, dict[str, float]] = {}

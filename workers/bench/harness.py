@@ -8,6 +8,7 @@ import contextlib
 import pwd
 import secrets
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ MAIN_PORTS = range(61000, 65536)
 # wrk on 127.0.0.1 sends for every visitor; the attack section measures the shipped limits.
 DATA_PATH_SOURCE_RATE = 10_000_000
 ONE_CLIENT = {"CLOUDATHOME_EDGE_SOURCE_RATE": str(DATA_PATH_SOURCE_RATE)}
+# The allowlist of the features-on path: wrk's loopback, nested in and beside other networks as
+# a real list would be (the lookup is a longest-prefix match, then one exact match).
+FEATURE_ALLOW = ("127.0.0.0/8", "127.0.0.1/32", "10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32")
 HAPROXY, SSHD = "/usr/sbin/haproxy", "/usr/sbin/sshd"
 
 
@@ -197,9 +201,10 @@ class Main:
 
 @dataclass
 class Bare:
-    """A second cloud site with the edge's per-connection features off (traffic counters), its
-    own bench home and tunnel to the main site's nginx: the data path without the features,
-    measured in the same run as the main site's path with them (docs/performance.md)."""
+    """A second cloud site with the edge's per-connection features off (traffic counters, the
+    allowlist), its own bench home and tunnel to the main site's nginx: the data path without
+    the features, measured in the same run as the main site's path with them
+    (docs/performance.md)."""
 
     cloud: CloudSite
     tunnel: TunnelRun
@@ -291,8 +296,13 @@ class Bench:
             home_api=site.home_api,
             dns=site.dns,
         )
-        for host, port in (("edge.bench.test", edge_port), ("tunnel.bench.test", tunnel_port)):
-            self.create_mapping(main.cloud, main.home_api, main.link, host, port)
+        self.create_mapping(main.cloud, main.home_api, main.link, "edge.bench.test", edge_port)
+        # The path the features are measured on: its mapping has an allowlist (the load
+        # generator's loopback among a few other networks), so every connection pays the lookup.
+        self.create_mapping(
+            main.cloud, main.home_api, main.link, "tunnel.bench.test", tunnel_port, FEATURE_ALLOW
+        )
+        for host in ("edge.bench.test", "tunnel.bench.test"):
             routed(main.cloud, host)
         return main
 
@@ -368,11 +378,13 @@ class Bench:
         link: dict[str, Any],
         host: str,
         port: int,
+        allow: Sequence[str] = (),
     ) -> None:
-        """The mapping of `host` to the tunnel port `port`, through the API as a user does it."""
+        """The mapping of `host` to the tunnel port `port` (for the `allow` networks only, when
+        given), through the API as a user does it."""
         r = home_api.post(
             f"{cloud.url}/api/homes/{link['home_slug']}/proxy-mappings",
-            json={"host": host, "scheme": "https", "tunnel_port": port},
+            json={"host": host, "scheme": "https", "tunnel_port": port, "allow": list(allow)},
             timeout=10,
         )
         if r.status_code != 201:

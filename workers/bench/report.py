@@ -496,7 +496,8 @@ def _md_data(data: dict[str, Any], png: str | None) -> list[str]:
         "### The per-connection features, on against off",
         "",
         "`edge_tunnel` runs on the main site, with the edge's per-connection features on (the "
-        "traffic counters of every route); `edge_tunnel_bare` on a second cloud site of the "
+        "traffic counters of every route, and an allowlist of five networks on its mapping); "
+        "`edge_tunnel_bare` on a second cloud site of the "
         "same run with them off, its own home and tunnel to the same nginx, measured just "
         "before it in every repeat. CPU is of the whole path (every process and the client), "
         "per request (µs; for the download: ms per 100 MiB).",

@@ -49,6 +49,21 @@ def envbool(name: str, default: bool = False) -> bool:
     raise ConfigError(f"{name}: expected a boolean (1/0, true/false), got {raw!r}")
 
 
+def envportrange(name: str) -> tuple[int, int] | None:
+    """`first-last` (or one port) as (first, last); empty: None."""
+    raw = env(name).strip()
+    if not raw:
+        return None
+    first, sep, last = raw.partition("-")
+    try:
+        low, high = int(first), int(last if sep else first)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a port range like 10000-10999, got {raw!r}") from None
+    if not 1 <= low <= high <= 65535:
+        raise ConfigError(f"{name}: {raw!r} is not a range of ports within 1..65535")
+    return low, high
+
+
 def envlist(name: str, default: str = "") -> list[str]:
     """A comma-separated list; blanks around items and empty items are dropped."""
     return [item.strip() for item in env(name, default).split(",") if item.strip()]

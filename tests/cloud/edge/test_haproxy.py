@@ -167,7 +167,13 @@ def test_same_host_twice_in_one_scheme_is_rejected_but_allowed_across_schemes(
     maps = edge.desired_maps(
         [Route("app.example.test", 2000, "https"), Route("app.example.test", 2001, "http")]
     )
-    assert maps == {"https": {"app.example.test": "2000"}, "http": {"app.example.test": "2001"}}
+    assert maps == {
+        "https": {"app.example.test": "2000"},
+        "http": {"app.example.test": "2001"},
+        "tcp": {},
+        "networks": {},
+        "allow": {},
+    }
 
 
 def test_state_dir_that_would_break_the_config_is_rejected(tmp_path: Path) -> None:

@@ -73,3 +73,34 @@ def test_the_open_tunnel_button_records_the_wish(
     assert response.status_code == 302
     assert Tunnel.objects.get().desired_open
     assert len(queued) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"home_port": 22, "scheme": "tcp", "allow": ["10.0.0.1/8"]}, 400, "allow"),
+        ({"home_port": 22, "allow": ["not a network"]}, 400, "allow"),
+        ({"home_port": 22, "scheme": "udp"}, 422, "scheme"),
+        ({"home_port": 22, "allow": "10.0.0.0/8"}, 422, "allow"),
+    ],
+)
+def test_a_bad_kind_or_allowlist_is_refused_naming_it_before_any_port_is_reserved(
+    api: Api, body: dict[str, Any], status: int, field: str
+) -> None:
+    added = domain()
+    response = api.post(f"/api/domains/{added.pk}/proxy-entries", body)
+    assert response.status_code == status, response.json()
+    assert response.json()["field"] == field
+    assert not ProxyEntry.objects.exists()
+    assert not Tunnel.objects.exists()
+
+
+def test_an_allowlist_change_the_cloud_cannot_take_leaves_the_entry_as_it_was(
+    api: Api, cloud_down: dict[str, Any]
+) -> None:
+    entry = entry_in_db(domain())
+    response = api.patch(f"/api/proxy-entries/{entry.pk}/allow", {"allow": ["192.0.2.0/24"]})
+    assert response.status_code == 502, response.json()
+    assert ProxyEntry.objects.get().allow == []
+    bad = api.patch(f"/api/proxy-entries/{entry.pk}/allow", {"allow": ["192.0.2.1/24"]})
+    assert bad.status_code == 400 and bad.json()["field"] == "allow"

@@ -29,6 +29,9 @@ LOG_TAIL_BYTES = 64 * 1024
 # which is how wait_ready knows; `ssh -v` would also log ~550 bytes per forwarded
 # connection, in the data path, for the tunnel's whole life.
 READY_LOG_FUNCTION = "ssh.c:ssh_confirm_remote_forward():*"
+ALIVE_INTERVAL = 4  # seconds between keepalive probes inside the SSH connection
+ALIVE_COUNT = 3  # unanswered probes before ssh gives the connection up
+CONTROL_PATH_MAX = 107 - 17  # sun_path minus the NUL and ssh's ".<16 chars>" bind suffix
 
 _USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -83,25 +86,112 @@ class ProcessHandle:
 
 def argv(spec: TunnelSpec) -> list[str]:
     """The ssh command line of a tunnel; every field is validated first (ValueError)."""
-    _check_host("host", spec.host)
-    _check_host("local_host", spec.local_host)
-    for field in ("port", "remote_port", "local_port"):
-        _check_port(field, getattr(spec, field))
-    if not isinstance(spec.username, str) or not _USERNAME_RE.match(spec.username):
-        raise ValueError(
-            f"username: {spec.username!r} must match {_USERNAME_RE.pattern} (a system user name)"
-        )
-    key = _check_path("private_key", spec.private_key)
-    known_hosts = _check_path("known_hosts", spec.known_hosts)
-    local_host = f"[{spec.local_host}]" if ":" in spec.local_host else spec.local_host
-    forward = f"{REMOTE_BIND}:{spec.remote_port}:{local_host}:{spec.local_port}"
-    # (flag, value) pairs in the order ssh gets them; running_as() matches the exact argv.
+    forward = Forward(spec.remote_port, spec.local_port, spec.local_host)
     options = [
+        *_connection_options(spec.host, spec.port, spec.private_key, spec.known_hosts),
+        ("-o", "ExitOnForwardFailure=yes"),
+        ("-o", f"LogVerbose={READY_LOG_FUNCTION}"),
+        ("-R", _forward_text(forward)),
+    ]
+    return [SSH, "-tt", *_flat(options), _destination(spec.username, spec.host)]
+
+
+@dataclass(frozen=True)
+class MasterSpec:
+    """The home's one SSH connection to the cloud: every forward of the home rides on it,
+    added and cancelled at run time through its control socket (`control_path`)."""
+
+    host: str
+    port: int
+    username: str
+    private_key: Path
+    known_hosts: Path
+    control_path: Path
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One remote forward: the cloud's 127.0.0.1:<remote_port> to local_host:local_port."""
+
+    remote_port: int
+    local_port: int
+    local_host: str = "127.0.0.1"
+
+
+def master_argv(spec: MasterSpec) -> list[str]:
+    """The command line of the home's master connection: no forward of its own, a control
+    socket at `spec.control_path` (created 0600 by ssh). Every field is validated first
+    (ValueError naming it)."""
+    control = _check_control_path(spec.control_path)
+    options = [
+        *_connection_options(spec.host, spec.port, spec.private_key, spec.known_hosts),
+        # Forwards come later through the socket; one the cloud refuses must fail that
+        # `-O forward` only, never end the connection every other forward rides on.
+        ("-o", "ExitOnForwardFailure=no"),
+        ("-o", "ControlMaster=yes"),
+        ("-o", "ControlPersist=no"),  # the master lives exactly as long as the connection
+        ("-S", control),
+    ]
+    return [SSH, "-tt", *_flat(options), _destination(spec.username, spec.host)]
+
+
+def forward_argv(spec: MasterSpec, forward: Forward) -> list[str]:
+    """`ssh -O forward`: ask the running master to open one more remote forward. Exits 0 once
+    the cloud accepted it (or the master already holds exactly this forward), 255 with the
+    cloud's refusal on stderr otherwise; the master and its other forwards are untouched."""
+    return _control_argv(spec, "forward", forward)
+
+
+def cancel_argv(spec: MasterSpec, forward: Forward) -> list[str]:
+    """`ssh -O cancel`: close one remote forward of the running master (its cloud port is
+    freed), the others untouched. The forward must be given exactly as it was added."""
+    return _control_argv(spec, "cancel", forward)
+
+
+def check_argv(spec: MasterSpec) -> list[str]:
+    """`ssh -O check`: exits 0 while the master answers on its control socket."""
+    return _control_argv(spec, "check", None)
+
+
+def exit_argv(spec: MasterSpec) -> list[str]:
+    """`ssh -O exit`: ask the master to close the connection (every forward with it)."""
+    return _control_argv(spec, "exit", None)
+
+
+def _control_argv(spec: MasterSpec, command: str, forward: Forward | None) -> list[str]:
+    control = _check_control_path(spec.control_path)
+    _check_host("host", spec.host)
+    extra = [] if forward is None else ["-R", _forward_text(forward)]
+    # -F /dev/null: no ~/.ssh/config may redirect the socket or add options; the destination
+    # is only syntax for a control command (the master's connection is already made).
+    return [
+        SSH,
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-S",
+        control,
+        "-O",
+        command,
+        *extra,
+        _destination(spec.username, spec.host),
+    ]
+
+
+def _connection_options(
+    host: str, port: int, private_key: Path, known_hosts: Path
+) -> list[tuple[str, str]]:
+    """(flag, value) pairs in the order ssh gets them; running_as() matches the exact argv."""
+    _check_host("host", host)
+    _check_port("port", port)
+    key = _check_path("private_key", private_key)
+    pinned = _check_path("known_hosts", known_hosts)
+    return [
         ("-F", "/dev/null"),
         ("-o", "BatchMode=yes"),
-        ("-o", "ExitOnForwardFailure=yes"),
         ("-o", "StrictHostKeyChecking=yes"),
-        ("-o", f"UserKnownHostsFile={known_hosts}"),
+        ("-o", f"UserKnownHostsFile={pinned}"),
         # Only the pinned key counts: a key for this host in /etc/ssh/ssh_known_hosts would
         # be accepted too, and ssh must not rewrite the pin.
         ("-o", "GlobalKnownHostsFile=/dev/null"),
@@ -109,18 +199,50 @@ def argv(spec: TunnelSpec) -> list[str]:
         ("-o", "IdentitiesOnly=yes"),
         ("-o", "IdentityAgent=none"),
         ("-i", key),
-        ("-o", "ServerAliveInterval=5"),
-        ("-o", "ServerAliveCountMax=3"),
+        # A dead network (no FIN, no RST) is noticed after 3 unanswered probes 4 s apart:
+        # ssh exits within ~12-16 s and the supervisor connects again.
+        ("-o", f"ServerAliveInterval={ALIVE_INTERVAL}"),
+        ("-o", f"ServerAliveCountMax={ALIVE_COUNT}"),
+        ("-o", "TCPKeepAlive=no"),  # the kernel's 2 h keepalive only adds noise
         ("-o", "ConnectTimeout=10"),
         ("-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com"),
         ("-o", "KexAlgorithms=curve25519-sha256,curve25519-sha256@libssh.org"),
         ("-o", "LogLevel=VERBOSE"),
-        ("-o", f"LogVerbose={READY_LOG_FUNCTION}"),
-        ("-p", str(spec.port)),
-        ("-R", forward),
+        ("-p", str(port)),
     ]
-    # -tt: the PTY session is what makes sshd set TCP_NODELAY (docs/architecture.md, the data path).
-    return [SSH, "-tt", *(arg for pair in options for arg in pair), f"{spec.username}@{spec.host}"]
+
+
+def _forward_text(forward: Forward) -> str:
+    _check_host("local_host", forward.local_host)
+    _check_port("remote_port", forward.remote_port)
+    _check_port("local_port", forward.local_port)
+    local_host = f"[{forward.local_host}]" if ":" in forward.local_host else forward.local_host
+    return f"{REMOTE_BIND}:{forward.remote_port}:{local_host}:{forward.local_port}"
+
+
+def _destination(username: object, host: str) -> str:
+    if not isinstance(username, str) or not _USERNAME_RE.match(username):
+        raise ValueError(
+            f"username: {username!r} must match {_USERNAME_RE.pattern} (a system user name)"
+        )
+    return f"{username}@{host}"
+
+
+def _flat(options: list[tuple[str, str]]) -> list[str]:
+    # -tt (given by the callers): the PTY session is what makes sshd set TCP_NODELAY
+    # (docs/architecture.md, the data path).
+    return [arg for pair in options for arg in pair]
+
+
+def _check_control_path(value: object) -> str:
+    text = _check_path("control_path", value)
+    # ssh binds "<path>.<16 random chars>" first, then renames it: sun_path holds 108 bytes.
+    if len(text.encode()) > CONTROL_PATH_MAX:
+        raise ValueError(
+            f"control_path: {value!r} is longer than {CONTROL_PATH_MAX} bytes "
+            "(a unix socket path, with the suffix ssh adds while binding it)"
+        )
+    return text
 
 
 def _is_int(value: object) -> bool:

@@ -453,3 +453,89 @@ def test_backoff_is_jittered() -> None:
 def test_backoff_rejects_a_negative_failure_count() -> None:
     with pytest.raises(ValueError, match="failures"):
         ssh.next_delay(-1)
+
+
+# --- the home's one master connection -------------------------------------------------------
+
+
+def offline_master(**changes: object) -> ssh.MasterSpec:
+    spec = ssh.MasterSpec(
+        host="cloud.example.com",
+        port=8022,
+        username="home02_alice",
+        private_key=Path("/home/alice/.ssh/cloudathome_ed25519"),
+        known_hosts=Path("/etc/cloudathome/known_hosts"),
+        control_path=Path("/var/lib/cloudathome/ssh/master.sock"),
+    )
+    return replace(spec, **changes)  # type: ignore[arg-type]
+
+
+def test_master_argv_has_a_control_socket_and_no_forward_of_its_own() -> None:
+    command = ssh.master_argv(offline_master())
+    assert command[:2] == ["ssh", "-tt"]
+    assert command[command.index("-S") + 1] == "/var/lib/cloudathome/ssh/master.sock"
+    assert "ControlMaster=yes" in command and "ExitOnForwardFailure=no" in command
+    assert "-R" not in command
+    assert command[-1] == "home02_alice@cloud.example.com"
+
+
+def test_forward_and_cancel_argv_name_one_forward_on_the_control_socket() -> None:
+    forward = ssh.Forward(remote_port=2200, local_port=8443)
+    for command, verb in (
+        (ssh.forward_argv(offline_master(), forward), "forward"),
+        (ssh.cancel_argv(offline_master(), forward), "cancel"),
+    ):
+        assert command[command.index("-O") + 1] == verb
+        assert command[command.index("-R") + 1] == "127.0.0.1:2200:127.0.0.1:8443"
+        assert command[command.index("-S") + 1] == "/var/lib/cloudathome/ssh/master.sock"
+
+
+def test_master_argv_rejects_a_control_path_ssh_would_expand_or_cannot_bind() -> None:
+    with pytest.raises(ValueError, match="control_path"):
+        ssh.master_argv(offline_master(control_path=Path("/tmp/%h/master.sock")))
+    with pytest.raises(ValueError, match="control_path"):
+        ssh.master_argv(offline_master(control_path=Path("/" + "a" * 100)))
+    with pytest.raises(ValueError, match="remote_port"):
+        ssh.forward_argv(offline_master(), ssh.Forward(remote_port=0, local_port=80))
+
+
+def test_one_master_carries_forwards_added_and_cancelled_one_by_one(
+    sshd: Sshd, service: Service, tmp_path: Path
+) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="cahm-"))  # short: a unix socket path
+    spec = ssh.MasterSpec(
+        host="127.0.0.1",
+        port=sshd.port,
+        username=sshd.user,
+        private_key=sshd.client_key,
+        known_hosts=sshd.known_hosts,
+        control_path=folder / "master.sock",
+    )
+    first = ssh.Forward(remote_port=free_port(), local_port=service.port)
+    second = ssh.Forward(remote_port=free_port(), local_port=service.port)
+    master = subprocess.Popen(
+        ssh.master_argv(spec),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: subprocess.run(ssh.check_argv(spec), capture_output=True).returncode == 0,
+            timeout=15,
+            what="the master's control socket",
+        )
+        assert (spec.control_path.stat().st_mode & 0o777) == 0o600
+        for forward in (first, second):
+            subprocess.run(ssh.forward_argv(spec, forward), check=True, capture_output=True)
+        assert http_get(first.remote_port, "a.test") == (200, b"home-service")
+        assert http_get(second.remote_port, "b.test") == (200, b"home-service")
+        subprocess.run(ssh.cancel_argv(spec, first), check=True, capture_output=True)
+        wait_for(lambda: not port_open(first.remote_port), timeout=5, what="the cancelled port")
+        assert http_get(second.remote_port, "b.test") == (200, b"home-service")
+        assert master.poll() is None
+    finally:
+        master.terminate()
+        master.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -31,6 +31,7 @@ LOG_TAIL_BYTES = 64 * 1024
 READY_LOG_FUNCTION = "ssh.c:ssh_confirm_remote_forward():*"
 ALIVE_INTERVAL = 4  # seconds between keepalive probes inside the SSH connection
 ALIVE_COUNT = 3  # unanswered probes before ssh gives the connection up
+TAKEOVER = "takeover"  # the cloud's forced command: the newest connection of a home wins
 CONTROL_PATH_MAX = 107 - 17  # sun_path minus the NUL and ssh's ".<16 chars>" bind suffix
 
 _USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -132,7 +133,10 @@ def master_argv(spec: MasterSpec) -> list[str]:
         ("-o", "ControlPersist=no"),  # the master lives exactly as long as the connection
         ("-S", control),
     ]
-    return [SSH, "-tt", *_flat(options), _destination(spec.username, spec.host)]
+    # The remote command is all the forced command reads of it: "takeover" asks the cloud to
+    # end this home's older sessions, so the ports a dead connection still holds come free.
+    destination = _destination(spec.username, spec.host)
+    return [SSH, "-tt", *_flat(options), destination, TAKEOVER]
 
 
 def forward_argv(spec: MasterSpec, forward: Forward) -> list[str]:

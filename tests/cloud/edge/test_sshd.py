@@ -772,3 +772,38 @@ def test_check_config_reports_what_sshd_rejects(tmp_path: Path) -> None:
     cfg.config_path.write_text(sshd.render_config(cfg))  # no host keys generated
     with pytest.raises(RuntimeError, match="no hostkeys available"):
         sshd.check_config(cfg)
+
+
+# --- the newest connection of a home wins -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def takeover(edge: Edge, home: Home) -> Iterator[subprocess.Popen]:
+    """The home's master connection: a PTY session asking for the takeover, no forward yet."""
+    log = edge.tmp / f"takeover-{secrets.token_hex(3)}.log"
+    before = sleeps_of(home.uid)
+    with running([*edge.ssh(home, "-tt"), sshd.TAKEOVER], log=log) as proc:
+        wait_for(lambda: sleeps_of(home.uid) - before, timeout=20, what="the takeover's sleep")
+        yield proc
+
+
+def test_a_takeover_ends_the_older_sessions_of_its_home_and_no_other(edge: Edge) -> None:
+    port, other = edge.alice.ports[0], edge.bob.ports[0]
+    with (
+        tunnel_up(edge, edge.alice, port) as old,
+        tunnel_up(edge, edge.bob, other) as bobs,
+        takeover(edge, edge.alice) as new,
+    ):
+        # The older session's sshd is gone: its listener is freed, its client told.
+        wait_for(lambda: old.poll() is not None, timeout=10, what="the older session's end")
+        wait_for(lambda: not listening(port), timeout=5, what="the freed port")
+        # Another home's session (the same account in single-account mode) lives on.
+        assert bobs.poll() is None and listening(other)
+        # And the home's own port is free for its newest connection at once.
+        with tunnel_up(edge, edge.alice, port):
+            assert new.poll() is None
+        # Another home's takeover ends only that home's sessions.
+        with takeover(edge, edge.bob):
+            wait_for(lambda: bobs.poll() is not None, timeout=10, what="bob's older session")
+            time.sleep(1)  # room for a wrong kill to land
+            assert new.poll() is None

@@ -476,7 +476,7 @@ def test_master_argv_has_a_control_socket_and_no_forward_of_its_own() -> None:
     assert command[command.index("-S") + 1] == "/var/lib/cloudathome/ssh/master.sock"
     assert "ControlMaster=yes" in command and "ExitOnForwardFailure=no" in command
     assert "-R" not in command
-    assert command[-1] == "home02_alice@cloud.example.com"
+    assert command[-2:] == ["home02_alice@cloud.example.com", "takeover"]
 
 
 def test_forward_and_cancel_argv_name_one_forward_on_the_control_socket() -> None:

@@ -175,6 +175,7 @@ def _validate_ports(ports: Sequence[int]) -> list[int]:
 
 
 TAKEOVER = "takeover"  # what a home's master asks for: the newest connection of a home wins
+READY_LINE = "cloudathome: session ready"  # printed once the session holds its slot
 
 
 def forced_command(sessions_dir: Path) -> str:
@@ -193,7 +194,8 @@ def forced_command(sessions_dir: Path) -> str:
     sleeps of its sessions; the folder is named by the key line, never by the client), and
     their parent, that session's sshd, whose end frees the session's listeners at once
     (docs/decisions.md, the newest connection of a home wins). The slots those free are
-    taken on the next rounds (ten, 0.2 s apart).
+    taken on the next rounds (ten, 0.2 s apart). Holding its slot, the session says so
+    (READY_LINE): the home knows its older sessions are gone and its ports free.
     """
     home = "$" + HOME_VARIABLE
     slots = f"{sessions_dir}/{home}"
@@ -210,7 +212,7 @@ def forced_command(sessions_dir: Path) -> str:
         f"[ -t 0 ] && [ x{home} != x ] || exit 1; take=; {evict}"
         "for round in 1 2 3 4 5 6 7 8 9 10; do "
         f"for slot in {slots}/*; do exec 9<$slot; "
-        "flock -n 9 && exec /bin/sleep infinity; done; "
+        f"flock -n 9 && {{ echo {READY_LINE}; exec /bin/sleep infinity; }}; done; "
         "[ -n $take ] || break; sleep 0.2; done; "
         f"echo cloudathome: {home} already holds every session it may >&2; exit 1"
     )

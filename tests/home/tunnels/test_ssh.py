@@ -96,7 +96,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
                 "X11Forwarding no\nAllowAgentForwarding no\nAllowStreamLocalForwarding no\n"
                 "PermitTunnel no\nPermitUserRC no\nPrintMotd no\nPrintLastLog no\n"
                 "ClientAliveInterval 2\nClientAliveCountMax 3\nLogLevel VERBOSE\n"
-                "ForceCommand [ -t 0 ] && exec /bin/sleep infinity\n"
+                "ForceCommand [ -t 0 ] && echo cloudathome: session ready && exec /bin/sleep infinity\n"
             )
             known_hosts = base / "known_hosts"
             known_hosts.write_text(f"[127.0.0.1]:{port} {' '.join(host_pub.split()[:2])}\n")
@@ -499,43 +499,63 @@ def test_master_argv_rejects_a_control_path_ssh_would_expand_or_cannot_bind() ->
         ssh.forward_argv(offline_master(), ssh.Forward(remote_port=0, local_port=80))
 
 
-def test_one_master_carries_forwards_added_and_cancelled_one_by_one(
-    sshd: Sshd, service: Service, tmp_path: Path
-) -> None:
+@pytest.fixture
+def master_spec(sshd: Sshd) -> Iterator[ssh.MasterSpec]:
     folder = Path(tempfile.mkdtemp(prefix="cahm-"))  # short: a unix socket path
-    spec = ssh.MasterSpec(
-        host="127.0.0.1",
-        port=sshd.port,
-        username=sshd.user,
-        private_key=sshd.client_key,
-        known_hosts=sshd.known_hosts,
-        control_path=folder / "master.sock",
-    )
+    try:
+        yield ssh.MasterSpec(
+            host="127.0.0.1",
+            port=sshd.port,
+            username=sshd.user,
+            private_key=sshd.client_key,
+            known_hosts=sshd.known_hosts,
+            control_path=folder / "link" / "master.sock",
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_one_master_carries_forwards_added_and_cancelled_one_by_one(
+    master_spec: ssh.MasterSpec, service: Service, tmp_path: Path
+) -> None:
+    spec = master_spec
     first = ssh.Forward(remote_port=free_port(), local_port=service.port)
     second = ssh.Forward(remote_port=free_port(), local_port=service.port)
-    master = subprocess.Popen(
-        ssh.master_argv(spec),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    master = ssh.spawn_master(spec, tmp_path / "master.log")
     try:
-        wait_for(
-            lambda: subprocess.run(ssh.check_argv(spec), capture_output=True).returncode == 0,
-            timeout=15,
-            what="the master's control socket",
-        )
+        assert ssh.master_ready(master, tmp_path / "master.log") is None
+        assert ssh.master_alive(spec)
         assert (spec.control_path.stat().st_mode & 0o777) == 0o600
+        assert (spec.control_path.parent.stat().st_mode & 0o777) == 0o700
         for forward in (first, second):
-            subprocess.run(ssh.forward_argv(spec, forward), check=True, capture_output=True)
+            assert ssh.forward_add(spec, forward) is None
+        assert ssh.forward_add(spec, first) is None  # already held: nothing to do
         assert http_get(first.remote_port, "a.test") == (200, b"home-service")
         assert http_get(second.remote_port, "b.test") == (200, b"home-service")
-        subprocess.run(ssh.cancel_argv(spec, first), check=True, capture_output=True)
+        assert ssh.forward_cancel(spec, first) is None
         wait_for(lambda: not port_open(first.remote_port), timeout=5, what="the cancelled port")
         assert http_get(second.remote_port, "b.test") == (200, b"home-service")
-        assert master.poll() is None
+        assert ssh.is_running(master)
     finally:
-        master.terminate()
-        master.wait(timeout=10)
-        shutil.rmtree(folder, ignore_errors=True)
+        ssh.stop(master)
+    assert not ssh.master_alive(spec)
+
+
+def test_a_refused_forward_fails_alone_and_the_master_stays(
+    master_spec: ssh.MasterSpec, service: Service, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = ssh.Forward(remote_port=taken.getsockname()[1], local_port=service.port)
+        good = ssh.Forward(remote_port=free_port(), local_port=service.port)
+        master = ssh.spawn_master(master_spec, tmp_path / "master.log")
+        try:
+            assert ssh.master_ready(master, tmp_path / "master.log") is None
+            reason = ssh.forward_add(master_spec, busy)
+            assert reason is not None and str(busy.remote_port) in reason
+            assert ssh.is_running(master)
+            assert ssh.forward_add(master_spec, good) is None
+            assert http_get(good.remote_port, "a.test") == (200, b"home-service")
+        finally:
+            ssh.stop(master)

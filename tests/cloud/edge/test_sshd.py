@@ -34,10 +34,10 @@ MODES = ["system-users", "single-account"]
 # --- helpers --------------------------------------------------------------------------------
 
 
-def listening(port: int) -> bool:
-    """A TCP listener on 127.0.0.1:<port>, read from the kernel, without connecting to it
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """A TCP listener on <host>:<port> (IPv4), read from the kernel, without connecting to it
     (a connection would open a forwarded channel and reach the home's service)."""
-    wanted = f"0100007F:{port:04X}"
+    wanted = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         if fields[1] == wanted and fields[3] == "0A":
@@ -265,8 +265,9 @@ def remove_homes(edge_cfg: sshd.SshdConfig, accounts: sshd.Accounts, prefix: str
 
 
 @contextlib.contextmanager
-def edge_site(mode: sshd.Mode, tmp: Path, **limits: int) -> Iterator[Edge]:
-    """Our sshd in `mode` with `limits` (SshdConfig fields), homes alice (two ports) and bob;
+def edge_site(mode: sshd.Mode, tmp: Path, **limits: int | str) -> Iterator[Edge]:
+    """Our sshd in `mode` with `limits` (SshdConfig fields; `listen` 127.0.0.1 unless given),
+    homes alice (two ports) and bob;
     every home, user and process removed afterwards."""
     prefix = f"cahtest_{secrets.token_hex(3)}"
     with contextlib.ExitStack() as stack:
@@ -296,10 +297,9 @@ def edge_site(mode: sshd.Mode, tmp: Path, **limits: int) -> Iterator[Edge]:
             state,
             mode=mode,
             port=free_port(),
-            listen="127.0.0.1",
             account=account,
             group=prefix,
-            **limits,
+            **{"listen": "127.0.0.1", **limits},  # type: ignore[arg-type]
         )
         accounts = sshd.accounts_for(cfg)
         stack.callback(remove_homes, cfg, accounts, prefix)
@@ -309,7 +309,11 @@ def edge_site(mode: sshd.Mode, tmp: Path, **limits: int) -> Iterator[Edge]:
         service = stack.enter_context(EchoService())
         taken: set[int] = {cfg.port, service.port}
         proc = stack.enter_context(
-            running(sshd.command(cfg), log=tmp / "sshd.log", ready=lambda: listening(cfg.port))
+            running(
+                sshd.command(cfg),
+                log=tmp / "sshd.log",
+                ready=lambda: listening(cfg.port, cfg.listen),
+            )
         )
         edge = Edge(mode, cfg, accounts, proc, known_hosts, tmp, service, taken, prefix)
         edge.alice = edge.home("alice", ports=2)

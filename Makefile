@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 APT_PACKAGES := haproxy openssh-server openssh-client redis-server postgresql-client pebble \
-	chromium python3-venv python3-dev iproute2 procps wrk nginx-light curl ca-certificates
+	chromium python3-venv python3-dev iproute2 procps wrk nginx-light curl ca-certificates \
+	iptables
 # `make compose-test`: a container engine (podman with runc, its init, networking), Compose
 # (Debian's docker-compose, speaking to podman's Docker API) and debootstrap for the base image.
 COMPOSE_APT_PACKAGES := podman runc catatonit netavark aardvark-dns iptables docker-compose debootstrap

@@ -31,6 +31,8 @@ LOG_TAIL_BYTES = 64 * 1024
 READY_LOG_FUNCTION = "ssh.c:ssh_confirm_remote_forward():*"
 ALIVE_INTERVAL = 4  # seconds between keepalive probes inside the SSH connection
 ALIVE_COUNT = 3  # unanswered probes before ssh gives the connection up
+TAKEOVER = "takeover"  # the cloud's forced command: the newest connection of a home wins
+SESSION_READY = "cloudathome: session ready"  # the forced command's line once it holds its slot
 CONTROL_PATH_MAX = 107 - 17  # sun_path minus the NUL and ssh's ".<16 chars>" bind suffix
 
 _USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -41,6 +43,8 @@ _PATH_RE = re.compile(r"^/[A-Za-z0-9._/+@-]*$")
 _TAG_RE = re.compile(r"^(?:debug\d: )?[\w.-]+\.c:\w+\(\):\d+(?: \([^)]*\))?: ")
 _NOISE = (
     MARKER,
+    SESSION_READY,
+    "muxclient: master forward request failed",  # after the master's reason: that one counts
     "debug",
     "Authenticated to ",
     "remote forward success for:",
@@ -121,9 +125,11 @@ class Forward:
     local_host: str = "127.0.0.1"
 
 
-def master_argv(spec: MasterSpec) -> list[str]:
+def master_argv(spec: MasterSpec, takeover: bool = False) -> list[str]:
     """The command line of the home's master connection: no forward of its own, a control
-    socket at `spec.control_path` (created 0600 by ssh). Every field is validated first
+    socket at `spec.control_path` (created 0600 by ssh). With `takeover`, the cloud ends this
+    home's older sessions first: asked for once a forward was refused because an older
+    session still holds its port (docs/decisions.md). Every field is validated first
     (ValueError naming it)."""
     control = _check_control_path(spec.control_path)
     options = [
@@ -136,7 +142,10 @@ def master_argv(spec: MasterSpec) -> list[str]:
         ("-S", control),
         *_bind_options(spec.bind_address),
     ]
-    return [SSH, "-tt", *_flat(options), _destination(spec.username, spec.host)]
+    # The remote command is all the forced command reads of it: "takeover" asks the cloud to
+    # end this home's older sessions, so the ports a dead connection still holds come free.
+    destination = _destination(spec.username, spec.host)
+    return [SSH, "-tt", *_flat(options), destination, *([TAKEOVER] if takeover else [])]
 
 
 def _bind_options(address: str | None) -> list[tuple[str, str]]:
@@ -151,8 +160,8 @@ def _bind_options(address: str | None) -> list[tuple[str, str]]:
 
 def forward_argv(spec: MasterSpec, *forwards: Forward) -> list[str]:
     """`ssh -O forward`: ask the running master to open more remote forwards, all in one
-    control command (one process, however many: a home coming back after a drop asks for
-    all of its forwards at once). Exits 0 once the cloud accepted every one (or the master
+    control command (one process however many: a home coming back after a drop asks for all
+    of its forwards at once). Exits 0 once the cloud accepted every one (or the master
     already holds exactly that forward), 255 with the cloud's refusal on stderr otherwise
     (the others asked may be open then); the master and its other forwards are untouched."""
     if not forwards:
@@ -303,16 +312,28 @@ def spawn(spec: TunnelSpec, log_path: Path) -> ProcessHandle:
     """Start the tunnel's ssh in a session of its own (so it outlives the worker that
     started it), output appended to `log_path` (0600). Returns at once: follow with
     wait_ready(). The caller stores the handle; no Popen object is the source of truth."""
-    command = argv(spec)
+    route = f"{REMOTE_BIND}:{spec.remote_port} -> {spec.local_host}:{spec.local_port}"
+    return _spawn(argv(spec), log_path, f"ssh {spec.username}@{spec.host}:{spec.port} -R {route}")
+
+
+def spawn_master(spec: MasterSpec, log_path: Path, takeover: bool = False) -> ProcessHandle:
+    """Start the home's master connection like spawn() a tunnel; follow with master_ready().
+    The control socket's folder is made 0700 first (ssh creates the socket 0600 in it)."""
+    command = master_argv(spec, takeover)
+    folder = spec.control_path.parent
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
+    spec.control_path.unlink(missing_ok=True)  # a dead master's socket; ssh will not replace it
+    return _spawn(command, log_path, f"ssh {spec.username}@{spec.host}:{spec.port} master")
+
+
+def _spawn(command: list[str], log_path: Path, what: str) -> ProcessHandle:
     log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)
         when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        route = f"{REMOTE_BIND}:{spec.remote_port} -> {spec.local_host}:{spec.local_port}"
-        os.write(
-            fd, f"{MARKER} {when} ssh {spec.username}@{spec.host}:{spec.port} -R {route}\n".encode()
-        )
+        os.write(fd, f"{MARKER} {when} {what}\n".encode())
         proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -336,6 +357,50 @@ def spawn(spec: TunnelSpec, log_path: Path) -> ProcessHandle:
     if start_time is None:  # cannot happen for an unreaped child; keeps the type honest
         raise RuntimeError(f"ssh (pid {proc.pid}) vanished before it could be recorded")
     return ProcessHandle(pid=proc.pid, start_time=start_time)
+
+
+def forward_add(spec: MasterSpec, forward: Forward, timeout: float = 15.0) -> str | None:
+    """Open one remote forward on the running master: None once the cloud accepted it (or
+    the master already held it), else the reason ("remote port forwarding failed for listen
+    port N", "Control socket connect(...): No such file or directory", a timeout)."""
+    return _control(forward_argv(spec, forward), timeout)
+
+
+def forward_cancel(spec: MasterSpec, forward: Forward, timeout: float = 15.0) -> str | None:
+    """Close one remote forward of the running master: None when done, else the reason."""
+    return _control(cancel_argv(spec, forward), timeout)
+
+
+def master_alive(spec: MasterSpec, timeout: float = 5.0) -> bool:
+    """Whether the master answers on its control socket."""
+    return _control(check_argv(spec), timeout) is None
+
+
+def _control(command: list[str], timeout: float) -> str | None:
+    try:
+        result = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+            env=_child_env(),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"timed out after {timeout:g}s waiting for the master connection"
+    if result.returncode == 0:
+        return None
+    reason = _last_meaningful(result.stderr.replace("\r", "").split("\n"))
+    return reason or f"ssh -O exited with status {result.returncode}"
+
+
+def master_ready(handle: ProcessHandle, log_path: Path, timeout: float = 15.0) -> str | None:
+    """Wait until the cloud's forced command says the session holds its slot (after ending
+    the home's older sessions, so their ports are free) or ssh has died. None when ready,
+    else the reason from the log. On timeout the process is left running: the caller stops it."""
+    return _wait_for_line(handle, log_path, SESSION_READY, timeout, "the master connection")
 
 
 def running_as(spec: TunnelSpec) -> list[ProcessHandle]:
@@ -431,6 +496,12 @@ def wait_ready(
     the log ("Host key verification failed.", "Error: remote port forwarding failed for
     listen port N", ...). On timeout the process is left running: the caller stops it."""
     success = f"remote forward success for: listen {REMOTE_BIND}:{spec.remote_port},"
+    return _wait_for_line(handle, log_path, success, timeout, "the tunnel")
+
+
+def _wait_for_line(
+    handle: ProcessHandle, log_path: Path, wanted: str, timeout: float, what: str
+) -> str | None:
     deadline = time.monotonic() + timeout
     pidfd = _pidfd_of(handle)
     try:
@@ -439,13 +510,13 @@ def wait_ready(
             if pidfd is None or not is_running(handle):
                 # Dead: everything it wrote is in the log now; read it again to be sure.
                 reason = _last_meaningful(_section(log_path))
-                return reason or "ssh exited before the tunnel was established (empty log)"
-            if any(success in line for line in lines):
+                return reason or f"ssh exited before {what} was established (empty log)"
+            if any(wanted in line for line in lines):
                 return None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 last = _last_meaningful(lines)
-                return f"timed out after {timeout:g}s waiting for the tunnel" + (
+                return f"timed out after {timeout:g}s waiting for {what}" + (
                     f" (last message: {last})" if last else ""
                 )
             # Wakes up at once when ssh exits; polls the log every 50 ms meanwhile.

@@ -34,10 +34,10 @@ MODES = ["system-users", "single-account"]
 # --- helpers --------------------------------------------------------------------------------
 
 
-def listening(port: int) -> bool:
-    """A TCP listener on 127.0.0.1:<port>, read from the kernel, without connecting to it
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """A TCP listener on <host>:<port> (IPv4), read from the kernel, without connecting to it
     (a connection would open a forwarded channel and reach the home's service)."""
-    wanted = f"0100007F:{port:04X}"
+    wanted = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         if fields[1] == wanted and fields[3] == "0A":
@@ -265,8 +265,9 @@ def remove_homes(edge_cfg: sshd.SshdConfig, accounts: sshd.Accounts, prefix: str
 
 
 @contextlib.contextmanager
-def edge_site(mode: sshd.Mode, tmp: Path, **limits: int) -> Iterator[Edge]:
-    """Our sshd in `mode` with `limits` (SshdConfig fields), homes alice (two ports) and bob;
+def edge_site(mode: sshd.Mode, tmp: Path, **limits: int | str) -> Iterator[Edge]:
+    """Our sshd in `mode` with `limits` (SshdConfig fields; `listen` 127.0.0.1 unless given),
+    homes alice (two ports) and bob;
     every home, user and process removed afterwards."""
     prefix = f"cahtest_{secrets.token_hex(3)}"
     with contextlib.ExitStack() as stack:
@@ -296,10 +297,9 @@ def edge_site(mode: sshd.Mode, tmp: Path, **limits: int) -> Iterator[Edge]:
             state,
             mode=mode,
             port=free_port(),
-            listen="127.0.0.1",
             account=account,
             group=prefix,
-            **limits,
+            **{"listen": "127.0.0.1", **limits},  # type: ignore[arg-type]
         )
         accounts = sshd.accounts_for(cfg)
         stack.callback(remove_homes, cfg, accounts, prefix)
@@ -309,7 +309,11 @@ def edge_site(mode: sshd.Mode, tmp: Path, **limits: int) -> Iterator[Edge]:
         service = stack.enter_context(EchoService())
         taken: set[int] = {cfg.port, service.port}
         proc = stack.enter_context(
-            running(sshd.command(cfg), log=tmp / "sshd.log", ready=lambda: listening(cfg.port))
+            running(
+                sshd.command(cfg),
+                log=tmp / "sshd.log",
+                ready=lambda: listening(cfg.port, cfg.listen),
+            )
         )
         edge = Edge(mode, cfg, accounts, proc, known_hosts, tmp, service, taken, prefix)
         edge.alice = edge.home("alice", ports=2)
@@ -772,3 +776,38 @@ def test_check_config_reports_what_sshd_rejects(tmp_path: Path) -> None:
     cfg.config_path.write_text(sshd.render_config(cfg))  # no host keys generated
     with pytest.raises(RuntimeError, match="no hostkeys available"):
         sshd.check_config(cfg)
+
+
+# --- the newest connection of a home wins -----------------------------------------------------
+
+
+@contextlib.contextmanager
+def takeover(edge: Edge, home: Home) -> Iterator[subprocess.Popen]:
+    """The home's master connection: a PTY session asking for the takeover, no forward yet."""
+    log = edge.tmp / f"takeover-{secrets.token_hex(3)}.log"
+    before = sleeps_of(home.uid)
+    with running([*edge.ssh(home, "-tt"), sshd.TAKEOVER], log=log) as proc:
+        wait_for(lambda: sleeps_of(home.uid) - before, timeout=20, what="the takeover's sleep")
+        yield proc
+
+
+def test_a_takeover_ends_the_older_sessions_of_its_home_and_no_other(edge: Edge) -> None:
+    port, other = edge.alice.ports[0], edge.bob.ports[0]
+    with (
+        tunnel_up(edge, edge.alice, port) as old,
+        tunnel_up(edge, edge.bob, other) as bobs,
+        takeover(edge, edge.alice) as new,
+    ):
+        # The older session's sshd is gone: its listener is freed, its client told.
+        wait_for(lambda: old.poll() is not None, timeout=10, what="the older session's end")
+        wait_for(lambda: not listening(port), timeout=5, what="the freed port")
+        # Another home's session (the same account in single-account mode) lives on.
+        assert bobs.poll() is None and listening(other)
+        # And the home's own port is free for its newest connection at once.
+        with tunnel_up(edge, edge.alice, port):
+            assert new.poll() is None
+        # Another home's takeover ends only that home's sessions.
+        with takeover(edge, edge.bob):
+            wait_for(lambda: bobs.poll() is not None, timeout=10, what="bob's older session")
+            time.sleep(1)  # room for a wrong kill to land
+            assert new.poll() is None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cloud.edge.test_sshd import Edge, Home, edge_site, listening, sleeps_of
+from tests.cloud.edge.test_sshd import Edge, Home, edge_site, listening, sleeps_of, takeover
 from workers.bench.attack import closed_by_peer, connect_from
 from workers.local.procs import running, stop_pid, wait_for
 
@@ -115,6 +115,24 @@ def test_a_home_holds_at_most_its_sessions_and_the_next_one_ends_at_once(limited
     # The slots free up with the sessions.
     with tunnels(limited, carol, carol.ports[cap:], ["127.0.0.5"]):
         wait_for(lambda: listening(carol.ports[cap]), timeout=20, what="the freed slot's tunnel")
+
+
+def test_a_takeover_of_a_home_at_its_cap_ends_the_older_sessions_and_holds_one_slot(
+    limited: Edge,
+) -> None:
+    erin = limited.home("erin", ports=3)
+    cap = LIMITS["home_sessions"]
+    with tunnels(limited, erin, erin.ports[:cap], ["127.0.0.7"] * cap) as procs:
+        for port in erin.ports[:cap]:
+            wait_for(lambda port=port: listening(port), timeout=20, what=f"tunnel {port}")
+        with takeover(limited, erin) as new:
+            wait_for(lambda: all(p.poll() is not None for p in procs), timeout=10, what="the end")
+            assert new.poll() is None
+            assert not any(listening(port) for port in erin.ports[:cap])
+            # The cap still counts: the takeover holds one slot, the others are free again.
+            with tunnels(limited, erin, erin.ports[: cap - 1], ["127.0.0.7"] * (cap - 1)):
+                for port in erin.ports[: cap - 1]:
+                    wait_for(lambda port=port: listening(port), timeout=20, what=f"{port}")
 
 
 def test_a_connection_that_holds_no_channel_is_closed(limited: Edge) -> None:

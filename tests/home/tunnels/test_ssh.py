@@ -96,7 +96,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
                 "X11Forwarding no\nAllowAgentForwarding no\nAllowStreamLocalForwarding no\n"
                 "PermitTunnel no\nPermitUserRC no\nPrintMotd no\nPrintLastLog no\n"
                 "ClientAliveInterval 2\nClientAliveCountMax 3\nLogLevel VERBOSE\n"
-                "ForceCommand [ -t 0 ] && exec /bin/sleep infinity\n"
+                "ForceCommand [ -t 0 ] && echo cloudathome: session ready && exec /bin/sleep infinity\n"
             )
             known_hosts = base / "known_hosts"
             known_hosts.write_text(f"[127.0.0.1]:{port} {' '.join(host_pub.split()[:2])}\n")
@@ -453,3 +453,127 @@ def test_backoff_is_jittered() -> None:
 def test_backoff_rejects_a_negative_failure_count() -> None:
     with pytest.raises(ValueError, match="failures"):
         ssh.next_delay(-1)
+
+
+# --- the home's one master connection -------------------------------------------------------
+
+
+def offline_master(**changes: object) -> ssh.MasterSpec:
+    spec = ssh.MasterSpec(
+        host="cloud.example.com",
+        port=8022,
+        username="home02_alice",
+        private_key=Path("/home/alice/.ssh/cloudathome_ed25519"),
+        known_hosts=Path("/etc/cloudathome/known_hosts"),
+        control_path=Path("/var/lib/cloudathome/ssh/master.sock"),
+    )
+    return replace(spec, **changes)  # type: ignore[arg-type]
+
+
+def test_master_argv_has_a_control_socket_and_no_forward_of_its_own() -> None:
+    command = ssh.master_argv(offline_master())
+    assert command[:2] == ["ssh", "-tt"]
+    assert command[command.index("-S") + 1] == "/var/lib/cloudathome/ssh/master.sock"
+    assert "ControlMaster=yes" in command and "ExitOnForwardFailure=no" in command
+    assert "-R" not in command and "BindAddress" not in " ".join(command)
+    # A plain connect asks for nothing; the takeover is asked for when a port is held.
+    assert command[-1] == "home02_alice@cloud.example.com"
+    taking = ssh.master_argv(offline_master(bind_address="192.0.2.7"), takeover=True)
+    assert taking[-2:] == ["home02_alice@cloud.example.com", "takeover"]
+    assert taking[taking.index("-S") + 2 : taking.index("-S") + 4] == [
+        "-o",
+        "BindAddress=192.0.2.7",
+    ]
+    with pytest.raises(ValueError, match="bind_address: 'eth0' is not an IP address"):
+        ssh.master_argv(offline_master(bind_address="eth0"))
+
+
+def test_one_control_command_asks_for_every_forward_given() -> None:
+    forwards = [ssh.Forward(2200, 8443), ssh.Forward(2201, 22)]
+    command = ssh.forward_argv(offline_master(), *forwards)
+    asked = [command[i + 1] for i, arg in enumerate(command) if arg == "-R"]
+    assert asked == ["127.0.0.1:2200:127.0.0.1:8443", "127.0.0.1:2201:127.0.0.1:22"]
+    with pytest.raises(ValueError, match="forwards: at least one"):
+        ssh.forward_argv(offline_master())
+
+
+def test_forward_and_cancel_argv_name_one_forward_on_the_control_socket() -> None:
+    forward = ssh.Forward(remote_port=2200, local_port=8443)
+    for command, verb in (
+        (ssh.forward_argv(offline_master(), forward), "forward"),
+        (ssh.cancel_argv(offline_master(), forward), "cancel"),
+    ):
+        assert command[command.index("-O") + 1] == verb
+        assert command[command.index("-R") + 1] == "127.0.0.1:2200:127.0.0.1:8443"
+        assert command[command.index("-S") + 1] == "/var/lib/cloudathome/ssh/master.sock"
+
+
+def test_master_argv_rejects_a_control_path_ssh_would_expand_or_cannot_bind() -> None:
+    with pytest.raises(ValueError, match="control_path"):
+        ssh.master_argv(offline_master(control_path=Path("/tmp/%h/master.sock")))
+    with pytest.raises(ValueError, match="control_path"):
+        ssh.master_argv(offline_master(control_path=Path("/" + "a" * 100)))
+    with pytest.raises(ValueError, match="remote_port"):
+        ssh.forward_argv(offline_master(), ssh.Forward(remote_port=0, local_port=80))
+
+
+@pytest.fixture
+def master_spec(sshd: Sshd) -> Iterator[ssh.MasterSpec]:
+    folder = Path(tempfile.mkdtemp(prefix="cahm-"))  # short: a unix socket path
+    try:
+        yield ssh.MasterSpec(
+            host="127.0.0.1",
+            port=sshd.port,
+            username=sshd.user,
+            private_key=sshd.client_key,
+            known_hosts=sshd.known_hosts,
+            control_path=folder / "link" / "master.sock",
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_one_master_carries_forwards_added_and_cancelled_one_by_one(
+    master_spec: ssh.MasterSpec, service: Service, tmp_path: Path
+) -> None:
+    spec = master_spec
+    first = ssh.Forward(remote_port=free_port(), local_port=service.port)
+    second = ssh.Forward(remote_port=free_port(), local_port=service.port)
+    master = ssh.spawn_master(spec, tmp_path / "master.log")
+    try:
+        assert ssh.master_ready(master, tmp_path / "master.log") is None
+        assert ssh.master_alive(spec)
+        assert (spec.control_path.stat().st_mode & 0o777) == 0o600
+        assert (spec.control_path.parent.stat().st_mode & 0o777) == 0o700
+        for forward in (first, second):
+            assert ssh.forward_add(spec, forward) is None
+        assert ssh.forward_add(spec, first) is None  # already held: nothing to do
+        assert http_get(first.remote_port, "a.test") == (200, b"home-service")
+        assert http_get(second.remote_port, "b.test") == (200, b"home-service")
+        assert ssh.forward_cancel(spec, first) is None
+        wait_for(lambda: not port_open(first.remote_port), timeout=5, what="the cancelled port")
+        assert http_get(second.remote_port, "b.test") == (200, b"home-service")
+        assert ssh.is_running(master)
+    finally:
+        ssh.stop(master)
+    assert not ssh.master_alive(spec)
+
+
+def test_a_refused_forward_fails_alone_and_the_master_stays(
+    master_spec: ssh.MasterSpec, service: Service, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = ssh.Forward(remote_port=taken.getsockname()[1], local_port=service.port)
+        good = ssh.Forward(remote_port=free_port(), local_port=service.port)
+        master = ssh.spawn_master(master_spec, tmp_path / "master.log")
+        try:
+            assert ssh.master_ready(master, tmp_path / "master.log") is None
+            reason = ssh.forward_add(master_spec, busy)
+            assert reason is not None and str(busy.remote_port) in reason
+            assert ssh.is_running(master)
+            assert ssh.forward_add(master_spec, good) is None
+            assert http_get(good.remote_port, "a.test") == (200, b"home-service")
+        finally:
+            ssh.stop(master)

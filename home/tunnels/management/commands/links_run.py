@@ -1,7 +1,7 @@
 """`links_run`: the SSH links of many homes from one process, each kept as the Home Console
 keeps its own (tunnels/ssh.py's master command line, its forwards added through the control
-socket once the master is up, a master that ended connected again after the console's backoff
-with jitter), until Ctrl-C or SIGTERM. A load generator for a cloud's SSH endpoint (the
+socket once the master is up, a refused forward answered by connecting again with the takeover,
+a master that ended connected again after the console's backoff with jitter), until Ctrl-C or SIGTERM. A load generator for a cloud's SSH endpoint (the
 benchmark's connected homes): nothing is stored, and this home's own link and tunnels are not
 touched. Events go to stdout, one JSON object per line."""
 
@@ -42,6 +42,8 @@ class _Home:
     added: int = 0  # forwards the cloud accepted on this master
     connected: bool = False  # this master's control socket is up
     refused: bool = False  # the cloud refused a forward of this master: ask one at a time
+    takeover: bool = False  # the next master asks the cloud to end this home's older sessions
+    retake: bool = False  # this master is being ended to connect again with the takeover
 
 
 def _plan(path: Path, sockets: Path) -> list[_Home]:
@@ -128,12 +130,15 @@ class _Swarm:
         master = home.master
         if master is None:
             if now >= home.retry_at:
-                home.master = _spawn(ssh.master_argv(home.spec))
+                home.master = _spawn(ssh.master_argv(home.spec, takeover=home.takeover))
                 home.pending, home.added = list(home.forwards), 0
                 home.connected = home.refused = False
             return
         if master.poll() is not None:
             home.master = None
+            if home.retake:  # ended by us, to connect again at once asking for the takeover
+                home.retake, home.takeover, home.retry_at = False, True, now
+                return
             # A master that carried every forward was a success: the next one starts over.
             home.failures = 1 if home.added == len(home.forwards) else home.failures + 1
             home.retry_at = now + ssh.next_delay(home.failures)
@@ -166,10 +171,16 @@ class _Swarm:
             if asked.returncode == 0:
                 home.added += len(batch)
                 if home.added == len(home.forwards):
-                    home.failures, home.refused = 0, False
+                    home.failures, home.refused, home.takeover = 0, False, False
                     self.event(home, "forwarded")
+            elif not home.takeover:
+                # A port still held, by an older session of this home whose network died, as
+                # the console does it: connect again asking the cloud to end that session.
+                home.retake = True
+                home.master.terminate()
+                self.event(home, "refused", reason.strip()[-300:])
             else:
-                # Refused (a port still held by an older session, say): ask again a second
+                # Refused even so (the evicted session still closing, say): ask again a second
                 # later, one forward at a time (an accepted one is asked again harmlessly).
                 home.pending = batch + home.pending
                 home.refused = True

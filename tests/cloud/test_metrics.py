@@ -59,7 +59,11 @@ def test_the_clouds_metrics_parse_and_count_homes_mappings_tasks_and_haproxy(
     got = families(cloud)
     assert value(got["cloudathome_homes"], status="ready") >= 1
     assert value(got["cloudathome_homes"], status="free") >= 1
-    assert {s.labels["scheme"] for s in got["cloudathome_mappings"].samples} == {"https", "http"}
+    assert {s.labels["scheme"] for s in got["cloudathome_mappings"].samples} == {
+        "https",
+        "http",
+        "tcp",
+    }
     tasks = got["cloudathome_task_duration_seconds"]
     edge_sync = {"task": "cloud.edge.tasks.edge_sync", "outcome": "success"}
     assert value(tasks, "_count", **edge_sync) >= 1  # every worker start runs one

@@ -69,10 +69,10 @@ def measure(bench: Bench) -> dict[str, Any]:
     served = _probe(wanted)
     log(f"· links: all {len(wanted)} forwards listen after {connect_s:.1f} s")
     time.sleep(2)  # past the last handshakes: a steady state to weigh
-    memory = _memory(cloud, swarm.pid, homes)
+    costs = _costs(cloud, swarm.pid, homes)
     log(
-        f"· links: {memory['cloud_pss_per_home_mb']} MB at the cloud, "
-        f"{memory['home_ssh_rss_per_home_mb']} MB of ssh at home, per home"
+        f"· links: {costs['cloud_pss_per_home_mb']} MB at the cloud, "
+        f"{costs['home_ssh_rss_per_home_mb']} MB of ssh at home, per home"
     )
 
     log("· links: reconnect storm: the cloud's sshd and every session killed at once")
@@ -84,7 +84,7 @@ def measure(bench: Bench) -> dict[str, Any]:
         "ssh_mode": "single-account",
         "connect_all_s": round(connect_s, 2),
         "served_after_connect": served,
-        **memory,
+        **costs,
         "storm": {**storm, "served_after": _probe(wanted)},
     }
 
@@ -190,8 +190,9 @@ def _probe(wanted: set[int]) -> str:
     return f"{ok}/{len(picked)}"
 
 
-def _memory(cloud: CloudSite, swarm: int, homes: int) -> dict[str, Any]:
-    """Per connected home: the cloud's sshd session processes (PSS shares their common pages
+def _costs(cloud: CloudSite, swarm: int, homes: int) -> dict[str, Any]:
+    """Per connected home, the CPU its connect took and the memory it holds: the cloud's sshd
+    session processes (PSS shares their common pages
     out fairly, RSS counts them in every process) and the home's ssh (RSS: each home is its
     own machine, so nothing is shared between homes there)."""
     listener, sessions = sshd_pids(cloud)

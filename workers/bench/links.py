@@ -1,6 +1,6 @@
 """Section 6, links: many homes connected at once to a cloud site of their own, each over one
-SSH connection carrying its forwards, kept by `home manage links_run` (the Home Console's own
-master command line, forwards and backoff, for many homes from one process). Single-account SSH
+SSH connection carrying its forwards, kept by `home manage links_run` (home/tunnels/ssh.py's
+master connection, forwards and the console's backoff, for many homes from one process). Single-account SSH
 mode: one account, one key line per home, which is what a count of connections needs (the
 system-users mode differs by one passwd lookup per login).
 

@@ -660,8 +660,8 @@ def _md_links(li: dict[str, Any]) -> list[str]:
         "",
         f"{li['homes']:,} homes connected at once to a cloud site of their own "
         f"({li['ssh_mode']} SSH mode), each over one SSH connection carrying "
-        f"{li['forwards_per_home']} forwards, kept by `home manage links_run` (the Home "
-        "Console's master command line, forwards and backoff), each home from an address of "
+        f"{li['forwards_per_home']} forwards, kept by `home manage links_run` (one master "
+        "connection per home, its forwards and the console's backoff), each home from an address of "
         "its own.",
         "",
         *_table(["figure", "value"], rows),

@@ -28,10 +28,6 @@ SERVED_WITHIN_S = 15.0
 VISIT_EVERY_S = 0.5
 VISITS_BOUND_S = 90.0  # the visitor loop ends by then whatever happens
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("iptables") is None, reason="iptables is needed (make system-deps)"
-)
-
 
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)

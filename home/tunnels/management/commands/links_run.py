@@ -1,8 +1,8 @@
-"""`links_run`: the SSH links of many homes from one process, each kept as the Home Console
-keeps its own (tunnels/ssh.py's master command line, its forwards added through the control
-socket once the master is up, a refused forward answered by connecting again with the takeover,
-a master that ended connected again after the console's backoff with jitter), until Ctrl-C or SIGTERM. A load generator for a cloud's SSH endpoint (the
-benchmark's connected homes): nothing is stored, and this home's own link and tunnels are not
+"""`links_run`: the SSH links of many homes from one process, each one master connection of
+tunnels/ssh.py (its command line, its forwards added through the control socket once the
+master is up, a refused forward answered by connecting again with the takeover, a master that
+ended connected again after the console's backoff with jitter), until Ctrl-C or SIGTERM. A
+load generator for a cloud's SSH endpoint (the benchmark's connected homes): nothing is stored, and this home's own link and tunnels are not
 touched. Events go to stdout, one JSON object per line."""
 
 from __future__ import annotations
@@ -174,8 +174,8 @@ class _Swarm:
                     home.failures, home.refused, home.takeover = 0, False, False
                     self.event(home, "forwarded")
             elif not home.takeover:
-                # A port still held, by an older session of this home whose network died, as
-                # the console does it: connect again asking the cloud to end that session.
+                # A port still held, by an older session of this home whose network died:
+                # connect again asking the cloud to end that session.
                 home.retake = True
                 home.master.terminate()
                 self.event(home, "refused", reason.strip()[-300:])

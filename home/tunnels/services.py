@@ -5,8 +5,11 @@ processes (through tunnels/ssh.py, the one door to them)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -78,6 +81,32 @@ def spec_of(tunnel: Tunnel) -> ssh.TunnelSpec:
         remote_port=tunnel.remote_port,
         local_port=tunnel.local_port,
         local_host=tunnel.local_host,
+    )
+
+
+def control_path() -> Path:
+    """Where the home's master connection keeps its control socket: in the tunnels folder
+    (0700) when that path fits a unix socket's, else in a private folder of ours under the
+    temporary directory, named after the state folder (ssh.spawn_master refuses one that is
+    not ours)."""
+    path = Path(settings.TUNNEL_LOG_DIR) / "link"
+    if len(str(path).encode()) <= ssh.CONTROL_PATH_MAX:
+        return path
+    digest = hashlib.sha256(str(settings.STATE_DIR).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"cah-{os.getuid()}-{digest}" / "link"
+
+
+def master_spec(control: Path | None = None) -> ssh.MasterSpec:
+    """This home's master connection to the cloud, from its link (cloudlink.yaml); its control
+    socket at `control` (a foreground command's own), else the console's (control_path())."""
+    current = link()
+    return ssh.MasterSpec(
+        host=current.ssh.host,
+        port=current.ssh.port,
+        username=current.ssh.username,
+        private_key=Path(current.ssh.private_key_path),
+        known_hosts=Path(current.ssh.known_hosts),
+        control_path=control or control_path(),
     )
 
 

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import select
+import stat
 import subprocess
 import threading
 import time
@@ -320,11 +321,20 @@ def spawn_master(spec: MasterSpec, log_path: Path, takeover: bool = False) -> Pr
     """Start the home's master connection like spawn() a tunnel; follow with master_ready().
     The control socket's folder is made 0700 first (ssh creates the socket 0600 in it)."""
     command = master_argv(spec, takeover)
-    folder = spec.control_path.parent
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    folder.chmod(0o700)
+    private_folder(spec.control_path.parent)
     spec.control_path.unlink(missing_ok=True)  # a dead master's socket; ssh will not replace it
     return _spawn(command, log_path, f"ssh {spec.username}@{spec.host}:{spec.port} master")
+
+
+def private_folder(folder: Path) -> None:
+    """Make `folder` ours alone (0700), refusing one that is a symlink or another user's: the
+    control socket's folder may sit in a shared temporary directory, where another local user
+    could have made it first to read or replace the socket."""
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise ValueError(f"control_path: {folder} is not a folder of this user (uid {os.getuid()})")
+    folder.chmod(0o700)
 
 
 def _spawn(command: list[str], log_path: Path, what: str) -> ProcessHandle:

@@ -369,11 +369,12 @@ def _spawn(command: list[str], log_path: Path, what: str) -> ProcessHandle:
     return ProcessHandle(pid=proc.pid, start_time=start_time)
 
 
-def forward_add(spec: MasterSpec, forward: Forward, timeout: float = 15.0) -> str | None:
-    """Open one remote forward on the running master: None once the cloud accepted it (or
-    the master already held it), else the reason ("remote port forwarding failed for listen
-    port N", "Control socket connect(...): No such file or directory", a timeout)."""
-    return _control(forward_argv(spec, forward), timeout)
+def forward_add(spec: MasterSpec, *forwards: Forward, timeout: float = 15.0) -> str | None:
+    """Open remote forwards on the running master, all in one control command: None once the
+    cloud accepted every one (or the master already held it), else the reason ("remote port
+    forwarding failed for listen port N", "Control socket connect(...): No such file or
+    directory", a timeout)."""
+    return _control(forward_argv(spec, *forwards), timeout)
 
 
 def forward_cancel(spec: MasterSpec, forward: Forward, timeout: float = 15.0) -> str | None:

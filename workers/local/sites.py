@@ -304,23 +304,24 @@ def home_environ(
 
 @dataclass(frozen=True)
 class TunnelRun:
-    pid: int  # the tunnel's ssh
-    ready_s: float  # ssh spawned -> the cloud accepted the forward
+    pid: int  # the home's ssh master connection, carrying every forward
+    ready_s: float  # master spawned -> the cloud accepted every forward
     proc: subprocess.Popen  # `home manage tunnel_run` itself
 
 
 @contextlib.contextmanager
 def run_tunnel(
-    state: Path, config: Path, remote_port: int, local_port: int, log: Path
+    state: Path, config: Path, forwards: Sequence[tuple[int, int]], log: Path
 ) -> Iterator[TunnelRun]:
-    """`cloudathome home manage tunnel_run`: the home's own tunnel (its ssh command line, spawn
-    and readiness) without a console, until the block exits (SIGTERM; it stops its ssh)."""
+    """`cloudathome home manage tunnel_run`: the home's forwards, (remote port, local port)
+    each, on one master connection of their own (the console's command line, spawn and
+    readiness) without a console, until the block exits (SIGTERM; it stops its ssh)."""
     argv = cli(
         "home",
         "manage",
         "tunnel_run",
         "--json",
-        *("--remote-port", str(remote_port), "--local-port", str(local_port)),
+        *(arg for remote, local in forwards for arg in ("--forward", f"{remote}:{local}")),
     )
     offset = log.stat().st_size if log.exists() else 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import secrets
 import shutil
@@ -381,8 +382,8 @@ def test_start_time_of_a_missing_process_is_none() -> None:
 # --- in the foreground: `home manage tunnel_run` -------------------------------------------
 
 
-def link_file(directory: Path, sshd: Sshd, remote_port: int) -> Path:
-    """A cloudlink.yaml for the test's sshd, whose range is the one port `remote_port`."""
+def link_file(directory: Path, sshd: Sshd, remote_port: int, count: int = 1) -> Path:
+    """A cloudlink.yaml for the test's sshd, whose range is `count` ports from `remote_port`."""
     config = directory / "cloudlink.yaml"
     ssh_link = {
         "host": "127.0.0.1",
@@ -396,7 +397,7 @@ def link_file(directory: Path, sshd: Sshd, remote_port: int) -> Path:
         "auth_token": "cah_unused_unused",
         "home_slug": "test",
         "ssh": ssh_link,
-        "ports": {"base": remote_port, "count": 1},
+        "ports": {"base": remote_port, "count": count},
     }
     config.write_text(yaml.safe_dump(link))
     return config
@@ -407,13 +408,110 @@ def test_tunnel_run_carries_traffic_until_it_is_told_to_stop(
 ) -> None:
     remote = free_port()
     config = link_file(tmp_path, sshd, remote)
-    with run_tunnel(tmp_path / "state", config, remote, service.port, tmp_path / "run.log") as run:
+    forwards = [(remote, service.port)]
+    with run_tunnel(tmp_path / "state", config, forwards, tmp_path / "run.log") as run:
         assert Path(f"/proc/{run.pid}/comm").read_text().strip() == "ssh"
         assert 0 < run.ready_s < 15
         assert http_get(remote, "example.test") == (200, b"home-service")
     assert run.proc.returncode == 0
     wait_for(lambda: ssh.start_time_of(run.pid) is None, timeout=10, what="ssh stopped")
     assert not port_open(remote)
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive ports nobody listens on (a home's range)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count <= 65536 and not any(port_open(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def test_tunnel_run_carries_several_forwards_on_one_master(
+    sshd: Sshd, service: Service, tmp_path: Path
+) -> None:
+    base = free_ports(3)
+    config = link_file(tmp_path, sshd, base, count=3)
+    with (
+        serve("second-service") as second,
+        run_tunnel(
+            tmp_path / "state",
+            config,
+            [(base, service.port), (base + 1, second.port), (base + 2, service.port)],
+            tmp_path / "run.log",
+        ) as run,
+    ):
+        # One ssh process, the master: every forward rides on its connection.
+        assert Path(f"/proc/{run.pid}/comm").read_text().strip() == "ssh"
+        assert "ControlMaster=yes" in Path(f"/proc/{run.pid}/cmdline").read_text()
+        assert http_get(base, "example.test") == (200, b"home-service")
+        assert http_get(base + 1, "example.test") == (200, b"second-service")
+        assert http_get(base + 2, "example.test") == (200, b"home-service")
+        line = json.loads(
+            next(ln for ln in (tmp_path / "run.log").read_text().splitlines() if ln[:1] == "{")
+        )
+        assert [f["remote_port"] for f in line["forwards"]] == [base, base + 1, base + 2]
+        assert (line["remote_port"], line["local_port"]) == (base, service.port)
+    assert run.proc.returncode == 0
+    wait_for(lambda: ssh.start_time_of(run.pid) is None, timeout=10, what="ssh stopped")
+    assert not any(port_open(base + i) for i in range(3))
+
+
+def test_tunnel_run_says_which_forward_the_cloud_refused(sshd: Sshd, tmp_path: Path) -> None:
+    base = free_ports(2)
+    config = link_file(tmp_path, sshd, base, count=2)
+    with socket.create_server(("127.0.0.1", base + 1)):  # the cloud's port, held by another
+        done = subprocess.run(
+            cli(
+                "home",
+                "manage",
+                "tunnel_run",
+                "--forward",
+                f"{base}:80",
+                "--forward",
+                f"{base + 1}:80",
+            ),
+            env=home_environ(tmp_path / "state", config),
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+    assert done.returncode != 0
+    assert "the cloud did not accept the forwards" in done.stderr
+    assert f"remote port forwarding failed for listen port {base + 1}" in done.stderr
+    # The master, and the forward it had, stopped.
+    wait_for(lambda: not port_open(base), timeout=10, what="the accepted forward closed")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--forward", "80"], "--forward: '80' is not REMOTE:LOCAL"),
+        (["--forward", "{base}:0"], "--forward: local_port: 0 is not a TCP port"),
+        (["--forward", "{base}:80", "--forward", "{base}:81"], "given twice"),
+        (["--remote-port", "{base}"], "--remote-port and --local-port go together"),
+        (["--remote-port", "{base}", "--local-port", "70000"], "--local-port: 70000 is not"),
+        (["--remote-port", "{base}", "--local-port", "80", "--local-host", "-x"], "--local-host"),
+        ([], "give --remote-port and --local-port, or --forward"),
+    ],
+)
+def test_tunnel_run_names_the_option_it_refuses(
+    sshd: Sshd, tmp_path: Path, args: list[str], message: str
+) -> None:
+    base = free_port()
+    config = link_file(tmp_path, sshd, base)
+    argv = cli("home", "manage", "tunnel_run", *(a.format(base=base) for a in args))
+    done = subprocess.run(
+        argv,
+        env=home_environ(tmp_path / "state", config),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert message in done.stderr
 
 
 def test_tunnel_run_refuses_a_port_outside_the_home_range(sshd: Sshd, tmp_path: Path) -> None:

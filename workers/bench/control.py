@@ -48,8 +48,9 @@ def measure(bench: Bench) -> dict[str, Any]:
 
 def _registrations(bench: Bench, m: Main) -> tuple[list[float], list[float]]:
     """(keygen + register + tunnel accepted, of which the tunnel) per new home. The tunnel's
-    part is ssh spawned -> forward accepted, as the command running it measured it, so the
-    start-up of that command is not counted (the console's worker is up already)."""
+    part is the master connection spawned -> its forward accepted, as the command running it
+    measured it, so the start-up of that command is not counted (the console's worker is up
+    already)."""
     totals: list[float] = []
     tunnels: list[float] = []
     for i in range(bench.plan.registrations):
@@ -62,7 +63,8 @@ def _registrations(bench: Bench, m: Main) -> tuple[list[float], list[float]]:
         check(done, f"register {user}")
         registered = time.monotonic() - started
         link = load_link(config)
-        with bench.tunnel(root, config, int(link["ports"]["base"]), m.direct_port) as tunnel:
+        forwards = [(int(link["ports"]["base"]), m.direct_port)]
+        with bench.tunnel(root, config, forwards) as tunnel:
             totals.append(registered + tunnel.ready_s)
             tunnels.append(tunnel.ready_s)
         api = m.cloud.api(str(link["auth_token"]))

@@ -5,10 +5,11 @@ shared, the Home Console with a local Pebble, and the way figures are summarised
 from __future__ import annotations
 
 import contextlib
+import os
 import pwd
 import secrets
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import yaml
 from workers.bench import tools as bt
 from workers.common.processes import stop_processes
 from workers.local.pebble import MockDns, mock_dns, pebble_server
-from workers.local.procs import free_port, wait_for
+from workers.local.procs import free_port, running, wait_for
 from workers.local.sites import (
     CloudSite,
     HomeSite,
@@ -31,7 +32,11 @@ from workers.local.sites import (
     start_home,
 )
 
-NAMES = ("direct.bench.test", "edge.bench.test", "tunnel.bench.test", "probe.scale.test")
+# The main bench home's entries, one forward each on its one master connection, all to the
+# same nginx: the first is the data path's edge_tunnel, the three together "entries at once".
+ENTRY_HOSTS = ("tunnel.bench.test", "tunnel2.bench.test", "tunnel3.bench.test")
+ORIGINAL_HOST = "original.bench.test"  # the peer row: the original system's own tunnel
+NAMES = ("direct.bench.test", "edge.bench.test", *ENTRY_HOSTS, ORIGINAL_HOST, "probe.scale.test")
 # Above Linux's ephemeral range (32768-60999), so no outgoing connection can hold a tunnel port.
 MAIN_PORTS = range(61000, 65536)
 # The per-source limit of new connections in 10 s (shipped: 600) on the sites whose load one
@@ -168,6 +173,15 @@ def load_link(config: Path) -> dict[str, Any]:
     return data
 
 
+def _listened(port: int) -> bool:
+    return port in bt.listening_ports()
+
+
+def _port_freed(port: int, timeout: float = 10) -> None:
+    if bt.time_until(lambda: not _listened(port), timeout, interval=0.02) is None:
+        raise RuntimeError(f"port {port} is still listened on after {timeout:g} s")
+
+
 def routed(cloud: CloudSite, host: str) -> None:
     if bt.time_until(bt.routable(cloud.https_port, host), 20) is None:
         raise RuntimeError(f"{host} never became routable through the edge")
@@ -193,10 +207,13 @@ class Main:
     nginx: bt.Nginx
     direct_port: int
     edge_port: int  # nginx listens here itself: the edge-only path
-    tunnel_port: int  # the product's ssh -R lands here: the edge + tunnel path
-    tunnel: TunnelRun
+    tunnel_port: int  # the product's first forward lands here: the edge + tunnel path
+    entry_ports: dict[str, int]  # ENTRY_HOSTS -> their tunnel ports, all on `tunnel`
+    original_port: int  # the original's `ssh -N -T -R` lands here, while it runs
+    tunnel: TunnelRun  # the home's one master connection, every entry's forward on it
     home_api: requests.Session
     dns: MockDns  # the cloud's resolver and Pebble's, where the bench's TXT records live
+    home_root: Path  # the bench home's folder (its keys, cloudlink.yaml, the tunnels' logs)
 
 
 @dataclass
@@ -275,13 +292,14 @@ class Bench:
         log("· starting the cloud site (HAProxy, sshd, web, worker, beat)")
         site = self._site("cloud", "home", slots, {})
         direct_port = free_port()
-        edge_port, tunnel_port = site.base + 9, site.base + 8  # the console allocates upwards
+        # From the top of the home's range down: the console allocates upwards.
+        edge_port, original_port = site.base + 9, site.base + 5
+        entry_ports = {host: site.base + 8 - i for i, host in enumerate(ENTRY_HOSTS)}
         nginx = self.stack.enter_context(
             bt.nginx_server(self.root / "nginx", [direct_port, edge_port])
         )
-        tunnel = self.stack.enter_context(
-            self.tunnel(site.home_root, site.config, tunnel_port, direct_port)
-        )
+        forwards = [(port, direct_port) for port in entry_ports.values()]
+        tunnel = self.stack.enter_context(self.tunnel(site.home_root, site.config, forwards))
         main = Main(
             cloud=site.cloud,
             admin=site.cloud.api(site.cloud.token("admin", site.cloud.admin_password)),
@@ -291,19 +309,24 @@ class Bench:
             nginx=nginx,
             direct_port=direct_port,
             edge_port=edge_port,
-            tunnel_port=tunnel_port,
+            tunnel_port=entry_ports[ENTRY_HOSTS[0]],
+            entry_ports=entry_ports,
+            original_port=original_port,
             tunnel=tunnel,
             home_api=site.home_api,
             dns=site.dns,
+            home_root=site.home_root,
         )
         self.create_mapping(main.cloud, main.home_api, main.link, "edge.bench.test", edge_port)
-        # The path the features are measured on: its mapping has an allowlist (the load
-        # generator's loopback among a few other networks), so every connection pays the lookup.
-        self.create_mapping(
-            main.cloud, main.home_api, main.link, "tunnel.bench.test", tunnel_port, FEATURE_ALLOW
-        )
-        for host in ("edge.bench.test", "tunnel.bench.test"):
+        # The paths the features are measured on: their mappings have an allowlist (the load
+        # generator's loopback among a few other networks), so every connection pays the
+        # lookup. The original's too: beside edge_tunnel, only the tunnel differs.
+        for host, port in [*entry_ports.items(), (ORIGINAL_HOST, original_port)]:
+            self.create_mapping(main.cloud, main.home_api, main.link, host, port, FEATURE_ALLOW)
+        for host in ("edge.bench.test", *ENTRY_HOSTS):
             routed(main.cloud, host)
+        with self.original_tunnel(main):
+            routed(main.cloud, ORIGINAL_HOST)
         return main
 
     def bare(self) -> Bare:
@@ -317,7 +340,7 @@ class Bench:
         site = self._site("bare", "bare-home", 1, {"CLOUDATHOME_EDGE_TRAFFIC_COUNTERS": "0"})
         port = site.base + 8
         tunnel = self.stack.enter_context(
-            self.tunnel(site.home_root, site.config, port, m.direct_port)
+            self.tunnel(site.home_root, site.config, [(port, m.direct_port)])
         )
         self.create_mapping(site.cloud, site.home_api, site.link, "tunnel.bench.test", port)
         routed(site.cloud, "tunnel.bench.test")
@@ -364,12 +387,45 @@ class Bench:
         return base
 
     def tunnel(
-        self, home_root: Path, config: Path, remote_port: int, local_port: int
+        self, home_root: Path, config: Path, forwards: Sequence[tuple[int, int]]
     ) -> contextlib.AbstractContextManager[TunnelRun]:
-        """The product's tunnel, exactly: `home manage tunnel_run` (the console's own argv,
-        spawn and readiness) for the home of `config`."""
-        log_path = home_root / f"tunnel-{remote_port}.out"
-        return run_tunnel(home_root / "home-state", config, remote_port, local_port, log_path)
+        """The product's tunnel, exactly: `home manage tunnel_run`, the console's own master
+        connection (argv, spawn, readiness) with `forwards` (remote port, local port) added
+        in one control command, for the home of `config`."""
+        log_path = home_root / f"tunnel-{forwards[0][0]}.out"
+        return run_tunnel(home_root / "home-state", config, forwards, log_path)
+
+    @contextlib.contextmanager
+    def original_tunnel(self, m: Main) -> Iterator[int]:
+        """The original system's tunnel as its README runs it, for the main bench home: `ssh
+        -N -T -R` (no session, so sshd never sets TCP_NODELAY: Nagle stays on), default
+        ciphers, only what running it unattended needs (its key, batch mode, the home's pinned
+        host key, no ssh_config); yields its pid once the cloud listens on its port. The
+        cloud's sshd ends a connection with no channel open after 10 s
+        (UnusedConnectionTimeout), so it is started for each measurement and stopped after."""
+        link, port = m.link["ssh"], m.original_port
+        argv = ["ssh", "-N", "-T", "-R", f"127.0.0.1:{port}:127.0.0.1:{m.direct_port}"]
+        argv += ["-i", str(link["private_key_path"]), "-o", "BatchMode=yes"]
+        argv += [
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={link['known_hosts']}",
+        ]
+        argv += ["-F", "/dev/null", f"{link['username']}@{link['host']}", "-p", str(link["port"])]
+        _port_freed(port)  # the previous run's listener, until its session has ended
+        log = m.home_root / "original-tunnel.out"
+        env = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"}  # no agent
+        with contextlib.ExitStack() as stack:
+            try:
+                proc = stack.enter_context(
+                    running(argv, log=log, env=env, ready=lambda: _listened(port), timeout=15)
+                )
+            except (RuntimeError, TimeoutError) as exc:
+                raise RuntimeError(
+                    f"the original's tunnel (ssh -N -T -R 127.0.0.1:{port}) did not come up: {exc}"
+                ) from None
+            yield proc.pid
 
     def create_mapping(
         self,

@@ -277,20 +277,32 @@ def table(results: dict[str, Any]) -> str:
     lines: list[str] = []
     data = results.get("data_path")
     if data:
-        lines.append(" ".join([f"{'path':<16}", *(f"{c[0]:>{c[1]}}" for c in _COLUMNS)]))
+        lines.append(" ".join([f"{'path':<20}", *(f"{c[0]:>{c[1]}}" for c in _COLUMNS)]))
         for path, fig in data["paths"].items():
             ratios = data["ratios"].get(path, {})
             cells = [
                 f"{ratios.get(key, 1) if ratio else fig[key]:>{width}{form}}"
                 for _, width, key, form, ratio in _COLUMNS
             ]
-            lines.append(" ".join([f"{path:<16}", *cells]))
+            lines.append(" ".join([f"{path:<20}", *cells]))
+        if "entries_at_once" in data:
+            lines.append(_at_once_line(data))
         lines.append("")
     for t in results.get("targets", []):
         mark = "met   " if t["met"] else "MISSED"
         measured = f"{_fmt(t['value'])}{t['unit']}"
         lines.append(f"{mark} {t['name']}: {measured} (target {t['op']} {t['limit']:g}{t['unit']})")
     return "\n".join(lines)
+
+
+def _at_once_line(data: dict[str, Any]) -> str:
+    e = data["entries_at_once"]
+    return (
+        f"{e['entries']} entries at once on the one master connection: "
+        f"{e['keepalive_rps']:,.0f} keep-alive req/s in all "
+        f"({' + '.join(f'{r:,.0f}' for r in e['keepalive_rps_per_entry'])}), "
+        f"{e['ratio_to_one_entry']:.2f} x one entry's, {e['errors']} errors"
+    )
 
 
 # --- files ----------------------------------------------------------------------------------
@@ -327,11 +339,12 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     keys = list(METRICS)
     x = range(len(keys))
     fig, ax = plt.subplots(figsize=(8, 4.2), dpi=110)
-    width = 0.27
+    width = 0.2
     bars = (  # (offset, ratios, label, color)
-        (-width, ratios["edge"], "edge only (HAProxy)", "#6baed6"),
-        (0.0, ratios["edge_tunnel"], "edge + SSH tunnel", "#2171b5"),
-        (width, PROTOTYPE["edge_tunnel"], "prototype, edge + tunnel", "#bdbdbd"),
+        (-1.5 * width, ratios["edge"], "edge only (HAProxy)", "#6baed6"),
+        (-0.5 * width, ratios["edge_tunnel_original"], "edge + the original's ssh -N", "#fd8d3c"),
+        (0.5 * width, ratios["edge_tunnel"], "edge + SSH master (ours)", "#2171b5"),
+        (1.5 * width, PROTOTYPE["edge_tunnel"], "prototype, edge + tunnel", "#bdbdbd"),
     )
     for offset, values, label, color in bars:
         ax.bar([i + offset for i in x], [values[k] for k in keys], width, label=label, color=color)
@@ -458,15 +471,38 @@ def _md_data(data: dict[str, Any], png: str | None) -> list[str]:
                 " / ".join(f"{v:.2f}" for v in proto.values()) if proto else "",
             ]
         )
+    at_once = data.get("entries_at_once")
+    if at_once:
+        direct = data["paths"]["direct"]["keepalive_rps"]
+        rows.append(
+            [
+                f"edge_tunnel, {at_once['entries']} entries at once",
+                "-",
+                "-",
+                _fmt(at_once["keepalive_rps"], 0),
+                _fmt(at_once["keepalive_rps"] / direct if direct else None),
+                "-",
+                _fmt(at_once["keepalive_p99_ms"]),
+                "-",
+                "-",
+                "",
+            ]
+        )
     header = ["path", "100 MiB MB/s", "ratio", "keep-alive req/s", "ratio", "p50 ms"]
     header += ["p99 ms", "new TLS conn/s", "ratio", "prototype ratios"]
     out = [
         "## 1. Data path",
         "",
-        "Three ways to the same nginx HTTPS service: direct; through the edge only (HAProxy "
-        "SNI passthrough to nginx); through the edge and the product's SSH tunnel "
-        "(`home/tunnels/ssh.py`'s `ssh -tt -R`, the cloud's own sshd); the last once more "
-        "with the edge's per-connection features off (`edge_tunnel_bare`, below). One 100 MiB download "
+        "Four ways to the same nginx HTTPS service: direct; through the edge only (HAProxy "
+        "SNI passthrough to nginx); through the edge and the original system's own tunnel "
+        "as its README runs it (`edge_tunnel_original`: `ssh -N -T -R`, no session, so sshd "
+        "leaves Nagle on, default ciphers; started for each measurement, as the cloud ends a "
+        "connection with no channel after 10 s); through the edge and the product's SSH "
+        "master connection (`edge_tunnel`: `home manage tunnel_run`, `home/tunnels/ssh.py`'s "
+        "`ssh -tt` master with the home's three entries added on its control socket, the "
+        "cloud's own sshd); the last once more with the edge's per-connection features off "
+        "(`edge_tunnel_bare`, below). The original's and ours share the main site and an "
+        "identical mapping: only the tunnel differs. One 100 MiB download "
         f"with curl; wrk on {s['wrk_threads']} thread, {s['wrk_connections']} connections, "
         f"{s['wrk_seconds']:g} s per run for 1 KiB keep-alive requests and for new TLS "
         f"connections (`Connection: close`); medians of {s['repeats']} run(s). The edge's "
@@ -475,6 +511,25 @@ def _md_data(data: dict[str, Any], png: str | None) -> list[str]:
         "",
         *_table(header, rows),
     ]
+    gain = data.get("gain_over_original")
+    if gain:
+        out += [
+            "",
+            "What a user of the original gains (`edge_tunnel` / `edge_tunnel_original`, same "
+            "run): " + "; ".join(f"{METRICS[k]} **{v:.2f} x**" for k, v in gain.items()) + ".",
+        ]
+    if at_once:
+        out += [
+            "",
+            f"{at_once['entries']} entries at once: one wrk per hostname "
+            f"({', '.join(at_once['hosts'])}, one forward each on the home's one master "
+            f"connection), in parallel, {' + '.join(map(str, at_once['connections']))} "
+            "connections (the single entry's, split), keep-alive req/s summed; the p99 is "
+            f"the worst of the three. {at_once['keepalive_rps']:,.0f} req/s in all "
+            f"({' + '.join(f'{r:,.0f}' for r in at_once['keepalive_rps_per_entry'])}), "
+            f"**{at_once['ratio_to_one_entry']:.2f} x** one entry's keep-alive req/s of this "
+            f"run, {at_once['errors']} errors.",
+        ]
     if png:
         out += ["", f"![ratios to direct]({png})"]
     groups = ["haproxy", "sshd", "ssh", "service", "client"]

@@ -9,6 +9,8 @@ import pwd
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.sites import run_bounded, state_root
 from workers.local.sites import cli
 
@@ -22,6 +24,10 @@ def _number(results: dict[str, Any], *path: str) -> float:
     return float(node)
 
 
+def cpu_of(path: str) -> tuple[str, ...]:
+    return ("cpu_us_per_request", "keepalive_rps", path)
+
+
 def test_quick_bench_measures_every_section_and_writes_the_report(tmp_path: Path) -> None:
     out = tmp_path / "docs"
     with state_root() as root:
@@ -31,16 +37,37 @@ def test_quick_bench_measures_every_section_and_writes_the_report(tmp_path: Path
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((out / "performance.json").read_text())
 
-    for path in ("direct", "edge", "edge_tunnel_bare", "edge_tunnel"):
+    paths = ("direct", "edge", "edge_tunnel_original", "edge_tunnel_bare", "edge_tunnel")
+    assert list(results["data_path"]["paths"]) == list(paths)
+    for path in paths:
         for figure in ("download_MBps", "keepalive_rps", "keepalive_p99_ms", "newconn_per_s"):
             assert _number(results, "data_path", "paths", path, figure) > 0
+        assert _number(results, "data_path", "paths", path, "errors") == 0
+    # The peer row: the original's own tunnel (ssh -N -T -R), its own ssh measured.
+    for kind in ("download_MBps", "keepalive_rps", "newconn_per_s"):
+        assert 0 < _number(results, "data_path", "ratios", "edge_tunnel_original", kind) < 1.5
+        assert _number(results, "data_path", "gain_over_original", kind) > 0
+    assert _number(results, "data_path", *cpu_of("edge_tunnel_original"), "ssh") > 0
+    # The home's three entries on its one master connection, loaded at once.
+    at_once = results["data_path"]["entries_at_once"]
+    assert at_once["entries"] == 3 and sum(at_once["connections"]) == 8
+    assert all(rps > 0 for rps in at_once["keepalive_rps_per_entry"])
+    assert _number(at_once, "keepalive_rps") == pytest.approx(
+        sum(at_once["keepalive_rps_per_entry"]), rel=0.01
+    )
+    assert 0 < _number(at_once, "ratio_to_one_entry") < 10
+    assert _number(at_once, "errors") == 0
     # The per-connection features on (main site) against off (a second site), same run.
     for kind in ("download_MBps", "keepalive_rps", "newconn_per_s"):
         assert _number(results, "data_path", "features", kind, "cpu_ratio") > 0
         assert _number(results, "data_path", "features", kind, "haproxy_cpu_off") > 0
-    assert "The per-connection features, on against off" in (out / "performance.md").read_text()
+    report = (out / "performance.md").read_text()
+    assert "The per-connection features, on against off" in report
+    assert "| edge_tunnel_original |" in report
+    assert "| edge_tunnel, 3 entries at once |" in report
+    assert "What a user of the original gains" in report
     assert 0 < _number(results, "data_path", "ratios", "edge_tunnel", "keepalive_rps") < 1.5
-    cpu = ("data_path", "cpu_us_per_request", "keepalive_rps", "edge_tunnel")
+    cpu = ("data_path", *cpu_of("edge_tunnel"))
     assert _number(results, *cpu, "sshd") > 0
     assert _number(results, *cpu, "ssh") > 0
     assert _number(results, "data_path", "tunnel_memory_kb", "ssh_rss") > 0
@@ -63,7 +90,6 @@ def test_quick_bench_measures_every_section_and_writes_the_report(tmp_path: Path
         "tunnel killed -> traffic back, median",
     }
 
-    report = (out / "performance.md").read_text()
     assert "## 1. Data path" in report and "## 5. Certificates" in report
     assert (out / "performance.png").read_bytes().startswith(b"\x89PNG")
     assert "full edge sync of 500 routes" in (out / "scale-out.md").read_text()

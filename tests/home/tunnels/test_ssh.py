@@ -457,6 +457,18 @@ def test_tunnel_run_carries_several_forwards_on_one_master(
     assert not any(port_open(base + i) for i in range(3))
 
 
+def test_tunnel_run_exits_with_the_reason_when_its_master_ends(
+    sshd: Sshd, service: Service, tmp_path: Path
+) -> None:
+    remote = free_port()
+    config = link_file(tmp_path, sshd, remote)
+    log = tmp_path / "run.log"
+    with run_tunnel(tmp_path / "state", config, [(remote, service.port)], log) as run:
+        os.kill(run.pid, signal.SIGKILL)
+        assert run.proc.wait(timeout=10) != 0
+    assert "the master connection ended" in log.read_text()
+
+
 def test_tunnel_run_says_which_forward_the_cloud_refused(sshd: Sshd, tmp_path: Path) -> None:
     base = free_ports(2)
     config = link_file(tmp_path, sshd, base, count=2)

@@ -25,6 +25,7 @@ from home.tunnels.services import READY_TIMEOUT, master_spec
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _ONE = ("--remote-port", "--local-port", "--local-host")
+_REFUSED_RETRY_S = 1.0
 _FORWARD_FORM = "REMOTE:LOCAL or REMOTE:HOST:LOCAL (HOST in [] for IPv6)"
 
 
@@ -146,6 +147,12 @@ def _connect(
         if error:
             raise CommandError(f"the cloud did not accept the connection: {error} (log: {log})")
         refused = ssh.forward_add(spec, *forwards, timeout=READY_TIMEOUT)
+        # After a takeover the evicted sessions may still be closing their listeners: asked
+        # again a second later (as links_run does), for as long as a master may take to be ready.
+        deadline = time.monotonic() + READY_TIMEOUT
+        while refused and takeover and ssh.is_running(handle) and time.monotonic() < deadline:
+            time.sleep(_REFUSED_RETRY_S)
+            refused = ssh.forward_add(spec, *forwards, timeout=READY_TIMEOUT)
     except BaseException:
         ssh.stop(handle)
         raise

@@ -11,6 +11,7 @@ import os
 import secrets
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -70,14 +71,21 @@ def tunnel_reserve(
     raise NoFreePort("every tunnel port of this home is in use")
 
 
+def _endpoint() -> dict[str, Any]:
+    """How this home reaches the cloud's sshd, from its link (cloudlink.yaml)."""
+    current = link().ssh
+    return {
+        "host": current.host,
+        "port": current.port,
+        "username": current.username,
+        "private_key": Path(current.private_key_path),
+        "known_hosts": Path(current.known_hosts),
+    }
+
+
 def spec_of(tunnel: Tunnel) -> ssh.TunnelSpec:
-    current = link()
     return ssh.TunnelSpec(
-        host=current.ssh.host,
-        port=current.ssh.port,
-        username=current.ssh.username,
-        private_key=Path(current.ssh.private_key_path),
-        known_hosts=Path(current.ssh.known_hosts),
+        **_endpoint(),
         remote_port=tunnel.remote_port,
         local_port=tunnel.local_port,
         local_host=tunnel.local_host,
@@ -99,15 +107,7 @@ def control_path() -> Path:
 def master_spec(control: Path | None = None) -> ssh.MasterSpec:
     """This home's master connection to the cloud, from its link (cloudlink.yaml); its control
     socket at `control` (a foreground command's own), else the console's (control_path())."""
-    current = link()
-    return ssh.MasterSpec(
-        host=current.ssh.host,
-        port=current.ssh.port,
-        username=current.ssh.username,
-        private_key=Path(current.ssh.private_key_path),
-        known_hosts=Path(current.ssh.known_hosts),
-        control_path=control or control_path(),
-    )
+    return ssh.MasterSpec(**_endpoint(), control_path=control or control_path())
 
 
 def log_path(tunnel: Tunnel) -> Path:

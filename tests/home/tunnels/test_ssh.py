@@ -469,26 +469,26 @@ def test_tunnel_run_exits_with_the_reason_when_its_master_ends(
     assert "the master connection ended" in log.read_text()
 
 
+def tunnel_run(
+    tmp_path: Path, config: Path, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`home manage tunnel_run ARGS` for the home of `config`, run to its end."""
+    return subprocess.run(
+        cli("home", "manage", "tunnel_run", *args),
+        env=home_environ(tmp_path / "state", config),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def test_tunnel_run_says_which_forward_the_cloud_refused(sshd: Sshd, tmp_path: Path) -> None:
     base = free_ports(2)
     config = link_file(tmp_path, sshd, base, count=2)
     with socket.create_server(("127.0.0.1", base + 1)):  # the cloud's port, held by another
-        done = subprocess.run(
-            cli(
-                "home",
-                "manage",
-                "tunnel_run",
-                "--forward",
-                f"{base}:80",
-                "--forward",
-                f"{base + 1}:80",
-            ),
-            env=home_environ(tmp_path / "state", config),
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
+        forwards = ("--forward", f"{base}:80", "--forward", f"{base + 1}:80")
+        done = tunnel_run(tmp_path, config, *forwards, timeout=90)
     assert done.returncode != 0
     assert "the cloud did not accept the forwards" in done.stderr
     assert f"remote port forwarding failed for listen port {base + 1}" in done.stderr
@@ -513,15 +513,7 @@ def test_tunnel_run_names_the_option_it_refuses(
 ) -> None:
     base = free_port()
     config = link_file(tmp_path, sshd, base)
-    argv = cli("home", "manage", "tunnel_run", *(a.format(base=base) for a in args))
-    done = subprocess.run(
-        argv,
-        env=home_environ(tmp_path / "state", config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = tunnel_run(tmp_path, config, *(a.format(base=base) for a in args))
     assert done.returncode != 0
     assert message in done.stderr
 
@@ -529,17 +521,7 @@ def test_tunnel_run_names_the_option_it_refuses(
 def test_tunnel_run_refuses_a_port_outside_the_home_range(sshd: Sshd, tmp_path: Path) -> None:
     remote = free_port()
     config = link_file(tmp_path, sshd, remote)
-    argv = cli(
-        "home", "manage", "tunnel_run", "--remote-port", str(remote + 1), "--local-port", "80"
-    )
-    done = subprocess.run(
-        argv,
-        env=home_environ(tmp_path / "state", config),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = tunnel_run(tmp_path, config, "--remote-port", str(remote + 1), "--local-port", "80")
     assert done.returncode != 0
     assert f"--remote-port: {remote + 1} is outside this home's range {remote}-{remote}" in (
         done.stderr
